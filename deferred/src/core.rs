@@ -76,7 +76,10 @@ struct State {
 }
 
 impl Core {
-    pub(crate) fn new(created: &'static Location<'static>, canceller: Option<Canceller>) -> Rc<Core> {
+    pub(crate) fn new(
+        created: &'static Location<'static>,
+        canceller: Option<Canceller>,
+    ) -> Rc<Core> {
         Rc::new(Core {
             state: RefCell::new(State {
                 called: false,
@@ -237,7 +240,11 @@ impl Core {
 
     /// The Deferred this one is waiting on, if any.
     pub(crate) fn chained_to(&self) -> Option<Rc<Core>> {
-        self.state.borrow().chained_to.as_ref().and_then(Weak::upgrade)
+        self.state
+            .borrow()
+            .chained_to
+            .as_ref()
+            .and_then(Weak::upgrade)
     }
 
     pub(crate) fn set_chained_to(&self, other: &Rc<Core>) {
@@ -290,7 +297,9 @@ impl Core {
                         st.running = true;
                         drop(st);
                         let step = catch_unwind(AssertUnwindSafe(move || cb(input)))
-                            .unwrap_or_else(|payload| Step::Done(Err(Failure::from_panic(payload))));
+                            .unwrap_or_else(|payload| {
+                                Step::Done(Err(Failure::from_panic(payload)))
+                            });
                         let mut st = current.state.borrow_mut();
                         st.running = false;
                         match step {
@@ -303,13 +312,18 @@ impl Core {
                                     continue;
                                 }
                                 let mut ist = inner.state.borrow_mut();
-                                if ist.called && ist.paused == 0 && !ist.running && ist.result.is_some() {
+                                if ist.called
+                                    && ist.paused == 0
+                                    && !ist.running
+                                    && ist.result.is_some()
+                                {
                                     // Already fired: steal its result and go on.
                                     st.result = ist.result.take();
                                 } else {
                                     st.paused += 1;
                                     st.chained_to = Some(Rc::downgrade(&inner));
-                                    ist.callbacks.push_back(Entry::Continue(Rc::clone(&current)));
+                                    ist.callbacks
+                                        .push_back(Entry::Continue(Rc::clone(&current)));
                                     break;
                                 }
                             }
@@ -328,7 +342,11 @@ impl fmt::Debug for Core {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let addr = self as *const Core;
         if let Some(inner) = self.chained_to() {
-            return write!(f, "<Deferred at {addr:p} waiting on Deferred at {:p}>", Rc::as_ptr(&inner));
+            return write!(
+                f,
+                "<Deferred at {addr:p} waiting on Deferred at {:p}>",
+                Rc::as_ptr(&inner)
+            );
         }
         let st = self.state.borrow();
         match &st.result {

@@ -1,5 +1,6 @@
 //! [`Deferred`] (the consumer side) and [`Resolver`] (the producer side).
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -112,7 +113,10 @@ impl<T: 'static> Deferred<T> {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> (Deferred<T>, Resolver<T>) {
         let core = Core::new(Location::caller(), None);
-        (Deferred::from_core(Rc::clone(&core)), Resolver::from_core(core))
+        (
+            Deferred::from_core(Rc::clone(&core)),
+            Resolver::from_core(core),
+        )
     }
 
     /// Creates an unfired Deferred with a canceller. Mirrors
@@ -134,7 +138,10 @@ impl<T: 'static> Deferred<T> {
                 canceller(&Resolver::from_core(Rc::clone(core)))
             })),
         );
-        (Deferred::from_core(Rc::clone(&core)), Resolver::from_core(core))
+        (
+            Deferred::from_core(Rc::clone(&core)),
+            Resolver::from_core(core),
+        )
     }
 
     /// True once `callback` or `errback` was called. Mirrors `Deferred.called`.
@@ -336,6 +343,64 @@ impl<T: 'static> Resolver<T> {
     /// True once the Deferred has fired.
     pub fn called(&self) -> bool {
         self.core.called()
+    }
+}
+
+/// A [`Resolver`] with its value type erased, for code that parks resolvers of
+/// many types in one table (the reactor keeps the resolvers of thread-pool jobs
+/// in a slab and fires them with boxed results from worker threads).
+///
+/// The value type is remembered: [`resolve`](Self::resolve) with a value of
+/// another type fires the Deferred with a [`Failure`] naming both types, never
+/// with a wrong value.
+pub struct AnyResolver {
+    core: Rc<Core>,
+    type_id: TypeId,
+    type_name: &'static str,
+}
+
+/// A boxed value handed to [`AnyResolver::resolve`] was not of the Deferred's
+/// value type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("value of the wrong type for this Deferred: expected {expected}")]
+pub struct ValueTypeMismatch {
+    /// The type the Deferred carries.
+    pub expected: &'static str,
+}
+
+impl<T: 'static> Resolver<T> {
+    /// Erases the value type; see [`AnyResolver`].
+    pub fn into_any(self) -> AnyResolver {
+        AnyResolver {
+            core: self.core,
+            type_id: TypeId::of::<T>(),
+            type_name: std::any::type_name::<T>(),
+        }
+    }
+}
+
+impl AnyResolver {
+    /// Fires the Deferred with a boxed value of its type, or a failure.
+    #[track_caller]
+    pub fn resolve(&self, result: Result<Box<dyn Any>, Failure>) -> Result<(), AlreadyCalledError> {
+        let outcome = match result {
+            Ok(v) if (*v).type_id() != self.type_id => Err(Failure::new(ValueTypeMismatch {
+                expected: self.type_name,
+            })),
+            other => other,
+        };
+        self.core.fire(outcome, Location::caller())
+    }
+
+    /// True once the Deferred has fired.
+    pub fn called(&self) -> bool {
+        self.core.called()
+    }
+}
+
+impl fmt::Debug for AnyResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AnyResolver<{}>({:?})", self.type_name, &*self.core)
     }
 }
 

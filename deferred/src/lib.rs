@@ -67,8 +67,12 @@ mod future;
 mod list;
 mod time;
 
-pub use crate::deferred::{fail, maybe_deferred, succeed, Deferred, IntoDeferred, Resolver};
-pub use crate::errors::{AlreadyCalledError, CancelledError, FailureGroup, FirstError, TimeoutError};
+pub use crate::deferred::{
+    fail, maybe_deferred, succeed, AnyResolver, Deferred, IntoDeferred, Resolver, ValueTypeMismatch,
+};
+pub use crate::errors::{
+    AlreadyCalledError, CancelledError, FailureGroup, FirstError, TimeoutError,
+};
 pub use crate::failure::{log_error, BoxError, Failure, MessageError, PanicError};
 pub use crate::future::DeferredFuture;
 pub use crate::list::{gather_results, race, DeferredList, OneCallbackResult};

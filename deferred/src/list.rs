@@ -107,7 +107,10 @@ impl<T: 'static> ListState<T> {
         let results = std::mem::take(&mut self.results);
         match &self.mode {
             Mode::All(r) => {
-                let all = results.into_iter().map(|r| r.expect("every input arrived")).collect();
+                let all = results
+                    .into_iter()
+                    .map(|r| r.expect("every input arrived"))
+                    .collect();
                 let _ = r.callback(all);
             }
             Mode::OneCallback(r) => {
@@ -247,7 +250,8 @@ pub fn gather_results<T: 'static>(
 pub fn race<T: 'static>(inputs: impl IntoIterator<Item = Deferred<T>>) -> Deferred<(usize, T)> {
     let inputs: Vec<Deferred<T>> = inputs.into_iter().collect();
     let n = inputs.len();
-    let weak: Rc<Vec<Weak<Core>>> = Rc::new(inputs.iter().map(|d| Rc::downgrade(&d.core)).collect());
+    let weak: Rc<Vec<Weak<Core>>> =
+        Rc::new(inputs.iter().map(|d| Rc::downgrade(&d.core)).collect());
     let all = Rc::clone(&weak);
     let (out, resolver) = Deferred::with_canceller(move |_: &Resolver<(usize, T)>| {
         for w in all.iter() {

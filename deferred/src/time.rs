@@ -51,7 +51,12 @@ impl<T: 'static> Deferred<T> {
     /// Like [`add_timeout`](Self::add_timeout), with Twisted's
     /// `onTimeoutCancel`: on timeout, `on_timeout_cancel(result, timeout)`
     /// decides the result instead of the default conversion.
-    pub fn add_timeout_with<C, F>(self, timeout: Duration, clock: &C, on_timeout_cancel: F) -> Deferred<T>
+    pub fn add_timeout_with<C, F>(
+        self,
+        timeout: Duration,
+        clock: &C,
+        on_timeout_cancel: F,
+    ) -> Deferred<T>
     where
         C: ReactorTime + ?Sized,
         F: FnOnce(Result<T, Failure>, Duration) -> Result<T, Failure> + 'static,

@@ -1,0 +1,555 @@
+//! [`Reactor`]: the event loop.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+use deferred::{Deferred, Failure, ReactorTime, ScheduledCall};
+use mio::{Events, Poll, Token, Waker};
+
+use crate::errors::{
+    ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning, RunError, TriggerError,
+};
+use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads};
+use crate::remote::{LoopQueue, RemoteHandle};
+use crate::threadpool::{PoolSizeError, ThreadPool};
+use crate::time::{monotonic_seconds, DelayedCall, Runner, TimerQueue};
+use crate::triggers::{trigger_fn, Phase, SystemEvents, TriggerFn, TriggerId, TriggerOutput};
+
+const WAKE: Token = Token(0);
+/// Twisted caps the poll timeout at this many seconds.
+const MAX_TIMEOUT: f64 = 2_147_483.0;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RunState {
+    started: bool,
+    running: bool,
+    stopped: bool,
+    just_stopped: bool,
+    started_before: bool,
+}
+
+struct ReactorPool {
+    pool: ThreadPool,
+    start_id: Option<TriggerId>,
+    shutdown_id: TriggerId,
+}
+
+struct Inner {
+    poll: RefCell<Poll>,
+    events: RefCell<Events>,
+    queue: LoopQueue,
+    timers: TimerQueue,
+    triggers: Rc<SystemEvents>,
+    state: Cell<RunState>,
+    pool: RefCell<Option<ReactorPool>>,
+    spin: Cell<Duration>,
+}
+
+/// The event loop. Mirrors Twisted's reactor (`ReactorBase` on a poller).
+///
+/// One reactor per loop thread; it is `!Send`, and so is everything that
+/// touches Deferreds. A `Reactor` is a cheap handle: clones share one loop, so
+/// callbacks can capture a clone to call `stop`, `call_later` and so on.
+/// Other threads reach the loop through [`remote`](Self::remote).
+///
+/// Each turn ([`iterate`](Self::iterate), or the loop inside
+/// [`run`](Self::run)) runs the calls queued from threads (FIFO, those queued
+/// when the turn began), then the timed calls that are due, then the shutdown
+/// event if `stop` was called, then waits in `mio::Poll` until the next timer
+/// or a wakeup from another thread.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{Phase, Reactor};
+/// use std::{cell::RefCell, rc::Rc, time::Duration};
+///
+/// let reactor = Reactor::new().unwrap();
+/// let log = Rc::new(RefCell::new(Vec::new()));
+/// let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+/// reactor.call_when_running(move || l1.borrow_mut().push("running"));
+/// reactor.add_system_event_trigger(Phase::Before, "shutdown", move || l2.borrow_mut().push("before shutdown"));
+/// let r = reactor.clone();
+/// reactor.call_later(Duration::from_millis(1), move || {
+///     l3.borrow_mut().push("timer");
+///     r.stop().unwrap();
+/// });
+/// reactor.run().unwrap();
+/// assert_eq!(*log.borrow(), ["running", "timer", "before shutdown"]);
+/// assert!(reactor.run().is_err()); // ReactorNotRestartable
+/// ```
+///
+/// # Implementation notes
+/// Exactly one `mio::Waker` per `Poll`. Other threads wake the loop only when
+/// it announced it is going to sleep (see [`RemoteHandle`]). While thread-pool
+/// jobs are outstanding, the loop spins for a bounded time (20 µs by default,
+/// [`set_spin`](Self::set_spin)) before sleeping, because a result usually
+/// arrives sooner than a cross-core wakeup would take.
+#[derive(Clone)]
+pub struct Reactor {
+    inner: Rc<Inner>,
+}
+
+impl Reactor {
+    /// A new reactor for the current thread, not running. Fails only if the OS
+    /// refuses an epoll instance or an eventfd.
+    pub fn new() -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKE)?;
+        let inner = Rc::new(Inner {
+            poll: RefCell::new(poll),
+            events: RefCell::new(Events::with_capacity(64)),
+            queue: LoopQueue::new(Some(waker)),
+            timers: TimerQueue::new(Box::new(monotonic_seconds)),
+            triggers: Rc::new(SystemEvents::default()),
+            state: Cell::new(RunState::default()),
+            pool: RefCell::new(None),
+            spin: Cell::new(Duration::from_micros(20)),
+        });
+        let reactor = Reactor { inner };
+        // As Twisted's ReactorBase constructor: these come first, so they run
+        // before any user `during` trigger.
+        reactor.add_really_start_running();
+        let weak = reactor.weak();
+        reactor.add_system_event_trigger(Phase::During, "shutdown", move || {
+            if let Some(r) = upgrade(&weak) {
+                r.crash();
+            }
+        });
+        Ok(reactor)
+    }
+
+    fn weak(&self) -> Weak<Inner> {
+        Rc::downgrade(&self.inner)
+    }
+
+    fn add_really_start_running(&self) {
+        let weak = self.weak();
+        self.add_system_event_trigger(Phase::During, "startup", move || {
+            if let Some(r) = upgrade(&weak) {
+                r.update(|s| s.running = true);
+            }
+        });
+    }
+
+    fn state(&self) -> RunState {
+        self.inner.state.get()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut RunState)) {
+        let mut s = self.inner.state.get();
+        f(&mut s);
+        self.inner.state.set(s);
+    }
+
+    /// Sets how long the loop spins waiting for thread results before it sleeps
+    /// (default 20 µs; zero disables spinning).
+    pub fn set_spin(&self, spin: Duration) {
+        self.inner.spin.set(spin);
+    }
+
+    /// True between the `during` phases of startup and shutdown. Mirrors
+    /// `reactor.running`.
+    pub fn running(&self) -> bool {
+        self.state().running
+    }
+
+    /// Fires `startup` and runs the loop until `stop` (after the shutdown
+    /// event's three phases) or `crash`. Mirrors `reactor.run()`; logs `Main
+    /// loop terminated.` on the way out.
+    pub fn run(&self) -> Result<(), RunError> {
+        self.start_running()?;
+        self.main_loop();
+        tracing::info!("Main loop terminated.");
+        Ok(())
+    }
+
+    /// Marks the reactor started and fires `startup`, without looping. Mirrors
+    /// `startRunning()`; [`run`](Self::run) calls it.
+    pub fn start_running(&self) -> Result<(), RunError> {
+        let s = self.state();
+        if s.started {
+            return Err(ReactorAlreadyRunning.into());
+        }
+        if s.started_before {
+            return Err(ReactorNotRestartable.into());
+        }
+        self.update(|s| {
+            s.started = true;
+            s.stopped = false;
+        });
+        self.fire_system_event("startup");
+        Ok(())
+    }
+
+    fn main_loop(&self) {
+        while self.state().started {
+            self.run_until_current();
+            if !self.state().started {
+                break;
+            }
+            let timeout = self.timeout();
+            self.do_iteration(timeout);
+        }
+    }
+
+    /// Runs one turn's work: queued thread calls, due timers, and the shutdown
+    /// event if `stop` was called. Mirrors `runUntilCurrent()`.
+    pub fn run_until_current(&self) {
+        self.inner.queue.drain();
+        let now = self.seconds();
+        self.inner.timers.run_due(now, true, Runner::CatchAndLog);
+        if self.state().just_stopped {
+            self.update(|s| s.just_stopped = false);
+            self.fire_system_event("shutdown");
+        }
+    }
+
+    /// Time until the next timed call, if any. Mirrors `timeout()`.
+    pub fn timeout(&self) -> Option<Duration> {
+        let next = self.inner.timers.next_time()?;
+        let secs = (next - self.seconds()).clamp(0.0, MAX_TIMEOUT);
+        Some(Duration::from_secs_f64(secs))
+    }
+
+    /// Waits for wakeups for at most `timeout` (forever if `None`).
+    fn do_iteration(&self, timeout: Option<Duration>) {
+        let queue = &self.inner.queue;
+        let mut timeout = timeout;
+        if !queue.is_empty() {
+            return;
+        }
+        if timeout != Some(Duration::ZERO) && queue.outstanding() > 0 && self.spin_for_results() {
+            return;
+        }
+        if timeout == Some(Duration::ZERO) {
+            // Nothing to wait for but the waker; no I/O sources are registered.
+            return;
+        }
+        if !queue.prepare_sleep() {
+            return;
+        }
+        let mut events = self.inner.events.borrow_mut();
+        let res = self
+            .inner
+            .poll
+            .borrow_mut()
+            .poll(&mut events, timeout.take());
+        queue.woke();
+        if let Err(e) = res {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "Unexpected error in main loop");
+            }
+        }
+        // The only source is the waker; its readiness needs no handling.
+    }
+
+    /// Spins (yielding) until a message arrives or the spin time is over.
+    fn spin_for_results(&self) -> bool {
+        let spin = self.inner.spin.get();
+        if spin.is_zero() {
+            return false;
+        }
+        let queue = &self.inner.queue;
+        let backoff = Backoff::new();
+        let mut start = None;
+        loop {
+            if !queue.is_empty() {
+                return true;
+            }
+            if backoff.is_completed() {
+                let t: Instant = *start.get_or_insert_with(Instant::now);
+                if t.elapsed() >= spin {
+                    return false;
+                }
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// One turn: the work that is due, then a wait of at most `delay`. Mirrors
+    /// `reactor.iterate(delay)`.
+    pub fn iterate(&self, delay: Duration) {
+        self.run_until_current();
+        let timeout = match self.timeout() {
+            Some(t) if t < delay => t,
+            _ => delay,
+        };
+        self.do_iteration(Some(timeout));
+    }
+
+    /// Asks the reactor to shut down: the `shutdown` event fires at the end of
+    /// the next turn, and `run` returns after its `after` phase. Mirrors
+    /// `reactor.stop()`.
+    pub fn stop(&self) -> Result<(), ReactorNotRunning> {
+        let s = self.state();
+        if s.stopped || !s.started {
+            return Err(ReactorNotRunning);
+        }
+        self.update(|s| {
+            s.stopped = true;
+            s.just_stopped = true;
+            s.started_before = true;
+        });
+        Ok(())
+    }
+
+    /// Leaves the loop after the current turn without firing `shutdown`;
+    /// `run` may be called again. Mirrors `reactor.crash()`.
+    pub fn crash(&self) {
+        self.update(|s| {
+            s.started = false;
+            s.running = false;
+        });
+        self.add_really_start_running();
+    }
+
+    /// Runs `f` now if the reactor is running (returning `None`); otherwise
+    /// registers it as an `after`/`startup` trigger and returns its id.
+    /// Mirrors `callWhenRunning`.
+    pub fn call_when_running<F, R>(&self, f: F) -> Option<TriggerId>
+    where
+        F: FnOnce() -> R + 'static,
+        R: TriggerOutput,
+    {
+        if self.running() {
+            drop(f().into_wait());
+            None
+        } else {
+            Some(self.add_system_event_trigger(Phase::After, "startup", f))
+        }
+    }
+
+    /// Registers `f` to run in `phase` of `event`; a `before` trigger may
+    /// return a Deferred that the later phases wait for. Mirrors
+    /// `addSystemEventTrigger`.
+    pub fn add_system_event_trigger<F, R>(&self, phase: Phase, event: &str, f: F) -> TriggerId
+    where
+        F: FnOnce() -> R + 'static,
+        R: TriggerOutput,
+    {
+        self.inner.triggers.add(phase, event, trigger_fn(f))
+    }
+
+    /// Removes a trigger that has not run. Mirrors `removeSystemEventTrigger`.
+    pub fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError> {
+        self.inner.triggers.remove(id)
+    }
+
+    /// Fires `event`: `before`, (waiting for Deferreds) `during`, `after`.
+    /// An unknown event does nothing. Mirrors `fireSystemEvent`.
+    pub fn fire_system_event(&self, event: &str) {
+        self.inner.triggers.fire(event);
+    }
+
+    /// Ids of the triggers registered for `event` in `phase` that have not
+    /// run, in order.
+    pub fn system_event_triggers(&self, event: &str, phase: Phase) -> Vec<TriggerId> {
+        self.inner.triggers.ids(event, phase)
+    }
+
+    /// Seconds on the reactor's monotonic clock. Mirrors `seconds()`.
+    pub fn seconds(&self) -> f64 {
+        self.inner.timers.now()
+    }
+
+    /// Runs `f` once, `delay` from now, on the loop thread. A panic in `f` is
+    /// logged and the loop goes on. Mirrors `callLater`.
+    pub fn call_later<F>(&self, delay: Duration, f: F) -> DelayedCall
+    where
+        F: FnOnce() + 'static,
+    {
+        self.inner.timers.call_later(delay, Box::new(f))
+    }
+
+    /// Every pending timed call, earliest first. Mirrors `getDelayedCalls()`.
+    pub fn get_delayed_calls(&self) -> Vec<DelayedCall> {
+        self.inner.timers.delayed_calls()
+    }
+
+    /// The `Send + Sync` handle other threads use to reach this loop.
+    pub fn remote(&self) -> RemoteHandle {
+        self.inner.queue.handle()
+    }
+
+    /// Runs `f` on the loop thread on the next turn. Mirrors `callFromThread`
+    /// (from another thread use [`remote`](Self::remote)).
+    pub fn call_from_thread<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.inner.queue.handle().call_from_thread(f);
+    }
+
+    /// True on this reactor's loop thread. Mirrors `isInIOThread`.
+    pub fn is_in_io_thread(&self) -> bool {
+        self.inner.queue.handle().is_loop_thread()
+    }
+
+    /// Runs a `!Send` future on the loop thread and returns a Deferred for its
+    /// output. Mirrors `defer.ensureDeferred` / `Deferred.fromCoroutine`; see
+    /// [`LoopQueue::ensure_deferred`].
+    pub fn ensure_deferred<T, F>(&self, future: F) -> Deferred<T>
+    where
+        T: 'static,
+        F: Future<Output = Result<T, Failure>> + 'static,
+    {
+        self.inner.queue.ensure_deferred(future)
+    }
+
+    /// The reactor's own pool (`ThreadPool(0, 10, "twisted.internet.reactor")`),
+    /// created on first use and started when the reactor runs. Mirrors
+    /// `getThreadPool()`.
+    ///
+    /// At shutdown it is stopped in a `before` trigger that waits, without
+    /// blocking the loop, for queued and running jobs, so their Deferreds still
+    /// fire before `run` returns (Twisted stops it in `during`, blocking).
+    pub fn get_thread_pool(&self) -> ThreadPool {
+        if let Some(p) = self.inner.pool.borrow().as_ref() {
+            return p.pool.clone();
+        }
+        let pool = ThreadPool::new(0, 10, "twisted.internet.reactor").expect("0 <= 10");
+        let starter = pool.clone();
+        let start_id = self.call_when_running(move || {
+            if let Err(e) = starter.start() {
+                tracing::error!(error = %e, "could not start the reactor thread pool");
+            }
+        });
+        let weak = self.weak();
+        let shutdown_id = self.add_system_event_trigger(Phase::Before, "shutdown", move || {
+            upgrade(&weak).and_then(|r| r.stop_thread_pool())
+        });
+        *self.inner.pool.borrow_mut() = Some(ReactorPool {
+            pool: pool.clone(),
+            start_id,
+            shutdown_id,
+        });
+        pool
+    }
+
+    /// Stops and forgets the reactor's pool; the Deferred fires once every
+    /// worker has exited.
+    fn stop_thread_pool(&self) -> Option<Deferred<()>> {
+        let rp = self.inner.pool.borrow_mut().take()?;
+        if let Some(id) = &rp.start_id {
+            let _ = self.remove_system_event_trigger(id);
+        }
+        let _ = self.remove_system_event_trigger(&rp.shutdown_id);
+        Some(stop_pool_deferred(&self.inner.queue, &rp.pool))
+    }
+
+    /// Runs `f` on the reactor's pool. Mirrors `callInThread`.
+    pub fn call_in_thread<F>(&self, f: F) -> Result<(), crate::PoolStopped>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.get_thread_pool().call_in_thread(f)
+    }
+
+    /// Sets the maximum size of the reactor's pool. Mirrors
+    /// `suggestThreadPoolSize`.
+    pub fn suggest_thread_pool_size(&self, size: usize) {
+        let pool = self.get_thread_pool();
+        let min = pool.min().min(size);
+        let _ = pool.adjust_pool_size(Some(min), Some(size));
+    }
+}
+
+/// Stops `pool` without blocking the loop thread: the returned Deferred fires
+/// on a later turn once every worker has finished the backlog and exited.
+pub(crate) fn stop_pool_deferred(queue: &LoopQueue, pool: &ThreadPool) -> Deferred<()> {
+    let threads = pool.begin_stop();
+    let (d, key) = queue.register(|_| Deferred::new());
+    let handle = queue.handle();
+    if threads.is_empty() {
+        handle.complete(key, Ok(Box::new(())));
+        return d;
+    }
+    let name = pool.name().to_owned();
+    let joiner = std::thread::Builder::new()
+        .name(format!("{name}-stopper"))
+        .spawn(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+            handle.complete(key, Ok(Box::new(())));
+        });
+    if let Err(e) = joiner {
+        tracing::error!(error = %e, pool = %name, "could not start the pool stopper thread");
+        queue.handle().complete(key, Err(Failure::new(e)));
+    }
+    d
+}
+
+fn upgrade(weak: &Weak<Inner>) -> Option<Reactor> {
+    weak.upgrade().map(|inner| Reactor { inner })
+}
+
+impl fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor")
+            .field("state", &self.state())
+            .field("queue", &self.inner.queue)
+            .field("timers", &self.inner.timers)
+            .field("triggers", &self.inner.triggers)
+            .finish()
+    }
+}
+
+impl ReactorCore for Reactor {
+    fn running(&self) -> bool {
+        Reactor::running(self)
+    }
+    fn call_when_running(&self, f: Box<dyn FnOnce()>) -> Option<TriggerId> {
+        Reactor::call_when_running(self, f)
+    }
+    fn add_system_event_trigger(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId {
+        self.inner.triggers.add(phase, event, f)
+    }
+    fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError> {
+        Reactor::remove_system_event_trigger(self, id)
+    }
+    fn fire_system_event(&self, event: &str) {
+        Reactor::fire_system_event(self, event)
+    }
+    fn stop(&self) -> Result<(), ReactorNotRunning> {
+        Reactor::stop(self)
+    }
+}
+
+impl ReactorTime for Reactor {
+    fn seconds(&self) -> f64 {
+        Reactor::seconds(self)
+    }
+    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+        Box::new(Reactor::call_later(self, delay, f))
+    }
+}
+
+impl ReactorFromThreads for Reactor {
+    fn loop_queue(&self) -> &LoopQueue {
+        &self.inner.queue
+    }
+}
+
+impl ReactorThreads for Reactor {
+    fn get_thread_pool(&self) -> ThreadPool {
+        Reactor::get_thread_pool(self)
+    }
+    fn suggest_thread_pool_size(&self, size: usize) {
+        Reactor::suggest_thread_pool_size(self, size)
+    }
+    fn new_thread_pool(
+        &self,
+        min: usize,
+        max: usize,
+        name: &str,
+    ) -> Result<ThreadPool, PoolSizeError> {
+        ThreadPool::new(min, max, name)
+    }
+}

@@ -1,0 +1,400 @@
+//! Deterministic stand-ins for tests: [`Clock`] (Twisted's `task.Clock`) and
+//! [`FakeReactor`] (Twisted's test `EventReactor`, grown into a full fake).
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use deferred::{Deferred, Failure, ReactorTime, ScheduledCall};
+
+use crate::errors::{ReactorNotRunning, TriggerError};
+use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads};
+use crate::remote::{LoopQueue, RemoteHandle};
+use crate::threadpool::{PoolMode, PoolSizeError, ThreadPool};
+use crate::time::{DelayedCall, Runner, TimerQueue};
+use crate::triggers::{trigger_fn, Phase, SystemEvents, TriggerFn, TriggerId, TriggerOutput};
+
+/// A fake clock whose time moves only when told. Mirrors
+/// `twisted.internet.task.Clock`.
+///
+/// Time starts at 0.0. [`advance`](Self::advance) runs the calls that become
+/// due, earliest first (FIFO for ties), including calls they schedule that are
+/// due too; a panic in a call propagates, as Twisted lets exceptions escape
+/// `advance`. Clones share the same time and calls.
+#[derive(Clone)]
+pub struct Clock {
+    now: Rc<Cell<f64>>,
+    timers: Rc<TimerQueue>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock {
+    /// A clock at time 0.0.
+    pub fn new() -> Clock {
+        let now = Rc::new(Cell::new(0.0));
+        let n = Rc::clone(&now);
+        Clock {
+            now,
+            timers: Rc::new(TimerQueue::new(Box::new(move || n.get()))),
+        }
+    }
+
+    /// The current fake time. Mirrors `seconds()`.
+    pub fn seconds(&self) -> f64 {
+        self.now.get()
+    }
+
+    /// Schedules `f` at `seconds() + delay`. Mirrors `callLater`.
+    pub fn call_later<F: FnOnce() + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
+        self.timers.call_later(delay, Box::new(f))
+    }
+
+    /// Moves time forward by `amount` seconds and runs what became due.
+    /// Mirrors `advance(amount)`.
+    ///
+    /// # Panics
+    /// If `amount` is negative or not finite: fake time never goes back.
+    pub fn advance(&self, amount: f64) {
+        assert!(
+            amount.is_finite() && amount >= 0.0,
+            "Clock::advance: amount must be a finite, non-negative number of seconds, got {amount}"
+        );
+        self.now.set(self.now.get() + amount);
+        self.timers
+            .run_due(self.now.get(), false, Runner::Propagate);
+    }
+
+    /// Calls [`advance`](Self::advance) for each amount. Mirrors `pump`.
+    pub fn pump(&self, timings: &[f64]) {
+        for &t in timings {
+            self.advance(t);
+        }
+    }
+
+    /// Every pending call, earliest first. Mirrors `getDelayedCalls()`.
+    pub fn get_delayed_calls(&self) -> Vec<DelayedCall> {
+        self.timers.delayed_calls()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Clock({}s, {} calls)",
+            self.seconds(),
+            self.get_delayed_calls().len()
+        )
+    }
+}
+
+impl ReactorTime for Clock {
+    fn seconds(&self) -> f64 {
+        Clock::seconds(self)
+    }
+    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+        Box::new(self.timers.call_later(delay, f))
+    }
+}
+
+struct FakeInner {
+    running: Cell<bool>,
+    stopped: Cell<bool>,
+    clock: Clock,
+    queue: LoopQueue,
+    triggers: Rc<SystemEvents>,
+    pool_mode: PoolMode,
+    pools: RefCell<Vec<ThreadPool>>,
+    default_pool: RefCell<Option<ThreadPool>>,
+}
+
+/// A deterministic reactor for tests: triggers are recorded and inspectable,
+/// time is a [`Clock`], and thread-pool work runs inline or on demand. Mirrors
+/// the `EventReactor` of Twisted's `test_adbapi` (and goes further: it can
+/// really run pools and deliver their results).
+///
+/// - [`triggers`](Self::triggers) lists the registered system event triggers,
+///   like `EventReactor.triggers`;
+/// - pools made by [`new_thread_pool`](ReactorThreads::new_thread_pool) and
+///   [`get_thread_pool`](Self::get_thread_pool) run jobs synchronously
+///   ([`PoolMode::Inline`], Twisted's `NonThreadPool`) or when the test calls
+///   [`run_jobs`](Self::run_jobs) ([`PoolMode::Manual`]); either way
+///   results reach Deferreds only when the test calls [`pump`](Self::pump),
+///   which is one reactor turn;
+/// - [`fire_startup`](Self::fire_startup) and [`stop`](Self::stop) fire the
+///   startup and shutdown events, flipping `running` in their `during` phase.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{defer_to_thread_pool, testing::FakeReactor, Phase, ReactorThreads};
+/// let reactor = FakeReactor::new(false);
+/// let id = reactor.call_when_running(|| ()).unwrap();
+/// assert_eq!(reactor.triggers(), vec![id]);
+/// let pool = reactor.new_thread_pool(1, 1, "p").unwrap();
+/// let d = defer_to_thread_pool(&reactor, &pool, || Ok(5));
+/// assert!(!d.has_result()); // the job ran inline, the result waits for a turn
+/// reactor.pump();
+/// assert_eq!(d.into_result().unwrap().unwrap(), 5);
+/// ```
+#[derive(Clone)]
+pub struct FakeReactor {
+    inner: Rc<FakeInner>,
+}
+
+impl FakeReactor {
+    /// A fake reactor, running or not, whose pools run jobs inline.
+    pub fn new(running: bool) -> FakeReactor {
+        Self::with_pool_mode(running, PoolMode::Inline)
+    }
+
+    /// A fake reactor whose pools run jobs the given way.
+    pub fn with_pool_mode(running: bool, pool_mode: PoolMode) -> FakeReactor {
+        FakeReactor {
+            inner: Rc::new(FakeInner {
+                running: Cell::new(running),
+                stopped: Cell::new(false),
+                clock: Clock::new(),
+                queue: LoopQueue::new(None),
+                triggers: Rc::new(SystemEvents::default()),
+                pool_mode,
+                pools: RefCell::new(Vec::new()),
+                default_pool: RefCell::new(None),
+            }),
+        }
+    }
+
+    /// The fake clock behind `seconds` and `call_later`.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Whether the reactor claims to be running.
+    pub fn running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// Sets `running` directly.
+    pub fn set_running(&self, running: bool) {
+        self.inner.running.set(running);
+    }
+
+    /// The registered triggers that have not run, in registration order.
+    /// Mirrors `EventReactor.triggers`.
+    pub fn triggers(&self) -> Vec<TriggerId> {
+        self.inner.triggers.all_ids()
+    }
+
+    /// One reactor turn: runs the calls and results queued from threads (those
+    /// queued when it began) and the timers due now. Returns how many queued
+    /// items it ran.
+    pub fn pump(&self) -> usize {
+        let n = self.inner.queue.drain();
+        self.inner
+            .clock
+            .timers
+            .run_due(self.inner.clock.seconds(), true, Runner::Propagate);
+        n
+    }
+
+    /// Runs jobs waiting in [`PoolMode::Manual`] pools made by this reactor.
+    pub fn run_jobs(&self) -> usize {
+        let pools: Vec<ThreadPool> = self.inner.pools.borrow().clone();
+        pools.iter().map(ThreadPool::run_pending).sum()
+    }
+
+    /// Runs jobs and turns until neither produces anything more. Returns the
+    /// number of jobs and queued items run.
+    pub fn run_until_idle(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let n = self.run_jobs() + self.pump();
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
+    }
+
+    /// Advances the clock by `amount` seconds (running due timers), then takes
+    /// one turn.
+    pub fn advance(&self, amount: f64) {
+        self.inner.clock.advance(amount);
+        self.pump();
+    }
+
+    /// Fires `startup`; `running` becomes true when its `during` phase starts.
+    pub fn fire_startup(&self) {
+        let inner = Rc::downgrade(&self.inner);
+        self.inner.triggers.fire_with(
+            "startup",
+            Some(Box::new(move || {
+                if let Some(i) = inner.upgrade() {
+                    i.running.set(true);
+                }
+            })),
+        );
+    }
+
+    /// Fires `shutdown` at once (no turn in between, unlike the real reactor);
+    /// `running` becomes false when its `during` phase starts. Fails if not
+    /// running or already stopped.
+    pub fn stop(&self) -> Result<(), ReactorNotRunning> {
+        if !self.running() || self.inner.stopped.get() {
+            return Err(ReactorNotRunning);
+        }
+        self.inner.stopped.set(true);
+        let inner = Rc::downgrade(&self.inner);
+        self.inner.triggers.fire_with(
+            "shutdown",
+            Some(Box::new(move || {
+                if let Some(i) = inner.upgrade() {
+                    i.running.set(false);
+                }
+            })),
+        );
+        Ok(())
+    }
+
+    /// As [`Reactor::call_when_running`](crate::Reactor::call_when_running).
+    pub fn call_when_running<F, R>(&self, f: F) -> Option<TriggerId>
+    where
+        F: FnOnce() -> R + 'static,
+        R: TriggerOutput,
+    {
+        if self.running() {
+            drop(f().into_wait());
+            None
+        } else {
+            Some(self.add_system_event_trigger(Phase::After, "startup", f))
+        }
+    }
+
+    /// As [`Reactor::add_system_event_trigger`](crate::Reactor::add_system_event_trigger).
+    pub fn add_system_event_trigger<F, R>(&self, phase: Phase, event: &str, f: F) -> TriggerId
+    where
+        F: FnOnce() -> R + 'static,
+        R: TriggerOutput,
+    {
+        self.inner.triggers.add(phase, event, trigger_fn(f))
+    }
+
+    /// As [`Reactor::remove_system_event_trigger`](crate::Reactor::remove_system_event_trigger).
+    pub fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError> {
+        self.inner.triggers.remove(id)
+    }
+
+    /// As [`Reactor::fire_system_event`](crate::Reactor::fire_system_event).
+    pub fn fire_system_event(&self, event: &str) {
+        self.inner.triggers.fire(event);
+    }
+
+    /// As [`Reactor::call_later`](crate::Reactor::call_later), on the fake clock.
+    pub fn call_later<F: FnOnce() + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
+        self.inner.clock.call_later(delay, f)
+    }
+
+    /// The handle other threads use.
+    pub fn remote(&self) -> RemoteHandle {
+        self.inner.queue.handle()
+    }
+
+    /// As [`Reactor::ensure_deferred`](crate::Reactor::ensure_deferred).
+    pub fn ensure_deferred<T, F>(&self, future: F) -> Deferred<T>
+    where
+        T: 'static,
+        F: Future<Output = Result<T, Failure>> + 'static,
+    {
+        self.inner.queue.ensure_deferred(future)
+    }
+
+    /// The fake's default pool (min 0, max 10), made like the others.
+    pub fn get_thread_pool(&self) -> ThreadPool {
+        if let Some(p) = self.inner.default_pool.borrow().as_ref() {
+            return p.clone();
+        }
+        let pool = self
+            .make_pool(0, 10, "twisted.internet.reactor")
+            .expect("0 <= 10");
+        *self.inner.default_pool.borrow_mut() = Some(pool.clone());
+        pool
+    }
+
+    fn make_pool(&self, min: usize, max: usize, name: &str) -> Result<ThreadPool, PoolSizeError> {
+        let pool = ThreadPool::with_mode(min, max, name, self.inner.pool_mode)?;
+        self.inner.pools.borrow_mut().push(pool.clone());
+        Ok(pool)
+    }
+}
+
+impl fmt::Debug for FakeReactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeReactor")
+            .field("running", &self.running())
+            .field("clock", &self.inner.clock)
+            .field("queue", &self.inner.queue)
+            .field("triggers", &self.inner.triggers)
+            .finish()
+    }
+}
+
+impl ReactorCore for FakeReactor {
+    fn running(&self) -> bool {
+        FakeReactor::running(self)
+    }
+    fn call_when_running(&self, f: Box<dyn FnOnce()>) -> Option<TriggerId> {
+        FakeReactor::call_when_running(self, f)
+    }
+    fn add_system_event_trigger(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId {
+        self.inner.triggers.add(phase, event, f)
+    }
+    fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError> {
+        FakeReactor::remove_system_event_trigger(self, id)
+    }
+    fn fire_system_event(&self, event: &str) {
+        FakeReactor::fire_system_event(self, event)
+    }
+    fn stop(&self) -> Result<(), ReactorNotRunning> {
+        FakeReactor::stop(self)
+    }
+}
+
+impl ReactorTime for FakeReactor {
+    fn seconds(&self) -> f64 {
+        self.inner.clock.seconds()
+    }
+    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+        Box::new(self.inner.clock.timers.call_later(delay, f))
+    }
+}
+
+impl ReactorFromThreads for FakeReactor {
+    fn loop_queue(&self) -> &LoopQueue {
+        &self.inner.queue
+    }
+}
+
+impl ReactorThreads for FakeReactor {
+    fn get_thread_pool(&self) -> ThreadPool {
+        FakeReactor::get_thread_pool(self)
+    }
+    fn suggest_thread_pool_size(&self, size: usize) {
+        let pool = self.get_thread_pool();
+        let _ = pool.adjust_pool_size(Some(pool.min().min(size)), Some(size));
+    }
+    fn new_thread_pool(
+        &self,
+        min: usize,
+        max: usize,
+        name: &str,
+    ) -> Result<ThreadPool, PoolSizeError> {
+        self.make_pool(min, max, name)
+    }
+}

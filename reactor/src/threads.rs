@@ -1,0 +1,151 @@
+//! Running work on threads and getting the result back as a Deferred:
+//! Twisted's `twisted.internet.threads`.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use deferred::{maybe_deferred, Deferred, Failure, IntoDeferred, Resolver};
+
+use crate::errors::BlockingCallError;
+use crate::interfaces::{ReactorFromThreads, ReactorThreads};
+use crate::remote::RemoteHandle;
+use crate::threadpool::ThreadPool;
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// Runs `f` on `pool` and returns a Deferred that fires with its result on the
+/// loop thread of `reactor`, always on a later turn. Mirrors
+/// `threads.deferToThreadPool(reactor, threadpool, f)`.
+///
+/// A panic in `f` becomes a [`Failure`] and the worker lives on. Beyond
+/// Twisted (whose Deferred here has no canceller), cancelling the Deferred
+/// before `f` started means `f` never runs; once `f` runs it finishes, the
+/// Deferred fails with `CancelledError` at once, and the late result is
+/// dropped. On a stopped pool the Deferred fails with
+/// [`PoolStopped`](crate::PoolStopped) (Twisted's never fires).
+///
+/// # Examples
+///
+/// ```
+/// use reactor::{defer_to_thread_pool, Reactor, ThreadPool};
+/// use std::{cell::Cell, rc::Rc};
+///
+/// let reactor = Reactor::new().unwrap();
+/// let pool = ThreadPool::new(1, 2, "work").unwrap();
+/// pool.start().unwrap();
+/// let got = Rc::new(Cell::new(0));
+/// let (g, r) = (got.clone(), reactor.clone());
+/// defer_to_thread_pool(&reactor, &pool, || Ok(6 * 7)).add_callback(move |v: u64| {
+///     g.set(v);
+///     r.stop().unwrap();
+/// });
+/// reactor.run().unwrap();
+/// assert_eq!(got.get(), 42);
+/// pool.stop();
+/// ```
+pub fn defer_to_thread_pool<R, T, F>(reactor: &R, pool: &ThreadPool, f: F) -> Deferred<T>
+where
+    R: ReactorFromThreads + ?Sized,
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+{
+    let queue = reactor.loop_queue();
+    let state = Arc::new(AtomicU8::new(QUEUED));
+    let pending = queue.pending_weak();
+    let cancel_state = Arc::clone(&state);
+    let (d, key) = queue.register(move |key| {
+        Deferred::with_canceller(move |_: &Resolver<T>| {
+            // Only a job that has not started can be withdrawn; a running one
+            // finishes and its result is dropped when it arrives.
+            if cancel_state
+                .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                if let Some(p) = pending.upgrade() {
+                    let removed = p.borrow_mut().try_remove(key);
+                    drop(removed);
+                }
+            }
+        })
+    });
+    let handle = queue.handle();
+    let on_stopped = handle.clone();
+    let job = move || {
+        if state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // cancelled before it started
+        }
+        let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Failure::from_panic(p)));
+        handle.complete(key, r.map(|v| Box::new(v) as Box<dyn Any + Send>));
+    };
+    if let Err(stopped) = pool.submit(Box::new(job)) {
+        // Delivered through the queue too, so it fires on a later turn.
+        on_stopped.complete(key, Err(Failure::new(stopped)));
+    }
+    d
+}
+
+/// [`defer_to_thread_pool`] on `reactor`'s own thread pool. Mirrors
+/// `threads.deferToThread` (with the reactor explicit; see
+/// [`default_reactor`](crate::default_reactor) for Twisted's global one).
+pub fn defer_to_thread<R, T, F>(reactor: &R, f: F) -> Deferred<T>
+where
+    R: ReactorThreads + ?Sized,
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+{
+    defer_to_thread_pool(reactor, &reactor.get_thread_pool(), f)
+}
+
+/// Runs every function, in order, on one thread of `reactor`'s pool.
+/// Mirrors `threads.callMultipleInThread`.
+pub fn call_multiple_in_thread<R>(
+    reactor: &R,
+    calls: Vec<Box<dyn FnOnce() + Send>>,
+) -> Result<(), crate::PoolStopped>
+where
+    R: ReactorThreads + ?Sized,
+{
+    reactor.get_thread_pool().call_in_thread(move || {
+        for f in calls {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+                let f = Failure::from_panic(p);
+                tracing::error!(failure = %f, "Unhandled error in callMultipleInThread");
+            }
+        }
+    })
+}
+
+/// From a non-loop thread: runs `f` on the loop thread, waits for its result
+/// (waiting for the Deferred if it returns one) and returns it. Mirrors
+/// `threads.blockingCallFromThread`.
+///
+/// Unlike Twisted, which deadlocks, calling it on the loop thread fails with
+/// [`BlockingCallError::OnLoopThread`], and a reactor that is dropped before
+/// running the call gives [`BlockingCallError::ReactorGone`] (both inside the
+/// returned `Failure`). It still blocks for as long as the call takes.
+pub fn blocking_call_from_thread<T, R, F>(remote: &RemoteHandle, f: F) -> Result<T, Failure>
+where
+    T: Send + 'static,
+    R: IntoDeferred<T>,
+    F: FnOnce() -> R + Send + 'static,
+{
+    if remote.is_loop_thread() {
+        return Err(Failure::new(BlockingCallError::OnLoopThread));
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<Result<T, Failure>>(1);
+    remote.call_from_thread(move || {
+        let _ = maybe_deferred(f).add_both(move |r| {
+            let _ = tx.send(r);
+            Ok(())
+        });
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err(Failure::new(BlockingCallError::ReactorGone)))
+}
