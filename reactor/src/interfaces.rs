@@ -31,6 +31,44 @@ pub trait ReactorCore {
     fn fire_system_event(&self, event: &str);
     /// Asks the reactor to shut down. Mirrors `stop`.
     fn stop(&self) -> Result<(), ReactorNotRunning>;
+    /// Keeps a shutting-down reactor turning (delivering thread results and
+    /// running timers) after its `shutdown` event, until the returned hold is
+    /// dropped; `run` returns only then. Not in Twisted: it is how a
+    /// `ConnectionPool` closed by the `during`/`shutdown` trigger still fires
+    /// every Deferred it handed out without blocking the loop. The default
+    /// does nothing (the hold keeps nothing alive).
+    fn hold_shutdown(&self) -> ShutdownHold {
+        ShutdownHold::detached()
+    }
+}
+
+/// A hold on a reactor's shutdown; see [`ReactorCore::hold_shutdown`].
+/// Releasing it is dropping it.
+#[derive(Debug)]
+pub struct ShutdownHold {
+    count: Option<std::rc::Rc<std::cell::Cell<usize>>>,
+}
+
+impl ShutdownHold {
+    /// A hold that holds nothing.
+    pub fn detached() -> Self {
+        ShutdownHold { count: None }
+    }
+
+    pub(crate) fn on(count: &std::rc::Rc<std::cell::Cell<usize>>) -> Self {
+        count.set(count.get() + 1);
+        ShutdownHold {
+            count: Some(std::rc::Rc::clone(count)),
+        }
+    }
+}
+
+impl Drop for ShutdownHold {
+    fn drop(&mut self) {
+        if let Some(c) = &self.count {
+            c.set(c.get().saturating_sub(1));
+        }
+    }
 }
 
 /// Handing work from other threads to the loop thread. Mirrors

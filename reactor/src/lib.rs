@@ -66,7 +66,9 @@ pub use crate::errors::{
     ReactorNotRunning, RunError, TriggerError,
 };
 pub use crate::global::{default_reactor, install_reactor};
-pub use crate::interfaces::{AnyReactor, ReactorCore, ReactorFromThreads, ReactorThreads};
+pub use crate::interfaces::{
+    AnyReactor, ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold,
+};
 pub use crate::reactor::Reactor;
 pub use crate::remote::{BoxedOutcome, LoopQueue, RemoteHandle};
 pub use crate::threadpool::{Job, PoolMode, PoolSizeError, ThreadPool};

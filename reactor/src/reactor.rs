@@ -14,7 +14,7 @@ use mio::{Events, Poll, Token, Waker};
 use crate::errors::{
     ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning, RunError, TriggerError,
 };
-use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads};
+use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold};
 use crate::remote::{LoopQueue, RemoteHandle};
 use crate::threadpool::{PoolSizeError, ThreadPool};
 use crate::time::{monotonic_seconds, DelayedCall, Runner, TimerQueue};
@@ -48,6 +48,7 @@ struct Inner {
     state: Cell<RunState>,
     pool: RefCell<Option<ReactorPool>>,
     spin: Cell<Duration>,
+    holds: Rc<Cell<usize>>,
 }
 
 /// The event loop. Mirrors Twisted's reactor (`ReactorBase` on a poller).
@@ -110,6 +111,7 @@ impl Reactor {
             state: Cell::new(RunState::default()),
             pool: RefCell::new(None),
             spin: Cell::new(Duration::from_micros(20)),
+            holds: Rc::new(Cell::new(0)),
         });
         let reactor = Reactor { inner };
         // As Twisted's ReactorBase constructor: these come first, so they run
@@ -187,10 +189,17 @@ impl Reactor {
         Ok(())
     }
 
+    /// True while the loop must keep turning: started, or shut down by `stop`
+    /// with a [`ShutdownHold`] still held.
+    fn keep_turning(&self) -> bool {
+        let s = self.state();
+        s.started || (s.stopped && self.inner.holds.get() > 0)
+    }
+
     fn main_loop(&self) {
-        while self.state().started {
+        while self.keep_turning() {
             self.run_until_current();
-            if !self.state().started {
+            if !self.keep_turning() {
                 break;
             }
             let timeout = self.timeout();
@@ -297,6 +306,12 @@ impl Reactor {
             s.started_before = true;
         });
         Ok(())
+    }
+
+    /// Keeps `run` turning after the `shutdown` event until the hold is
+    /// dropped; see [`ReactorCore::hold_shutdown`].
+    pub fn hold_shutdown(&self) -> ShutdownHold {
+        ShutdownHold::on(&self.inner.holds)
     }
 
     /// Leaves the loop after the current turn without firing `shutdown`;
@@ -519,6 +534,9 @@ impl ReactorCore for Reactor {
     }
     fn stop(&self) -> Result<(), ReactorNotRunning> {
         Reactor::stop(self)
+    }
+    fn hold_shutdown(&self) -> ShutdownHold {
+        Reactor::hold_shutdown(self)
     }
 }
 

@@ -248,6 +248,15 @@ impl LoopQueue {
         Rc::downgrade(&self.pending)
     }
 
+    /// A Deferred that fires with `result` on a later turn, through the queue,
+    /// as thread results do (for errors detected before any job was queued).
+    pub fn resolve_later<T: Send + 'static>(&self, result: Result<T, Failure>) -> Deferred<T> {
+        let (d, key) = self.register(|_| Deferred::new());
+        self.handle()
+            .complete(key, result.map(|v| Box::new(v) as Box<dyn Any + Send>));
+        d
+    }
+
     /// Runs the messages that were queued when it was called, in FIFO order,
     /// and returns how many it ran. Messages queued meanwhile (also by the
     /// calls it runs) wait for the next turn. Mirrors the thread-call part of

@@ -442,6 +442,15 @@ impl ThreadPool {
         c.joined = true;
         c.started = false;
         self.inner.joined.store(true, Ordering::Release);
+        if c.threads.is_empty() || self.inner.mode != PoolMode::Threads {
+            // Nobody will ever run the backlog: drop it now, so the jobs'
+            // owners learn it (defer_to_thread_pool fails their Deferreds).
+            let dropped: Vec<Msg> = self.inner.rx.try_iter().collect();
+            self.inner.counters.queued.store(0, Ordering::Release);
+            drop(c);
+            drop(dropped);
+            return Vec::new();
+        }
         // Quit messages queue behind the backlog: it is drained first.
         for _ in 0..c.threads.len() {
             self.inner.counters.quits.fetch_add(1, Ordering::AcqRel);

@@ -72,23 +72,54 @@ where
             }
         })
     });
-    let handle = queue.handle();
-    let on_stopped = handle.clone();
+    let guard = JobGuard {
+        handle: queue.handle(),
+        key,
+        state,
+        pool: pool.name().to_owned(),
+    };
     let job = move || {
-        if state
+        if guard
+            .state
             .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return; // cancelled before it started
         }
         let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Failure::from_panic(p)));
-        handle.complete(key, r.map(|v| Box::new(v) as Box<dyn Any + Send>));
+        guard
+            .handle
+            .complete(guard.key, r.map(|v| Box::new(v) as Box<dyn Any + Send>));
     };
-    if let Err(stopped) = pool.submit(Box::new(job)) {
-        // Delivered through the queue too, so it fires on a later turn.
-        on_stopped.complete(key, Err(Failure::new(stopped)));
-    }
+    // On a stopped pool `submit` drops the job unrun, and its guard fails the
+    // Deferred with PoolStopped through the queue, so it fires on a later turn.
+    let _ = pool.submit(Box::new(job));
     d
+}
+
+/// Travels with a job. If the job is dropped without having run (its pool was
+/// stopped before starting, or dropped), it fails the job's Deferred with
+/// [`PoolStopped`](crate::PoolStopped), so no Deferred is left hanging.
+struct JobGuard {
+    handle: RemoteHandle,
+    key: usize,
+    state: Arc<AtomicU8>,
+    pool: String,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        if self
+            .state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let stopped = crate::PoolStopped {
+                name: std::mem::take(&mut self.pool),
+            };
+            self.handle.complete(self.key, Err(Failure::new(stopped)));
+        }
+    }
 }
 
 /// [`defer_to_thread_pool`] on `reactor`'s own thread pool. Mirrors
