@@ -1,8 +1,8 @@
 //! [`DeferredList`], [`gather_results`] and [`race`]: waiting on several
 //! Deferreds at once.
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use crate::core::Core;
 use crate::errors::{FailureGroup, FirstError};
@@ -68,19 +68,70 @@ struct ListState<T> {
     mode: Mode<T>,
 }
 
+/// What to fire once the state borrow is released: firing runs the list's
+/// callbacks, which may feed more results into this same list.
+enum Fire<T> {
+    Nothing,
+    First(Resolver<OneCallbackResult<T>>, OneCallbackResult<T>),
+    FirstError(Mode<T>, FirstError),
+    All(Mode<T>, Vec<Option<Result<T, Failure>>>),
+}
+
+impl<T: 'static> Fire<T> {
+    fn run(self) {
+        match self {
+            Fire::Nothing => {}
+            Fire::First(r, v) => {
+                let _ = r.callback(v);
+            }
+            Fire::FirstError(Mode::All(r), e) => {
+                let _ = r.errback(e);
+            }
+            Fire::FirstError(Mode::OneCallback(r), e) => {
+                let _ = r.errback(e);
+            }
+            Fire::All(Mode::All(r), results) => {
+                let all = results
+                    .into_iter()
+                    .map(|r| r.expect("every input arrived"))
+                    .collect();
+                let _ = r.callback(all);
+            }
+            Fire::All(Mode::OneCallback(r), results) => {
+                let failures = results
+                    .into_iter()
+                    .filter_map(|r| r.and_then(Result::err))
+                    .collect();
+                let _ = r.callback(OneCallbackResult::AllFailed(failures));
+            }
+        }
+    }
+}
+
+impl<T: 'static> Clone for Mode<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Mode::All(r) => Mode::All(r.clone()),
+            Mode::OneCallback(r) => Mode::OneCallback(r.clone()),
+        }
+    }
+}
+
 impl<T: 'static> ListState<T> {
-    fn arrive(&mut self, index: usize, result: Result<T, Failure>) {
+    /// Records a result and says what, if anything, to fire.
+    fn arrive(&mut self, index: usize, result: Result<T, Failure>) -> Fire<T> {
         self.remaining -= 1;
         if self.fired {
             // Recorded but ignored, as in Twisted.
-            self.results[index] = Some(result);
-            return;
+            if let Some(slot) = self.results.get_mut(index) {
+                *slot = Some(result);
+            }
+            return Fire::Nothing;
         }
         match (&self.mode, result) {
             (Mode::OneCallback(r), Ok(value)) => {
                 self.fired = true;
-                let _ = r.callback(OneCallbackResult::First { value, index });
-                return;
+                return Fire::First(r.clone(), OneCallbackResult::First { value, index });
             }
             (mode, Err(f)) if self.fire_on_one_errback => {
                 self.fired = true;
@@ -89,38 +140,20 @@ impl<T: 'static> ListState<T> {
                     index,
                 };
                 self.results[index] = Some(Err(f));
-                let _ = match mode {
-                    Mode::All(r) => r.errback(err),
-                    Mode::OneCallback(r) => r.errback(err),
-                };
-                return;
+                return Fire::FirstError(mode.clone(), err);
             }
             (_, result) => self.results[index] = Some(result),
         }
         if self.remaining == 0 {
-            self.fire_all();
+            self.fire_all()
+        } else {
+            Fire::Nothing
         }
     }
 
-    fn fire_all(&mut self) {
+    fn fire_all(&mut self) -> Fire<T> {
         self.fired = true;
-        let results = std::mem::take(&mut self.results);
-        match &self.mode {
-            Mode::All(r) => {
-                let all = results
-                    .into_iter()
-                    .map(|r| r.expect("every input arrived"))
-                    .collect();
-                let _ = r.callback(all);
-            }
-            Mode::OneCallback(r) => {
-                let failures = results
-                    .into_iter()
-                    .filter_map(|r| r.and_then(Result::err))
-                    .collect();
-                let _ = r.callback(OneCallbackResult::AllFailed(failures));
-            }
-        }
+        Fire::All(self.mode.clone(), std::mem::take(&mut self.results))
     }
 }
 
@@ -170,12 +203,14 @@ impl<T: 'static> DeferredList<T> {
 
     #[track_caller]
     fn cancellable_output<U: 'static>(&self) -> (Deferred<U>, Resolver<U>) {
-        let weak: Vec<Weak<Core>> = self.inputs.iter().map(|d| Rc::downgrade(&d.core)).collect();
+        // Strong, as Twisted's `_deferredList`: cancelling must reach an input
+        // even if nothing else holds it (say, one whose canceller fires it).
+        // The canceller is dropped when the list fires, which breaks the cycle
+        // input -> list state -> list -> canceller -> input.
+        let inputs: Vec<Rc<Core>> = self.inputs.iter().map(|d| Rc::clone(&d.core)).collect();
         let (d, r) = Deferred::with_canceller(move |_: &Resolver<U>| {
-            for w in &weak {
-                if let Some(core) = w.upgrade() {
-                    core.cancel();
-                }
+            for core in &inputs {
+                core.cancel();
             }
         });
         d.core.set_cancel_errbacks(false);
@@ -192,10 +227,15 @@ impl<T: 'static> DeferredList<T> {
             mode,
         }));
         if n == 0 {
-            let mut st = state.borrow_mut();
-            if matches!(st.mode, Mode::All(_)) {
-                st.fire_all();
-            }
+            let fire = {
+                let mut st = state.borrow_mut();
+                if matches!(st.mode, Mode::All(_)) {
+                    st.fire_all()
+                } else {
+                    Fire::Nothing
+                }
+            };
+            fire.run();
             return;
         }
         let consume = self.consume_errors;
@@ -206,7 +246,8 @@ impl<T: 'static> DeferredList<T> {
                     Err(f) if !consume => Err(f.clone()),
                     _ => Ok(()),
                 };
-                state.borrow_mut().arrive(index, r);
+                let fire = state.borrow_mut().arrive(index, r);
+                fire.run();
                 keep
             });
         }
@@ -250,41 +291,44 @@ pub fn gather_results<T: 'static>(
 pub fn race<T: 'static>(inputs: impl IntoIterator<Item = Deferred<T>>) -> Deferred<(usize, T)> {
     let inputs: Vec<Deferred<T>> = inputs.into_iter().collect();
     let n = inputs.len();
-    let weak: Rc<Vec<Weak<Core>>> =
-        Rc::new(inputs.iter().map(|d| Rc::downgrade(&d.core)).collect());
-    let all = Rc::clone(&weak);
+    // Strong, as Twisted's `to_cancel`; see DeferredList::cancellable_output.
+    let cores: Rc<Vec<Rc<Core>>> = Rc::new(inputs.iter().map(|d| Rc::clone(&d.core)).collect());
+    let all = Rc::clone(&cores);
     let (out, resolver) = Deferred::with_canceller(move |_: &Resolver<(usize, T)>| {
-        for w in all.iter() {
-            if let Some(core) = w.upgrade() {
-                core.cancel();
-            }
+        for core in all.iter() {
+            core.cancel();
         }
     });
-    let failures = Rc::new(RefCell::new(Vec::new()));
+    let winner: Rc<Cell<Option<usize>>> = Rc::new(Cell::new(None));
+    let failures: Rc<RefCell<Vec<(usize, Failure)>>> = Rc::new(RefCell::new(Vec::new()));
     for (index, d) in inputs.into_iter().enumerate() {
         let (ok_r, err_r) = (resolver.clone(), resolver.clone());
-        let weak = Rc::clone(&weak);
-        let failures = Rc::clone(&failures);
+        let (cores, winner, failures) =
+            (Rc::clone(&cores), Rc::clone(&winner), Rc::clone(&failures));
         let _ = d.add_callbacks(
             move |value: T| {
-                if !ok_r.called() {
-                    let _ = ok_r.callback((index, value));
-                    for (i, w) in weak.iter().enumerate() {
+                if winner.get().is_none() {
+                    winner.set(Some(index));
+                    // Twisted cancels the losers first, then fires.
+                    for (i, core) in cores.iter().enumerate() {
                         if i != index {
-                            if let Some(core) = w.upgrade() {
-                                core.cancel();
-                            }
+                            core.cancel();
                         }
                     }
+                    let _ = ok_r.callback((index, value));
                 }
                 Ok(())
             },
             move |f: Failure| {
-                let mut fs = failures.borrow_mut();
-                fs.push(f);
-                if fs.len() == n && !err_r.called() {
-                    let failures = std::mem::take(&mut *fs);
-                    drop(fs);
+                let done = {
+                    let mut fs = failures.borrow_mut();
+                    fs.push((index, f));
+                    fs.len() == n
+                };
+                if done {
+                    let mut fs = std::mem::take(&mut *failures.borrow_mut());
+                    fs.sort_by_key(|(i, _)| *i);
+                    let failures = fs.into_iter().map(|(_, f)| f).collect();
                     let _ = err_r.errback(FailureGroup { failures });
                 }
                 Ok(())
