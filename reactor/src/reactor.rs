@@ -455,7 +455,7 @@ impl Reactor {
             let _ = self.remove_system_event_trigger(id);
         }
         let _ = self.remove_system_event_trigger(&rp.shutdown_id);
-        Some(stop_pool_deferred(&self.inner.queue, &rp.pool))
+        Some(crate::threads::stop_thread_pool(self, &rp.pool))
     }
 
     /// Runs `f` on the reactor's pool. Mirrors `callInThread`.
@@ -473,32 +473,6 @@ impl Reactor {
         let min = pool.min().min(size);
         let _ = pool.adjust_pool_size(Some(min), Some(size));
     }
-}
-
-/// Stops `pool` without blocking the loop thread: the returned Deferred fires
-/// on a later turn once every worker has finished the backlog and exited.
-pub(crate) fn stop_pool_deferred(queue: &LoopQueue, pool: &ThreadPool) -> Deferred<()> {
-    let threads = pool.begin_stop();
-    let (d, key) = queue.register(|_| Deferred::new());
-    let handle = queue.handle();
-    if threads.is_empty() {
-        handle.complete(key, Ok(Box::new(())));
-        return d;
-    }
-    let name = pool.name().to_owned();
-    let joiner = std::thread::Builder::new()
-        .name(format!("{name}-stopper"))
-        .spawn(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-            handle.complete(key, Ok(Box::new(())));
-        });
-    if let Err(e) = joiner {
-        tracing::error!(error = %e, pool = %name, "could not start the pool stopper thread");
-        queue.handle().complete(key, Err(Failure::new(e)));
-    }
-    d
 }
 
 fn upgrade(weak: &Weak<Inner>) -> Option<Reactor> {

@@ -180,3 +180,39 @@ where
     rx.recv()
         .unwrap_or_else(|_| Err(Failure::new(BlockingCallError::ReactorGone)))
 }
+
+/// Stops `pool` without blocking the loop thread: no new jobs are accepted,
+/// the backlog and running jobs finish, the workers exit, and then the
+/// returned Deferred fires on `reactor`'s loop (after the results of those
+/// jobs, which travel the same queue). Twisted's `ThreadPool.stop()` blocks
+/// the caller instead. A second call fires at once.
+pub fn stop_thread_pool<R>(reactor: &R, pool: &ThreadPool) -> Deferred<()>
+where
+    R: ReactorFromThreads + ?Sized,
+{
+    let queue = reactor.loop_queue();
+    let threads = pool.begin_stop();
+    let (d, key) = queue.register(|_| Deferred::new());
+    let handle = queue.handle();
+    if threads.is_empty() {
+        handle.complete(key, Ok(Box::new(())));
+        return d;
+    }
+    let name = pool.name().to_owned();
+    let joiner = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("{name}-stopper"))
+        .spawn(move || {
+            for t in threads {
+                if t.join().is_err() {
+                    tracing::error!(pool = %name, "a pool thread panicked outside a job");
+                }
+            }
+            joiner.complete(key, Ok(Box::new(())));
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start a pool stopper thread");
+        handle.complete(key, Err(Failure::new(e)));
+    }
+    d
+}

@@ -1,0 +1,382 @@
+//! PEP 249's exceptions as Rust error types.
+//!
+//! The hierarchy is kept as a chain of `source()`s, so [`Failure::check`]
+//! (which walks the chain) matches a kind and its base, as Python's `except`
+//! does:
+//!
+//! ```text
+//! DbError ──source──▶ IntegrityError ──source──▶ DatabaseError ──source──▶ driver error
+//! ```
+//!
+//! so `failure.check::<IntegrityError>()`, `failure.check::<DatabaseError>()`
+//! and `failure.check::<rusqlite::Error>()` all find it. Errors are
+//! returned as [`DbError`], which knows its [`ErrorKind`].
+//!
+//! [`Failure::check`]: deferred::Failure::check
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+/// Which PEP 249 exception an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// `Warning`: an important warning (not an `Error` in PEP 249).
+    Warning,
+    /// `InterfaceError`: a problem with the interface rather than the database.
+    InterfaceError,
+    /// `DatabaseError`: a problem with the database.
+    DatabaseError,
+    /// `DataError`: bad data (division by zero, value out of range, ...).
+    DataError,
+    /// `OperationalError`: the database's operation (lost connection, locked
+    /// database, missing table in SQLite, ...).
+    OperationalError,
+    /// `IntegrityError`: relational integrity (a constraint failed).
+    IntegrityError,
+    /// `InternalError`: the database's internal state.
+    InternalError,
+    /// `ProgrammingError`: the program's fault (SQL syntax, wrong number of
+    /// parameters, closed cursor, ...).
+    ProgrammingError,
+    /// `NotSupportedError`: a feature the database does not support.
+    NotSupportedError,
+}
+
+impl ErrorKind {
+    /// The Python class name, e.g. `"IntegrityError"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Warning => "Warning",
+            ErrorKind::InterfaceError => "InterfaceError",
+            ErrorKind::DatabaseError => "DatabaseError",
+            ErrorKind::DataError => "DataError",
+            ErrorKind::OperationalError => "OperationalError",
+            ErrorKind::IntegrityError => "IntegrityError",
+            ErrorKind::InternalError => "InternalError",
+            ErrorKind::ProgrammingError => "ProgrammingError",
+            ErrorKind::NotSupportedError => "NotSupportedError",
+        }
+    }
+
+    /// True for `DatabaseError` and its subclasses.
+    pub fn is_database_error(self) -> bool {
+        !matches!(self, ErrorKind::Warning | ErrorKind::InterfaceError)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What every database error carries.
+#[derive(Debug, Clone)]
+pub struct ErrorDetails {
+    /// The message (the driver's, or ours).
+    pub message: String,
+    /// The SQL being executed, if any.
+    pub sql: Option<String>,
+    /// The driver's error code (SQLSTATE for PostgreSQL, the extended result
+    /// code for SQLite).
+    pub code: Option<String>,
+    /// The driver's own error, if any.
+    pub source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+    /// True if the driver judged that the connection is gone (server closed
+    /// it, network error); the pool treats such a connection as lost.
+    pub connection_lost: bool,
+}
+
+impl ErrorDetails {
+    fn source_ref(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+impl fmt::Display for ErrorDetails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(code) = &self.code {
+            write!(f, " [code {code}]")?;
+        }
+        if let Some(sql) = &self.sql {
+            write!(f, " [SQL: {sql}]")?;
+        }
+        Ok(())
+    }
+}
+
+macro_rules! leaf_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub ErrorDetails);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}: {}", stringify!($name), self.0)
+            }
+        }
+
+        impl StdError for $name {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                self.0.source_ref()
+            }
+        }
+    };
+}
+
+leaf_error!(
+    /// PEP 249 `Warning`.
+    Warning
+);
+leaf_error!(
+    /// PEP 249 `InterfaceError`.
+    InterfaceError
+);
+leaf_error!(
+    /// PEP 249 `DatabaseError`: the base of the kinds below. Matching it with
+    /// `check::<DatabaseError>()` also matches every subclass.
+    DatabaseError
+);
+
+macro_rules! database_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub DatabaseError);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}: {}", stringify!($name), (self.0).0)
+            }
+        }
+
+        impl StdError for $name {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+    };
+}
+
+database_error!(
+    /// PEP 249 `DataError`.
+    DataError
+);
+database_error!(
+    /// PEP 249 `OperationalError`.
+    OperationalError
+);
+database_error!(
+    /// PEP 249 `IntegrityError`.
+    IntegrityError
+);
+database_error!(
+    /// PEP 249 `InternalError`.
+    InternalError
+);
+database_error!(
+    /// PEP 249 `ProgrammingError`.
+    ProgrammingError
+);
+database_error!(
+    /// PEP 249 `NotSupportedError`.
+    NotSupportedError
+);
+
+#[derive(Debug, Clone)]
+enum Repr {
+    Warning(Warning),
+    Interface(InterfaceError),
+    Database(DatabaseError),
+    Data(DataError),
+    Operational(OperationalError),
+    Integrity(IntegrityError),
+    Internal(InternalError),
+    Programming(ProgrammingError),
+    NotSupported(NotSupportedError),
+}
+
+/// A database error of any PEP 249 kind: what drivers, cursors and
+/// connections return.
+///
+/// ```
+/// use adbapi::dbapi::{DbError, ErrorKind, IntegrityError, DatabaseError};
+/// use deferred::Failure;
+///
+/// let e = DbError::new(ErrorKind::IntegrityError, "UNIQUE constraint failed: t.x")
+///     .with_sql("INSERT INTO t VALUES (?)");
+/// assert_eq!(e.kind(), ErrorKind::IntegrityError);
+/// let f = Failure::new(e);
+/// assert!(f.check::<IntegrityError>().is_some());   // except IntegrityError
+/// assert!(f.check::<DatabaseError>().is_some());    // except DatabaseError
+/// assert!(f.error_message().contains("INSERT INTO t"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct DbError {
+    repr: Repr,
+}
+
+impl DbError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::from_details(
+            kind,
+            ErrorDetails {
+                message: message.into(),
+                sql: None,
+                code: None,
+                source: None,
+                connection_lost: false,
+            },
+        )
+    }
+
+    /// An error of `kind` from full details.
+    pub fn from_details(kind: ErrorKind, d: ErrorDetails) -> Self {
+        let repr = match kind {
+            ErrorKind::Warning => Repr::Warning(Warning(d)),
+            ErrorKind::InterfaceError => Repr::Interface(InterfaceError(d)),
+            ErrorKind::DatabaseError => Repr::Database(DatabaseError(d)),
+            ErrorKind::DataError => Repr::Data(DataError(DatabaseError(d))),
+            ErrorKind::OperationalError => Repr::Operational(OperationalError(DatabaseError(d))),
+            ErrorKind::IntegrityError => Repr::Integrity(IntegrityError(DatabaseError(d))),
+            ErrorKind::InternalError => Repr::Internal(InternalError(DatabaseError(d))),
+            ErrorKind::ProgrammingError => Repr::Programming(ProgrammingError(DatabaseError(d))),
+            ErrorKind::NotSupportedError => Repr::NotSupported(NotSupportedError(DatabaseError(d))),
+        };
+        DbError { repr }
+    }
+
+    /// Which kind it is.
+    pub fn kind(&self) -> ErrorKind {
+        match &self.repr {
+            Repr::Warning(_) => ErrorKind::Warning,
+            Repr::Interface(_) => ErrorKind::InterfaceError,
+            Repr::Database(_) => ErrorKind::DatabaseError,
+            Repr::Data(_) => ErrorKind::DataError,
+            Repr::Operational(_) => ErrorKind::OperationalError,
+            Repr::Integrity(_) => ErrorKind::IntegrityError,
+            Repr::Internal(_) => ErrorKind::InternalError,
+            Repr::Programming(_) => ErrorKind::ProgrammingError,
+            Repr::NotSupported(_) => ErrorKind::NotSupportedError,
+        }
+    }
+
+    /// The details.
+    pub fn details(&self) -> &ErrorDetails {
+        match &self.repr {
+            Repr::Warning(e) => &e.0,
+            Repr::Interface(e) => &e.0,
+            Repr::Database(e) => &e.0,
+            Repr::Data(e) => &(e.0).0,
+            Repr::Operational(e) => &(e.0).0,
+            Repr::Integrity(e) => &(e.0).0,
+            Repr::Internal(e) => &(e.0).0,
+            Repr::Programming(e) => &(e.0).0,
+            Repr::NotSupported(e) => &(e.0).0,
+        }
+    }
+
+    fn details_mut(&mut self) -> &mut ErrorDetails {
+        match &mut self.repr {
+            Repr::Warning(e) => &mut e.0,
+            Repr::Interface(e) => &mut e.0,
+            Repr::Database(e) => &mut e.0,
+            Repr::Data(e) => &mut (e.0).0,
+            Repr::Operational(e) => &mut (e.0).0,
+            Repr::Integrity(e) => &mut (e.0).0,
+            Repr::Internal(e) => &mut (e.0).0,
+            Repr::Programming(e) => &mut (e.0).0,
+            Repr::NotSupported(e) => &mut (e.0).0,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.details().message
+    }
+
+    /// The SQL that failed, if known.
+    pub fn sql(&self) -> Option<&str> {
+        self.details().sql.as_deref()
+    }
+
+    /// The driver's error code (SQLSTATE for PostgreSQL).
+    pub fn code(&self) -> Option<&str> {
+        self.details().code.as_deref()
+    }
+
+    /// True if the driver judged the connection lost.
+    pub fn is_connection_lost(&self) -> bool {
+        self.details().connection_lost
+    }
+
+    /// Records the SQL that failed (kept if already set).
+    pub fn with_sql(mut self, sql: &str) -> Self {
+        let d = self.details_mut();
+        if d.sql.is_none() {
+            d.sql = Some(sql.to_owned());
+        }
+        self
+    }
+
+    /// Records the driver's error code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.details_mut().code = Some(code.into());
+        self
+    }
+
+    /// Records the driver's own error as the source.
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.details_mut().source = Some(Arc::new(source));
+        self
+    }
+
+    /// Marks the connection as lost.
+    pub fn with_connection_lost(mut self, lost: bool) -> Self {
+        self.details_mut().connection_lost = lost;
+        self
+    }
+
+    /// Prefixes the message with context.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        let d = self.details_mut();
+        d.message = format!("{context}: {}", d.message);
+        self
+    }
+
+    /// The typed error inside (`IntegrityError`, ...), as a `dyn Error`.
+    fn inner(&self) -> &(dyn StdError + 'static) {
+        match &self.repr {
+            Repr::Warning(e) => e,
+            Repr::Interface(e) => e,
+            Repr::Database(e) => e,
+            Repr::Data(e) => e,
+            Repr::Operational(e) => e,
+            Repr::Integrity(e) => e,
+            Repr::Internal(e) => e,
+            Repr::Programming(e) => e,
+            Repr::NotSupported(e) => e,
+        }
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind(), self.details())
+    }
+}
+
+impl StdError for DbError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self.inner())
+    }
+}
+
+/// The result type of DB-API operations.
+pub type DbResult<T> = Result<T, DbError>;

@@ -1,0 +1,310 @@
+//! [`PoolCore`]: the thread-safe half of a `ConnectionPool`.
+//!
+//! Worker threads run jobs against it; Twisted's `Connection` and
+//! `Transaction` call it their "pool". It owns the DB-API module, the connect
+//! arguments, the options that matter on the worker side, the per-thread
+//! connection map and the two factories.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::ThreadId;
+
+use deferred::Failure;
+
+use crate::connection::{
+    catch, Connection, ConnectionLost, ConnectionMap, WrongConnectionForThread,
+};
+use crate::dbapi::{ConnectArgs, DbApiModule, DbConnection};
+use crate::transaction::Transaction;
+
+/// Called on every new raw connection before it is used (`cp_openfun`).
+pub type OpenFun = Arc<dyn Fn(&DbConnection) -> Result<(), Failure> + Send + Sync>;
+
+/// Makes the [`Connection`] a job runs on. Mirrors `connectionFactory`
+/// (default: [`Connection::new`]).
+pub type ConnectionFactory =
+    Arc<dyn Fn(&Arc<PoolCore>) -> Result<Connection, Failure> + Send + Sync>;
+
+/// Makes the [`Transaction`] an interaction runs in. Mirrors
+/// `transactionFactory` (default: [`Transaction::new`]).
+pub type TransactionFactory = Arc<
+    dyn for<'c> Fn(&Arc<PoolCore>, &'c mut Connection) -> Result<Transaction<'c>, Failure>
+        + Send
+        + Sync,
+>;
+
+/// The worker-side settings of a pool.
+pub(crate) struct CoreConfig {
+    pub(crate) dbapi_name: String,
+    pub(crate) dbapi: Arc<dyn DbApiModule>,
+    pub(crate) connect_args: ConnectArgs,
+    pub(crate) noisy: bool,
+    pub(crate) reconnect: bool,
+    pub(crate) good_sql: Option<String>,
+    pub(crate) openfun: Option<OpenFun>,
+}
+
+/// The thread-safe half of a [`ConnectionPool`](crate::ConnectionPool): what
+/// worker threads, [`Connection`] and [`Transaction`] use. Obtained from
+/// [`ConnectionPool::core`](crate::ConnectionPool::core).
+pub struct PoolCore {
+    id: u64,
+    cfg: CoreConfig,
+    connections: ConnectionMap,
+    /// Bumped when the map is emptied by `final_close`, so thread-local
+    /// records made before are ignored.
+    epoch: AtomicU64,
+    connection_factory: RwLock<Option<ConnectionFactory>>,
+    transaction_factory: RwLock<Option<TransactionFactory>>,
+}
+
+impl PoolCore {
+    pub(crate) fn new(cfg: CoreConfig) -> Arc<PoolCore> {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        Arc::new(PoolCore {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            cfg,
+            connections: ConnectionMap::new(),
+            epoch: AtomicU64::new(0),
+            connection_factory: RwLock::new(None),
+            transaction_factory: RwLock::new(None),
+        })
+    }
+
+    /// A process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The module name the pool was made with. Mirrors `dbapiName`.
+    pub fn dbapi_name(&self) -> &str {
+        &self.cfg.dbapi_name
+    }
+
+    /// The module. Mirrors `dbapi`.
+    pub fn dbapi(&self) -> &Arc<dyn DbApiModule> {
+        &self.cfg.dbapi
+    }
+
+    /// The arguments passed to the module's `connect`. Mirrors `connargs`
+    /// and `connkw`.
+    pub fn connect_args(&self) -> &ConnectArgs {
+        &self.cfg.connect_args
+    }
+
+    /// Whether informational messages are logged. Mirrors `noisy`.
+    pub fn noisy(&self) -> bool {
+        self.cfg.noisy
+    }
+
+    /// Whether lost connections are detected and replaced. Mirrors `reconnect`.
+    pub fn reconnect(&self) -> bool {
+        self.cfg.reconnect
+    }
+
+    /// The probe query used after a rollback when reconnecting. Mirrors
+    /// `good_sql`.
+    pub fn good_sql(&self) -> Option<&str> {
+        self.cfg.good_sql.as_deref()
+    }
+
+    /// The `cp_openfun` callback.
+    pub fn openfun(&self) -> Option<&OpenFun> {
+        self.cfg.openfun.as_ref()
+    }
+
+    /// Replaces the connection factory. Mirrors assigning
+    /// `pool.connectionFactory`.
+    pub fn set_connection_factory(&self, f: ConnectionFactory) {
+        *self
+            .connection_factory
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
+    /// Replaces the transaction factory. Mirrors assigning
+    /// `pool.transactionFactory`.
+    pub fn set_transaction_factory(&self, f: TransactionFactory) {
+        *self
+            .transaction_factory
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
+    fn make_connection(self: &Arc<Self>) -> Result<Connection, Failure> {
+        let custom = self
+            .connection_factory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match custom {
+            Some(f) => f(self),
+            None => Connection::new(self),
+        }
+    }
+
+    fn make_transaction<'c>(
+        self: &Arc<Self>,
+        conn: &'c mut Connection,
+    ) -> Result<Transaction<'c>, Failure> {
+        let custom = self
+            .transaction_factory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match custom {
+            Some(f) => f(self, conn),
+            None => Transaction::new(self, conn),
+        }
+    }
+
+    /// This thread's raw connection, made (and passed to `cp_openfun`) if it
+    /// has none. Blocks. Mirrors `ConnectionPool.connect()`.
+    ///
+    /// If `cp_openfun` fails, the new connection is closed and the failure
+    /// returned (Twisted leaves it open and unreferenced).
+    pub fn connect(self: &Arc<Self>) -> Result<DbConnection, Failure> {
+        if let Some(c) = self.connections.current(self) {
+            return Ok(c);
+        }
+        if self.cfg.noisy {
+            tracing::info!("adbapi connecting: {}", self.cfg.dbapi_name);
+        }
+        let driver = catch(|| {
+            self.cfg
+                .dbapi
+                .connect(&self.cfg.connect_args)
+                .map_err(Failure::new)
+        })?;
+        let conn = DbConnection::new(&self.cfg.dbapi_name, driver);
+        if let Some(openfun) = &self.cfg.openfun {
+            if let Err(f) = catch(|| openfun(&conn)) {
+                self.close_connection(&conn);
+                return Err(f);
+            }
+        }
+        self.connections.insert(self, &conn);
+        Ok(conn)
+    }
+
+    /// Closes and forgets this thread's connection, which must be `conn`
+    /// (`None` when the thread has none). Mirrors
+    /// `ConnectionPool.disconnect(conn)`, including its
+    /// `wrong connection for thread` error.
+    pub fn disconnect(&self, conn: Option<&DbConnection>) -> Result<(), WrongConnectionForThread> {
+        if let Some(c) = self.connections.remove_current(self.id, conn)? {
+            self.close_connection(&c);
+        }
+        Ok(())
+    }
+
+    /// Closes a raw connection, logging `adbapi closing: <name>` if noisy and
+    /// `Connection close failed` if closing fails. Mirrors `_close(conn)`.
+    pub fn close_connection(&self, conn: &DbConnection) {
+        if self.cfg.noisy {
+            tracing::info!("adbapi closing: {}", self.cfg.dbapi_name);
+        }
+        if let Err(f) = catch(|| conn.close().map_err(Failure::new)) {
+            tracing::error!(failure = %f, "Connection close failed");
+        }
+    }
+
+    /// Thread exit: the thread's connection is removed and closed there.
+    pub(crate) fn forget_and_close(&self, conn: &DbConnection) {
+        if self.connections.remove_conn(conn) || !conn.is_closed() {
+            self.close_connection(conn);
+        }
+    }
+
+    /// Every (thread, raw connection) pair. Mirrors `pool.connections`.
+    pub fn connections(&self) -> Vec<(ThreadId, DbConnection)> {
+        self.connections.snapshot()
+    }
+
+    /// Closes every connection still in the map (those of threads that are
+    /// gone, or of the calling thread) and empties it.
+    pub(crate) fn close_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for (_, conn) in self.connections.drain() {
+            if !conn.is_closed() {
+                self.close_connection(&conn);
+            }
+        }
+    }
+
+    /// Runs `interaction` in a transaction on this thread's connection:
+    /// commit on `Ok`, rollback on `Err` or panic. Blocks. Mirrors
+    /// `_runInteraction`.
+    pub fn run_interaction_blocking<T, F>(self: &Arc<Self>, interaction: F) -> Result<T, Failure>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure>,
+    {
+        // Outside the protected part, as in Twisted: a failure to get a
+        // connection or a cursor is not followed by a rollback.
+        let mut conn = catch(|| self.make_connection())?;
+        let body = {
+            let mut trans = catch(|| self.make_transaction(&mut conn))?;
+            catch(|| {
+                let v = interaction(&mut trans)?;
+                trans.close();
+                Ok(v)
+            })
+        };
+        self.finish(&mut conn, body)
+    }
+
+    /// Runs `f` on this thread's connection: commit on `Ok`, rollback on
+    /// `Err` or panic. Blocks. Mirrors `_runWithConnection`.
+    pub fn run_with_connection_blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, Failure>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, Failure>,
+    {
+        let mut conn = catch(|| self.make_connection())?;
+        let body = catch(|| f(&mut conn));
+        self.finish(&mut conn, body)
+    }
+
+    /// Commits after a successful body; otherwise rolls back and returns the
+    /// original failure (or [`ConnectionLost`] around it if the rollback found
+    /// the connection dead). A connection that saw a panic is discarded.
+    fn finish<T>(&self, conn: &mut Connection, body: Result<T, Failure>) -> Result<T, Failure> {
+        let result = body.and_then(|v| catch(|| conn.commit().map_err(Failure::new)).map(|()| v));
+        let Err(err) = result else { return result };
+        let err = match catch(|| conn.rollback()) {
+            Ok(()) => err,
+            Err(rb) => {
+                tracing::error!(failure = %rb, "Rollback failed");
+                if rb.check::<ConnectionLost>().is_some() {
+                    Failure::new(ConnectionLost::from_failure(&err))
+                } else {
+                    err
+                }
+            }
+        };
+        if err.is_panic() {
+            // Its state is unknown after a panic: the next job gets a fresh
+            // connection. Already gone if the rollback found it lost.
+            let raw = conn.raw().clone();
+            let _ = self.disconnect(Some(&raw));
+        }
+        Err(err)
+    }
+}
+
+impl fmt::Debug for PoolCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolCore")
+            .field("id", &self.id)
+            .field("dbapi_name", &self.cfg.dbapi_name)
+            .field("noisy", &self.cfg.noisy)
+            .field("reconnect", &self.cfg.reconnect)
+            .field("good_sql", &self.cfg.good_sql)
+            .field("connections", &self.connections.snapshot().len())
+            .finish()
+    }
+}
