@@ -170,6 +170,11 @@ impl DelayedCall {
         Ok(())
     }
 
+    fn time_of(call: &CallInner) -> f64 {
+        let st = call.state.borrow();
+        st.time + st.delayed_time
+    }
+
     /// True if both handles refer to the same call.
     pub fn ptr_eq(a: &DelayedCall, b: &DelayedCall) -> bool {
         Rc::ptr_eq(&a.inner, &b.inner)
@@ -247,6 +252,12 @@ impl QueueInner {
     fn push(&self, time: f64, epoch: u64, call: Rc<CallInner>) {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
+        self.push_with_seq(time, seq, epoch, call);
+    }
+
+    /// Re-queues with a given sequence number: a postponed call keeps its
+    /// place among the calls that existed before this run.
+    fn push_with_seq(&self, time: f64, seq: u64, epoch: u64, call: Rc<CallInner>) {
         self.heap.borrow_mut().push(Entry {
             time,
             seq,
@@ -361,7 +372,10 @@ impl TimerQueue {
                     st.epoch += 1;
                     let (time, epoch) = (st.time, st.epoch);
                     drop(st);
-                    self.inner.push(time, epoch, Rc::clone(&entry.call));
+                    // Not a new call: it stays eligible in this run if due
+                    // (Twisted pushes it back and may run it in the same pass).
+                    self.inner
+                        .push_with_seq(time, entry.seq, epoch, Rc::clone(&entry.call));
                     continue;
                 }
                 st.called = true;
@@ -392,7 +406,11 @@ impl TimerQueue {
     pub(crate) fn delayed_calls(&self) -> Vec<DelayedCall> {
         let heap = self.inner.heap.borrow();
         let mut live: Vec<&Entry> = heap.iter().filter(|e| !e.stale()).collect();
-        live.sort_by(|a, b| b.cmp(a));
+        // By when each will run, postponements included; FIFO for ties.
+        live.sort_by(|a, b| {
+            let (ta, tb) = (DelayedCall::time_of(&a.call), DelayedCall::time_of(&b.call));
+            ta.total_cmp(&tb).then(a.seq.cmp(&b.seq))
+        });
         live.into_iter()
             .map(|e| DelayedCall {
                 inner: Rc::clone(&e.call),

@@ -6,7 +6,7 @@
 //! Each trigger runs at most once. See `TWISTED.md` 2.1 for the exact rules;
 //! the implementation follows them step by step.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -160,8 +160,11 @@ impl Event {
 #[derive(Default)]
 pub(crate) struct SystemEvents {
     events: RefCell<HashMap<Rc<str>, Event>>,
-    serial: Cell<u64>,
 }
+
+/// Trigger serials are unique in the process, so an id from one reactor can
+/// never match (and remove) another reactor's trigger.
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl fmt::Debug for SystemEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -189,8 +192,7 @@ fn run_trigger(f: TriggerFn) -> Option<Deferred<()>> {
 
 impl SystemEvents {
     pub(crate) fn add(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId {
-        let serial = self.serial.get() + 1;
-        self.serial.set(serial);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut events = self.events.borrow_mut();
         let key: Rc<str> = match events.get_key_value(event) {
             Some((k, _)) => Rc::clone(k),
