@@ -55,6 +55,7 @@ mod global;
 mod interfaces;
 mod reactor;
 mod remote;
+mod spin;
 pub mod testing;
 mod threadpool;
 mod threads;

@@ -5,9 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_utils::Backoff;
 use deferred::{Deferred, Failure, ReactorTime, ScheduledCall};
 use mio::{Events, Poll, Token, Waker};
 
@@ -260,25 +259,8 @@ impl Reactor {
 
     /// Spins (yielding) until a message arrives or the spin time is over.
     fn spin_for_results(&self) -> bool {
-        let spin = self.inner.spin.get();
-        if spin.is_zero() {
-            return false;
-        }
         let queue = &self.inner.queue;
-        let backoff = Backoff::new();
-        let mut start = None;
-        loop {
-            if !queue.is_empty() {
-                return true;
-            }
-            if backoff.is_completed() {
-                let t: Instant = *start.get_or_insert_with(Instant::now);
-                if t.elapsed() >= spin {
-                    return false;
-                }
-            }
-            backoff.snooze();
-        }
+        crate::spin::spin_until(self.inner.spin.get(), || !queue.is_empty())
     }
 
     /// One turn: the work that is due, then a wait of at most `delay`. Mirrors

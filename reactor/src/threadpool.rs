@@ -5,9 +5,8 @@
 //! no thread exists and jobs wait. Workers are spawned at `start` (up to
 //! `min`, plus enough for the backlog up to `max`) and on demand when a job
 //! arrives and fewer workers are idle than jobs are queued. An idle worker
-//! spins for a bounded time (`crossbeam_utils::Backoff::snooze`, which yields,
-//! so it does not starve a thread on the same core) before blocking on the
-//! channel: a job arriving within that window starts without a cross-core
+//! spins for a bounded time (see `spin.rs`: a few hints, then yields, so it
+//! does not starve a thread on the same core) before blocking on the channel: a job arriving within that window starts without a cross-core
 //! wakeup, which costs 20–25 µs on the target machine. Idle workers then
 //! block, so an idle pool uses no CPU.
 //!
@@ -20,10 +19,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use crossbeam_utils::Backoff;
 use deferred::Failure;
 
 use crate::errors::PoolStopped;
@@ -476,22 +474,20 @@ fn next_message(rx: &Receiver<Msg>, counters: &Counters) -> Option<Msg> {
         Err(TryRecvError::Empty) => {}
     }
     counters.idle.fetch_add(1, Ordering::AcqRel);
-    let backoff = Backoff::new();
-    let mut start: Option<Instant> = None;
-    let msg = loop {
-        match rx.try_recv() {
-            Ok(m) => break Some(m),
-            Err(TryRecvError::Disconnected) => break None,
-            Err(TryRecvError::Empty) => {}
+    let budget = Duration::from_nanos(counters.spin_nanos.load(Ordering::Relaxed));
+    let mut got: Option<Option<Msg>> = None;
+    crate::spin::spin_until(budget, || match rx.try_recv() {
+        Ok(m) => {
+            got = Some(Some(m));
+            true
         }
-        if backoff.is_completed() {
-            let t = *start.get_or_insert_with(Instant::now);
-            if t.elapsed() >= Duration::from_nanos(counters.spin_nanos.load(Ordering::Relaxed)) {
-                break rx.recv().ok();
-            }
+        Err(TryRecvError::Disconnected) => {
+            got = Some(None);
+            true
         }
-        backoff.snooze();
-    };
+        Err(TryRecvError::Empty) => false,
+    });
+    let msg = got.unwrap_or_else(|| rx.recv().ok());
     counters.idle.fetch_sub(1, Ordering::AcqRel);
     msg
 }
