@@ -9,12 +9,15 @@ use std::thread::ThreadId;
 
 use deferred::{succeed, Deferred, Failure, Resolver};
 use reactor::{
-    defer_to_thread_pool, stop_thread_pool, trigger_fn, AnyReactor, Phase, ThreadPool, TriggerId,
+    defer_to_thread_pool_with_interrupt, stop_thread_pool, trigger_fn, AnyReactor, Phase,
+    ThreadPool, TriggerId,
 };
 
 use crate::connection::{Connection, WrongConnectionForThread};
 use crate::dbapi::{lookup_module, ConnectArgs, DbConnection, Params, Row, UnknownModule, Value};
-use crate::pool_core::{ConnectionFactory, CoreConfig, OpenFun, PoolCore, TransactionFactory};
+use crate::pool_core::{
+    ConnectionFactory, CoreConfig, JobSlot, OpenFun, PoolCore, TransactionFactory,
+};
 use crate::state::PoolState;
 use crate::transaction::Transaction;
 
@@ -531,7 +534,11 @@ impl ConnectionPool {
     /// `Err` or panics. The Deferred fires on the loop thread with its result.
     /// Mirrors `runInteraction`.
     ///
-    /// Cancelling the Deferred before the job started withdraws it. A panic
+    /// Cancelling the Deferred (or a timeout from `add_timeout`) before the job
+    /// started withdraws it; once it runs, the running statement is cancelled
+    /// (PostgreSQL: a cancel request; SQLite: an interrupt), later statements
+    /// of the job fail, and the Deferred fails with `CancelledError` at once,
+    /// the job's late result being dropped. A panic
     /// fails the Deferred with the panic message and the connection is
     /// replaced. If the rollback finds the connection lost (with
     /// `cp_reconnect`), the failure is [`ConnectionLost`](crate::ConnectionLost)
@@ -545,9 +552,13 @@ impl ConnectionPool {
             return d;
         }
         let core = Arc::clone(&self.inner.core);
-        defer_to_thread_pool(&*self.inner.reactor, &self.inner.threadpool, move || {
-            core.run_interaction_blocking(interaction)
-        })
+        let (job, interrupt) = job_slot();
+        defer_to_thread_pool_with_interrupt(
+            &*self.inner.reactor,
+            &self.inner.threadpool,
+            move || core.run_interaction_in(interaction, Some(&job)),
+            interrupt,
+        )
     }
 
     /// Runs `f` on a worker with its [`Connection`]; commits if it returns
@@ -561,9 +572,13 @@ impl ConnectionPool {
             return d;
         }
         let core = Arc::clone(&self.inner.core);
-        defer_to_thread_pool(&*self.inner.reactor, &self.inner.threadpool, move || {
-            core.run_with_connection_blocking(f)
-        })
+        let (job, interrupt) = job_slot();
+        defer_to_thread_pool_with_interrupt(
+            &*self.inner.reactor,
+            &self.inner.threadpool,
+            move || core.run_with_connection_in(f, Some(&job)),
+            interrupt,
+        )
     }
 
     /// Executes one statement and fires with every row (`cursor.fetchall()`).
@@ -722,6 +737,25 @@ impl ConnectionPool {
         cfg.reactor = reactor;
         Self::from_config(cfg)
     }
+}
+
+/// A job's cancel slot, and the hook that cancels it if it is already running:
+/// the cancel request (a network round trip for PostgreSQL) is sent from a
+/// short-lived thread, not the loop thread.
+fn job_slot() -> (Arc<JobSlot>, impl FnOnce() + 'static) {
+    let job = Arc::new(JobSlot::default());
+    let slot = Arc::clone(&job);
+    let interrupt = move || {
+        let s = Arc::clone(&slot);
+        if std::thread::Builder::new()
+            .name("adbapi-cancel".to_owned())
+            .spawn(move || s.interrupt())
+            .is_err()
+        {
+            slot.interrupt();
+        }
+    };
+    (job, interrupt)
 }
 
 fn upgrade(weak: &Weak<PoolInner>) -> Option<ConnectionPool> {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::ThreadId;
 
 use deferred::Failure;
@@ -33,6 +33,54 @@ pub type TransactionFactory = Arc<
         + Send
         + Sync,
 >;
+
+/// Ties a cancel request to one job, so it interrupts that job's statement
+/// and never the next job's on the same connection.
+#[derive(Default)]
+pub(crate) struct JobSlot {
+    state: Mutex<JobState>,
+}
+
+#[derive(Default)]
+struct JobState {
+    conn: Option<DbConnection>,
+    cancelled: bool,
+}
+
+impl JobSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The job got its connection; fails if it was cancelled meanwhile.
+    fn attach(&self, conn: &DbConnection) -> Result<(), Failure> {
+        let mut st = self.lock();
+        if st.cancelled {
+            return Err(Failure::new(deferred::CancelledError));
+        }
+        st.conn = Some(conn.clone());
+        Ok(())
+    }
+
+    /// The job is over: a cancel request arriving now does nothing.
+    fn detach(&self) {
+        if let Some(c) = self.lock().conn.take() {
+            c.clear_interrupt();
+        }
+    }
+
+    /// Cancels the job: interrupts its statement if it is running, or makes
+    /// it stop before it starts.
+    pub(crate) fn interrupt(&self) {
+        let mut st = self.lock();
+        st.cancelled = true;
+        if let Some(c) = &st.conn {
+            if let Err(e) = c.interrupt() {
+                tracing::error!(error = %e, "could not cancel the running statement");
+            }
+        }
+    }
+}
 
 /// The worker-side settings of a pool.
 pub(crate) struct CoreConfig {
@@ -244,9 +292,23 @@ impl PoolCore {
     where
         F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure>,
     {
+        self.run_interaction_in(interaction, None)
+    }
+
+    pub(crate) fn run_interaction_in<T, F>(
+        self: &Arc<Self>,
+        interaction: F,
+        job: Option<&JobSlot>,
+    ) -> Result<T, Failure>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure>,
+    {
         // Outside the protected part, as in Twisted: a failure to get a
         // connection or a cursor is not followed by a rollback.
         let mut conn = catch(|| self.make_connection())?;
+        if let Some(job) = job {
+            job.attach(conn.raw())?;
+        }
         let body = {
             let mut trans = catch(|| self.make_transaction(&mut conn))?;
             catch(|| {
@@ -255,7 +317,11 @@ impl PoolCore {
                 Ok(v)
             })
         };
-        self.finish(&mut conn, body)
+        let r = self.finish(&mut conn, body);
+        if let Some(job) = job {
+            job.detach();
+        }
+        r
     }
 
     /// Runs `f` on this thread's connection: commit on `Ok`, rollback on
@@ -264,9 +330,27 @@ impl PoolCore {
     where
         F: FnOnce(&mut Connection) -> Result<T, Failure>,
     {
+        self.run_with_connection_in(f, None)
+    }
+
+    pub(crate) fn run_with_connection_in<T, F>(
+        self: &Arc<Self>,
+        f: F,
+        job: Option<&JobSlot>,
+    ) -> Result<T, Failure>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, Failure>,
+    {
         let mut conn = catch(|| self.make_connection())?;
+        if let Some(job) = job {
+            job.attach(conn.raw())?;
+        }
         let body = catch(|| f(&mut conn));
-        self.finish(&mut conn, body)
+        let r = self.finish(&mut conn, body);
+        if let Some(job) = job {
+            job.detach();
+        }
+        r
     }
 
     /// Commits after a successful body; otherwise rolls back and returns the

@@ -75,7 +75,7 @@ pub use crate::remote::{BoxedOutcome, LoopQueue, RemoteHandle};
 pub use crate::threadpool::{Job, PoolMode, PoolSizeError, ThreadPool};
 pub use crate::threads::{
     blocking_call_from_thread, call_multiple_in_thread, defer_to_thread, defer_to_thread_pool,
-    stop_thread_pool,
+    defer_to_thread_pool_with_interrupt, stop_thread_pool,
 };
 pub use crate::time::{monotonic_seconds, DelayedCall};
 pub use crate::triggers::{trigger_fn, Phase, TriggerFn, TriggerId, TriggerOutput};

@@ -53,6 +53,26 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, Failure> + Send + 'static,
 {
+    defer_to_thread_pool_with_interrupt(reactor, pool, f, || ())
+}
+
+/// [`defer_to_thread_pool`], plus a hook for cancelling a job that is already
+/// running: cancelling the Deferred then calls `interrupt` on the loop thread
+/// (before the Deferred fails with `CancelledError`), so the job's owner can
+/// stop the work, for example by sending the database a cancel request for
+/// the running statement. The job's late result is dropped as usual.
+pub fn defer_to_thread_pool_with_interrupt<R, T, F, I>(
+    reactor: &R,
+    pool: &ThreadPool,
+    f: F,
+    interrupt: I,
+) -> Deferred<T>
+where
+    R: ReactorFromThreads + ?Sized,
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+    I: FnOnce() + 'static,
+{
     let queue = reactor.loop_queue();
     let state = Arc::new(AtomicU8::new(QUEUED));
     let pending = queue.pending_weak();
@@ -61,14 +81,20 @@ where
         Deferred::with_canceller(move |_: &Resolver<T>| {
             // Only a job that has not started can be withdrawn; a running one
             // finishes and its result is dropped when it arrives.
-            if cancel_state
-                .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                if let Some(p) = pending.upgrade() {
-                    let removed = p.borrow_mut().try_remove(key);
-                    drop(removed);
+            match cancel_state.compare_exchange(
+                QUEUED,
+                CANCELLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    if let Some(p) = pending.upgrade() {
+                        let removed = p.borrow_mut().try_remove(key);
+                        drop(removed);
+                    }
                 }
+                Err(RUNNING) => interrupt(),
+                Err(_) => {}
             }
         })
     });

@@ -21,7 +21,7 @@ mod value;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -124,6 +124,8 @@ struct ConnInner {
     module: String,
     id: u64,
     canceller: Option<Arc<dyn StatementCanceller>>,
+    /// Set by `interrupt`: the next `execute` fails instead of running.
+    interrupted: AtomicBool,
 }
 
 /// An open DB-API connection: the raw connection Twisted's pool keeps per
@@ -149,6 +151,7 @@ impl DbConnection {
                 module: module.to_owned(),
                 id: IDS.fetch_add(1, Ordering::Relaxed),
                 canceller,
+                interrupted: AtomicBool::new(false),
             }),
         }
     }
@@ -223,6 +226,35 @@ impl DbConnection {
     /// True if both handles are the same connection.
     pub fn ptr_eq(a: &DbConnection, b: &DbConnection) -> bool {
         Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// Cancels the work in progress on this connection, from any thread: asks
+    /// the driver to cancel the running statement (PostgreSQL sends a cancel
+    /// request; SQLite interrupts), and makes the next `execute` on it fail
+    /// with `OperationalError` until [`clear_interrupt`](Self::clear_interrupt).
+    pub fn interrupt(&self) -> DbResult<()> {
+        self.inner.interrupted.store(true, Ordering::SeqCst);
+        match &self.inner.canceller {
+            Some(c) => c.cancel(),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets a pending [`interrupt`](Self::interrupt).
+    pub fn clear_interrupt(&self) {
+        self.inner.interrupted.store(false, Ordering::SeqCst);
+    }
+
+    fn check_interrupt(&self, sql: &str) -> DbResult<()> {
+        if self.inner.interrupted.swap(false, Ordering::SeqCst) {
+            return Err(DbError::new(
+                ErrorKind::OperationalError,
+                "canceling statement due to user request (the job was cancelled)",
+            )
+            .with_code("57014")
+            .with_sql(sql));
+        }
+        Ok(())
     }
 
     /// The driver's statement canceller, if it has one.
@@ -303,6 +335,7 @@ impl Cursor {
     /// Executes one statement with bound parameters. Mirrors `execute`.
     pub fn execute(&mut self, sql: &str, params: impl Into<Params>) -> DbResult<&mut Self> {
         self.check()?;
+        self.conn.check_interrupt(sql)?;
         let params = params.into();
         let r = self.conn.with_driver(|d| d.execute(sql, &params))?;
         self.load(r);
@@ -316,6 +349,7 @@ impl Cursor {
         seq: impl IntoIterator<Item = P>,
     ) -> DbResult<&mut Self> {
         self.check()?;
+        self.conn.check_interrupt(sql)?;
         let seq: Vec<Params> = seq.into_iter().map(Into::into).collect();
         let r = self.conn.with_driver(|d| d.executemany(sql, &seq))?;
         self.load(r);

@@ -48,7 +48,7 @@ use rusqlite::{OpenFlags, ToSql};
 
 use crate::dbapi::{
     Column, ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind, ExecResult,
-    Params, Row, Value,
+    Params, Row, StatementCanceller, Value,
 };
 
 /// The `sqlite3` module. Registered under `"sqlite3"`.
@@ -216,9 +216,11 @@ impl DbApiModule for SqliteModule {
         conn.busy_timeout(Duration::from_secs_f64(timeout))
             .map_err(|e| map_error(e, None))?;
         conn.set_prepared_statement_cache_capacity(cached);
+        let interrupt = Arc::new(SqliteInterrupt(conn.get_interrupt_handle()));
         Ok(Box::new(SqliteConnection {
             conn: Some(conn),
             isolation,
+            interrupt,
         }))
     }
 }
@@ -228,6 +230,24 @@ struct SqliteConnection {
     conn: Option<rusqlite::Connection>,
     /// `None`: autocommit; otherwise the `BEGIN` flavour ("" = DEFERRED).
     isolation: Option<String>,
+    interrupt: Arc<SqliteInterrupt>,
+}
+
+/// `sqlite3_interrupt` from any thread: the running statement fails with
+/// `SQLITE_INTERRUPT` (an `OperationalError`).
+struct SqliteInterrupt(rusqlite::InterruptHandle);
+
+impl std::fmt::Debug for SqliteInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteInterrupt")
+    }
+}
+
+impl StatementCanceller for SqliteInterrupt {
+    fn cancel(&self) -> DbResult<()> {
+        self.0.interrupt();
+        Ok(())
+    }
 }
 
 /// Binds a [`Value`] without copying it.
@@ -463,6 +483,10 @@ impl DriverConnection for SqliteConnection {
             Some(c) => c.close().map_err(|(_, e)| map_error(e, None)),
             None => Ok(()),
         }
+    }
+
+    fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
+        Some(Arc::clone(&self.interrupt) as Arc<dyn StatementCanceller>)
     }
 }
 
