@@ -205,9 +205,15 @@ impl FakeReactor {
     }
 
     /// Runs jobs waiting in [`PoolMode::Manual`] pools made by this reactor.
+    /// Pools with real threads are left to their workers (running their
+    /// queue here would also swallow the workers' quit messages).
     pub fn run_jobs(&self) -> usize {
         let pools: Vec<ThreadPool> = self.inner.pools.borrow().clone();
-        pools.iter().map(ThreadPool::run_pending).sum()
+        pools
+            .iter()
+            .filter(|p| p.mode() == PoolMode::Manual)
+            .map(ThreadPool::run_pending)
+            .sum()
     }
 
     /// Runs jobs and turns until neither produces anything more. Returns the

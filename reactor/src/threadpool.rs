@@ -388,9 +388,9 @@ impl ThreadPool {
         Ok(())
     }
 
-    /// Runs every job queued now on the calling thread (for [`PoolMode::Manual`]
-    /// pools; on other pools it runs whatever is queued too). Returns how many
-    /// ran.
+    /// Runs every job queued now on the calling thread, for
+    /// [`PoolMode::Manual`] pools. Returns how many ran. On a pool with real
+    /// threads it does nothing: the queue belongs to the workers.
     pub fn run_pending(&self) -> usize {
         let n = self.inner.rx.len();
         let mut ran = 0;
@@ -402,8 +402,12 @@ impl ThreadPool {
         ran
     }
 
-    /// Runs the oldest queued job on the calling thread; false if none.
+    /// Runs the oldest queued job on the calling thread; false if none, or if
+    /// the pool has real threads.
     pub fn run_one(&self) -> bool {
+        if self.inner.mode == PoolMode::Threads {
+            return false;
+        }
         match self.inner.rx.try_recv() {
             Ok(Msg::Run(job)) => {
                 self.inner.counters.queued.fetch_sub(1, Ordering::AcqRel);
