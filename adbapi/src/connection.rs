@@ -79,7 +79,8 @@ struct Owned {
     /// emptied the map is stale.
     epoch: u64,
     pool: Weak<PoolCore>,
-    conn: DbConnection,
+    /// Always `Some` until dropped.
+    conn: Option<DbConnection>,
     /// False once the pool itself took the connection back (disconnect): then
     /// dropping the record must not close it again.
     armed: bool,
@@ -92,18 +93,54 @@ impl Owned {
     }
 }
 
+impl Owned {
+    fn conn(&self) -> &DbConnection {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
 impl Drop for Owned {
-    /// Runs on the owning thread when it exits (thread-local destructor), or
-    /// when the entry is replaced: the connection is closed where it lives.
+    /// The last resort, for threads that are not pool workers (a worker's exit
+    /// hook closes its connection first, see `close_thread_records`). This may
+    /// run during thread-local teardown, where a driver needing thread-locals
+    /// of its own (the postgres crate's runtime) can panic, and a panic
+    /// escaping a thread-local destructor aborts the process: so the close is
+    /// guarded, and a connection that could not be closed is leaked rather
+    /// than dropped half-way.
     fn drop(&mut self) {
-        if !self.armed || self.conn.is_closed() {
+        let Some(conn) = self.conn.take() else { return };
+        if !self.armed || conn.is_closed() {
             return;
         }
-        match self.pool.upgrade() {
-            Some(pool) => pool.forget_and_close(&self.conn),
+        let pool = self.pool.upgrade();
+        let c = conn.clone();
+        let closed = catch_unwind(AssertUnwindSafe(move || match pool {
+            Some(pool) => pool.forget_and_close(&c),
             None => {
-                let _ = self.conn.close();
+                let _ = c.close();
             }
+        }));
+        if closed.is_err() {
+            tracing::error!("Connection close failed (at thread exit); the connection is leaked");
+            std::mem::forget(conn);
+        }
+    }
+}
+
+/// Closes the calling thread's connections of pool `pool_id` whose pool is
+/// already gone (a worker's exit hook, when the pool was dropped unclosed).
+pub(crate) fn close_thread_records(pool_id: u64) {
+    let records: Vec<Owned> = OWNED
+        .try_with(|o| {
+            o.borrow_mut()
+                .extract_if(.., |e| e.pool_id == pool_id)
+                .collect()
+        })
+        .unwrap_or_default();
+    for mut r in records {
+        r.armed = false;
+        if let Some(c) = r.conn.take() {
+            let _ = c.close();
         }
     }
 }
@@ -132,7 +169,7 @@ impl ConnectionMap {
                 o.borrow()
                     .iter()
                     .find(|e| e.pool_id == id && e.epoch == epoch)
-                    .map(|e| e.conn.clone())
+                    .map(|e| e.conn().clone())
             })
             .ok()
             .flatten();
@@ -149,7 +186,7 @@ impl ConnectionMap {
                     pool_id: pool.id(),
                     epoch: pool.epoch(),
                     pool: Arc::downgrade(pool),
-                    conn: conn.clone(),
+                    conn: Some(conn.clone()),
                     armed: true,
                 });
                 old
@@ -182,6 +219,20 @@ impl ConnectionMap {
         // The caller closes it (with the noisy log); the records must not.
         gone.into_iter().for_each(Owned::disarm);
         Ok(removed)
+    }
+
+    /// Takes this thread's connection for pool `pool_id` out of the map and
+    /// the thread-local record, for the caller to close.
+    pub(crate) fn take_current(&self, pool_id: u64) -> Option<DbConnection> {
+        let records: Vec<Owned> = OWNED
+            .try_with(|o| {
+                o.borrow_mut()
+                    .extract_if(.., |e| e.pool_id == pool_id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.into_iter().for_each(Owned::disarm);
+        self.lock().remove(&thread::current().id())
     }
 
     /// Removes `conn` wherever it is in the map (used by thread-exit cleanup).
@@ -305,7 +356,9 @@ impl Connection {
         if let Some(old) = self.connection.take() {
             self.pool.disconnect(Some(&old))?;
         }
-        self.connection = Some(self.pool.connect()?);
+        let conn = self.pool.connect()?;
+        crate::pool_core::job_moved_to(&conn);
+        self.connection = Some(conn);
         Ok(())
     }
 }

@@ -386,6 +386,14 @@ impl ConnectionPool {
             good_sql: cfg.good_sql,
             openfun: cfg.openfun,
         });
+        // Each worker closes its own connection as it exits (Twisted closes
+        // them all from the reactor thread, twisted/twisted#3629). Weak: the
+        // hook must not keep the pool's core alive.
+        let (weak_core, pool_id) = (Arc::downgrade(&core), core.id());
+        threadpool.add_worker_exit_hook(Arc::new(move || match weak_core.upgrade() {
+            Some(core) => core.close_thread_connection(),
+            None => crate::connection::close_thread_records(pool_id),
+        }));
         let pool = ConnectionPool {
             inner: Rc::new(PoolInner {
                 core,
@@ -538,7 +546,7 @@ impl ConnectionPool {
     /// started withdraws it; once it runs, the running statement is cancelled
     /// (PostgreSQL: a cancel request; SQLite: an interrupt), later statements
     /// of the job fail, and the Deferred fails with `CancelledError` at once,
-    /// the job's late result being dropped. A panic
+    /// the job's late result being dropped. A panic in `interaction`
     /// fails the Deferred with the panic message and the connection is
     /// replaced. If the rollback finds the connection lost (with
     /// `cp_reconnect`), the failure is [`ConnectionLost`](crate::ConnectionLost)

@@ -69,6 +69,21 @@ impl JobSlot {
         }
     }
 
+    /// The job moved to a new connection (a reconnect in the middle of it): a
+    /// cancel must reach that one. If the job was cancelled already, the new
+    /// connection starts interrupted, so the job's next statement fails.
+    fn reattach(&self, conn: &DbConnection) {
+        let mut st = self.lock();
+        if let Some(old) = st.conn.replace(conn.clone()) {
+            old.clear_interrupt();
+        }
+        if st.cancelled {
+            if let Err(e) = conn.interrupt() {
+                tracing::error!(error = %e, "could not cancel the running statement");
+            }
+        }
+    }
+
     /// Cancels the job: interrupts its statement if it is running, or makes
     /// it stop before it starts.
     pub(crate) fn interrupt(&self) {
@@ -79,6 +94,40 @@ impl JobSlot {
                 tracing::error!(error = %e, "could not cancel the running statement");
             }
         }
+    }
+}
+
+thread_local! {
+    /// The job this worker thread is running, if any, so a reconnect in the
+    /// middle of it can move the job's cancel target.
+    static CURRENT_JOB: std::cell::RefCell<Option<Arc<JobSlot>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, ties the running job to its connection (and to this thread);
+/// dropping it detaches the job on every path, early returns and panics
+/// included, so a late cancel can never reach the next job.
+struct Attached(Arc<JobSlot>);
+
+impl Attached {
+    fn new(job: &Arc<JobSlot>, conn: &DbConnection) -> Result<Attached, Failure> {
+        job.attach(conn)?;
+        CURRENT_JOB.with(|c| *c.borrow_mut() = Some(Arc::clone(job)));
+        Ok(Attached(Arc::clone(job)))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = CURRENT_JOB.try_with(|c| c.borrow_mut().take());
+        self.0.detach();
+    }
+}
+
+/// A reconnect on this thread: the running job (if any) now uses `conn`.
+pub(crate) fn job_moved_to(conn: &DbConnection) {
+    let job = CURRENT_JOB.try_with(|c| c.borrow().clone()).ok().flatten();
+    if let Some(job) = job {
+        job.reattach(conn);
     }
 }
 
@@ -262,6 +311,17 @@ impl PoolCore {
         }
     }
 
+    /// Closes and forgets the calling thread's connection, if it has one. A
+    /// pool's workers call it as they exit, so each connection is closed by
+    /// the thread that owns it.
+    pub fn close_thread_connection(&self) {
+        if let Some(conn) = self.connections.take_current(self.id) {
+            if !conn.is_closed() {
+                self.close_connection(&conn);
+            }
+        }
+    }
+
     /// Thread exit: the thread's connection is removed and closed there.
     pub(crate) fn forget_and_close(&self, conn: &DbConnection) {
         if self.connections.remove_conn(conn) || !conn.is_closed() {
@@ -298,7 +358,7 @@ impl PoolCore {
     pub(crate) fn run_interaction_in<T, F>(
         self: &Arc<Self>,
         interaction: F,
-        job: Option<&JobSlot>,
+        job: Option<&Arc<JobSlot>>,
     ) -> Result<T, Failure>
     where
         F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure>,
@@ -306,9 +366,7 @@ impl PoolCore {
         // Outside the protected part, as in Twisted: a failure to get a
         // connection or a cursor is not followed by a rollback.
         let mut conn = catch(|| self.make_connection())?;
-        if let Some(job) = job {
-            job.attach(conn.raw())?;
-        }
+        let _attached = job.map(|j| Attached::new(j, conn.raw())).transpose()?;
         let body = {
             let mut trans = catch(|| self.make_transaction(&mut conn))?;
             catch(|| {
@@ -317,11 +375,7 @@ impl PoolCore {
                 Ok(v)
             })
         };
-        let r = self.finish(&mut conn, body);
-        if let Some(job) = job {
-            job.detach();
-        }
-        r
+        self.finish(&mut conn, body)
     }
 
     /// Runs `f` on this thread's connection: commit on `Ok`, rollback on
@@ -336,21 +390,15 @@ impl PoolCore {
     pub(crate) fn run_with_connection_in<T, F>(
         self: &Arc<Self>,
         f: F,
-        job: Option<&JobSlot>,
+        job: Option<&Arc<JobSlot>>,
     ) -> Result<T, Failure>
     where
         F: FnOnce(&mut Connection) -> Result<T, Failure>,
     {
         let mut conn = catch(|| self.make_connection())?;
-        if let Some(job) = job {
-            job.attach(conn.raw())?;
-        }
+        let _attached = job.map(|j| Attached::new(j, conn.raw())).transpose()?;
         let body = catch(|| f(&mut conn));
-        let r = self.finish(&mut conn, body);
-        if let Some(job) = job {
-            job.detach();
-        }
-        r
+        self.finish(&mut conn, body)
     }
 
     /// Commits after a successful body; otherwise rolls back and returns the

@@ -72,7 +72,7 @@ pub use crate::interfaces::{
 };
 pub use crate::reactor::Reactor;
 pub use crate::remote::{BoxedOutcome, LoopQueue, RemoteHandle};
-pub use crate::threadpool::{Job, PoolMode, PoolSizeError, ThreadPool};
+pub use crate::threadpool::{ExitHook, Job, PoolMode, PoolSizeError, ThreadPool};
 pub use crate::threads::{
     blocking_call_from_thread, call_multiple_in_thread, defer_to_thread, defer_to_thread_pool,
     defer_to_thread_pool_with_interrupt, stop_thread_pool,

@@ -60,8 +60,14 @@ pub struct PoolSizeError {
     pub max: usize,
 }
 
+/// Run by each worker thread of a pool just before it exits.
+pub type ExitHook = Arc<dyn Fn() + Send + Sync>;
+
 struct Counters {
     name: String,
+    /// Run by each worker as it exits, on its own thread, while its
+    /// thread-locals are still alive.
+    exit_hooks: Mutex<Vec<ExitHook>>,
     spin_nanos: AtomicU64,
     /// Live worker threads.
     workers: AtomicUsize,
@@ -144,6 +150,7 @@ impl ThreadPool {
                 rx,
                 counters: Arc::new(Counters {
                     name: name.into(),
+                    exit_hooks: Mutex::new(Vec::new()),
                     spin_nanos: AtomicU64::new(20_000),
                     workers: AtomicUsize::new(0),
                     idle: AtomicUsize::new(0),
@@ -162,6 +169,19 @@ impl ThreadPool {
                 joined: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Adds a hook every worker thread runs on itself just before it exits
+    /// (after its last job, while its thread-locals still work): a per-thread
+    /// resource such as a database connection is released by its own thread.
+    /// A panic in a hook is logged.
+    pub fn add_worker_exit_hook(&self, hook: ExitHook) {
+        self.inner
+            .counters
+            .exit_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
     }
 
     /// Sets how long an idle worker spins before it blocks (default 20 µs).
@@ -256,7 +276,9 @@ impl ThreadPool {
         }
         let want = c.min.max(self.q_size().min(c.max));
         while self.workers() < want {
-            self.spawn(&mut c);
+            if !self.spawn(&mut c) {
+                break; // the OS refused: try again on the next job, not forever
+            }
         }
         Ok(())
     }
@@ -267,7 +289,8 @@ impl ThreadPool {
         }
     }
 
-    fn spawn(&self, c: &mut Control) {
+    /// Starts one worker; false if the OS refused a thread (logged).
+    fn spawn(&self, c: &mut Control) -> bool {
         let counters = Arc::clone(&self.inner.counters);
         let rx = self.inner.rx.clone();
         let name = format!("PoolThread-{}-{}", counters.name, c.names.len());
@@ -279,10 +302,12 @@ impl ThreadPool {
             Ok(handle) => {
                 c.threads.push(handle);
                 c.names.push(name);
+                true
             }
             Err(e) => {
                 self.inner.counters.workers.fetch_sub(1, Ordering::AcqRel);
                 tracing::error!(pool = %self.name(), error = %e, "could not start a pool thread");
+                false
             }
         }
     }
@@ -352,7 +377,7 @@ impl ThreadPool {
             return;
         }
         if counters.idle.load(Ordering::Acquire) < counters.queued.load(Ordering::Acquire) {
-            self.spawn(&mut c);
+            let _ = self.spawn(&mut c);
         }
     }
 
@@ -383,7 +408,9 @@ impl ThreadPool {
             let _ = self.inner.tx.send(Msg::Quit);
         }
         while self.workers() < min {
-            self.spawn(&mut c);
+            if !self.spawn(&mut c) {
+                break;
+            }
         }
         Ok(())
     }
@@ -507,6 +534,17 @@ fn worker(rx: &Receiver<Msg>, counters: &Counters) {
                 counters.quits.fetch_sub(1, Ordering::AcqRel);
                 break;
             }
+        }
+    }
+    let hooks: Vec<ExitHook> = counters
+        .exit_hooks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for hook in hooks {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook())) {
+            let f = Failure::from_panic(payload);
+            tracing::error!(pool = %counters.name, failure = %f, "Unhandled error in a worker exit hook");
         }
     }
     counters.workers.fetch_sub(1, Ordering::AcqRel);

@@ -211,16 +211,23 @@ where
 /// the backlog and running jobs finish, the workers exit, and then the
 /// returned Deferred fires on `reactor`'s loop (after the results of those
 /// jobs, which travel the same queue). Twisted's `ThreadPool.stop()` blocks
-/// the caller instead. A second call fires at once.
+/// the caller instead. With no worker to wait for and no job result in
+/// flight (a pool never started, or a second call) it has fired already.
 pub fn stop_thread_pool<R>(reactor: &R, pool: &ThreadPool) -> Deferred<()>
 where
     R: ReactorFromThreads + ?Sized,
 {
     let queue = reactor.loop_queue();
     let threads = pool.begin_stop();
+    if threads.is_empty() && queue.outstanding() == 0 && queue.is_empty() {
+        // No worker to wait for and no job result on its way: done now, so a
+        // shutdown fired without a running loop completes in the call.
+        return deferred::succeed(());
+    }
     let (d, key) = queue.register(|_| Deferred::new());
     let handle = queue.handle();
     if threads.is_empty() {
+        // After the results already queued (FIFO).
         handle.complete(key, Ok(Box::new(())));
         return d;
     }

@@ -43,6 +43,9 @@ use std::fmt;
 use std::panic;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use adbapi::dbapi::{
     register_module, ConnectArgs, DbApiModule, DbConnection, DbError, DbResult, DriverConnection,
@@ -158,6 +161,61 @@ pub struct ConnRecord {
     pub released: bool,
     /// True if `Fault::Sever` killed it.
     pub severed: bool,
+    /// How many times its statement canceller was called (a cancelled job
+    /// interrupting it).
+    pub cancels: u32,
+}
+
+/// Something that happened in a [`FaultModule`], for tests that synchronise
+/// with the worker threads ([`FaultModule::subscribe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultEvent {
+    /// A fault other than `Succeed` was applied at the `n`-th call of `step`.
+    Fired {
+        /// The step.
+        step: Step,
+        /// The call number, counted since the module was made.
+        n: u64,
+    },
+    /// A call of `step` is waiting at a [`Gate`].
+    Stalled {
+        /// The step.
+        step: Step,
+        /// The call number, counted since the module was made.
+        n: u64,
+    },
+    /// The statement canceller of connection `conn` ([`ConnRecord::id`]) was
+    /// called.
+    Cancelled {
+        /// The connection.
+        conn: u64,
+    },
+}
+
+/// Holds the calls a [`FaultModule::stall`] rule caught until
+/// [`open`](Gate::open) (or until dropped, or after a minute, so a failing
+/// test cannot hang a worker for ever).
+#[derive(Debug)]
+pub struct Gate {
+    tx: Sender<()>,
+}
+
+impl Gate {
+    /// Lets the waiting call (or the next one to arrive) go on.
+    pub fn open(&self) {
+        let _ = self.tx.send(());
+    }
+}
+
+/// How long a stalled call waits for its gate at most.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Stall {
+    step: Step,
+    when: When,
+    base: u64,
+    rx: Receiver<()>,
 }
 
 #[derive(Debug)]
@@ -171,9 +229,26 @@ struct Rule {
 #[derive(Debug, Default)]
 struct Books {
     rules: Vec<Rule>,
+    stalls: Vec<Stall>,
     calls: [u64; 8],
     fired: [u64; 8],
     conns: Vec<ConnRecord>,
+    events: Option<Sender<FaultEvent>>,
+}
+
+impl Books {
+    fn emit(&self, e: FaultEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+}
+
+fn matches(when: When, base: u64, n: u64) -> bool {
+    match when {
+        When::Nth(k) => n - base == k,
+        When::Always => true,
+    }
 }
 
 #[derive(Debug)]
@@ -189,24 +264,34 @@ impl Shared {
         self.books.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a call of `step` and returns the fault to apply, if any.
+    /// Counts a call of `step`, waits at its gate if a stall rule catches
+    /// it, and returns the fault to apply.
     fn decide(&self, step: Step) -> (u64, Fault) {
-        let mut b = self.books();
-        b.calls[step.index()] += 1;
-        let n = b.calls[step.index()];
-        let fault = b
-            .rules
-            .iter()
-            .find(|r| {
-                r.step == step
-                    && match r.when {
-                        When::Nth(k) => n - r.base == k,
-                        When::Always => true,
-                    }
-            })
-            .map_or(Fault::Succeed, |r| r.fault);
-        if fault != Fault::Succeed {
-            b.fired[step.index()] += 1;
+        let (n, fault, gate) = {
+            let mut b = self.books();
+            b.calls[step.index()] += 1;
+            let n = b.calls[step.index()];
+            let fault = b
+                .rules
+                .iter()
+                .find(|r| r.step == step && matches(r.when, r.base, n))
+                .map_or(Fault::Succeed, |r| r.fault);
+            if fault != Fault::Succeed {
+                b.fired[step.index()] += 1;
+                b.emit(FaultEvent::Fired { step, n });
+            }
+            let gate = b
+                .stalls
+                .iter()
+                .find(|s| s.step == step && matches(s.when, s.base, n))
+                .map(|s| s.rx.clone());
+            if gate.is_some() {
+                b.emit(FaultEvent::Stalled { step, n });
+            }
+            (n, fault, gate)
+        };
+        if let Some(rx) = gate {
+            let _ = rx.recv_timeout(STALL_LIMIT);
         }
         (n, fault)
     }
@@ -285,9 +370,37 @@ impl FaultModule {
         });
     }
 
-    /// Removes every rule. Severed connections stay severed.
+    /// Adds a stall rule: calls of `step` selected by `when` (counted from
+    /// now) wait, after any fault rule was chosen and before it is applied,
+    /// until the returned [`Gate`] opens. With [`subscribe`](Self::subscribe)
+    /// a test learns when a call is waiting.
+    pub fn stall(&self, step: Step, when: When) -> Gate {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut b = self.shared.books();
+        let base = b.calls[step.index()];
+        b.stalls.push(Stall {
+            step,
+            when,
+            base,
+            rx,
+        });
+        Gate { tx }
+    }
+
+    /// Reports [`FaultEvent`]s from now on (replacing an earlier
+    /// subscriber).
+    pub fn subscribe(&self) -> Receiver<FaultEvent> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.shared.books().events = Some(tx);
+        rx
+    }
+
+    /// Removes every rule, stall rules included. Severed connections stay
+    /// severed.
     pub fn disarm(&self) {
-        self.shared.books().rules.clear();
+        let mut b = self.shared.books();
+        b.rules.clear();
+        b.stalls.clear();
     }
 
     /// How many times `step` was reached (faulted or not).
@@ -375,6 +488,7 @@ impl DbApiModule for FaultModule {
                 close_calls: 0,
                 released: false,
                 severed: false,
+                cancels: 0,
             });
             id
         };
@@ -522,7 +636,41 @@ impl DriverConnection for FaultConnection {
     }
 
     fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
-        self.inner.as_ref().and_then(|d| d.canceller())
+        let inner = self.inner.as_ref().and_then(|d| d.canceller());
+        Some(Arc::new(FaultCanceller {
+            shared: Arc::clone(&self.shared),
+            conn: self.id,
+            inner,
+        }))
+    }
+}
+
+/// The real driver's statement canceller, with the call recorded.
+struct FaultCanceller {
+    shared: Arc<Shared>,
+    conn: u64,
+    inner: Option<Arc<dyn StatementCanceller>>,
+}
+
+impl fmt::Debug for FaultCanceller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultCanceller({}, #{})", self.shared.name, self.conn)
+    }
+}
+
+impl StatementCanceller for FaultCanceller {
+    fn cancel(&self) -> DbResult<()> {
+        {
+            let mut b = self.shared.books();
+            if let Some(r) = b.conns.iter_mut().find(|r| r.id == self.conn) {
+                r.cancels += 1;
+            }
+            b.emit(FaultEvent::Cancelled { conn: self.conn });
+        }
+        match &self.inner {
+            Some(c) => c.cancel(),
+            None => Ok(()),
+        }
     }
 }
 

@@ -387,3 +387,24 @@ fn connection_pool_tests_test_started_close() {
     fake_wait(&reactor, closed).expect("close() fires once the workers are gone");
     assert_eq!(pool.threadpool().workers(), 0);
 }
+
+// `PsycopgADBAPITests.test_pool`, against a real PostgreSQL server.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn psycopg_adbapi_tests_test_pool() {
+    suite::adbapi_test_pool(&integration_tests::pg::PsycopgBackend::new());
+}
+
+// `PsycopgReconnectTests.test_pool`: the session is ended by the server
+// (`pg_terminate_backend`) instead of a closed client connection.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn psycopg_reconnect_tests_test_pool() {
+    suite::reconnect_test_pool(&integration_tests::pg::PsycopgBackend::new());
+}

@@ -94,6 +94,15 @@ pub trait DriverConnection: Send + 'static {
     fn rollback(&mut self) -> DbResult<()>;
     /// Closes the connection.
     fn close(&mut self) -> DbResult<()>;
+    /// Turns autocommit on or off (psycopg2's `connection.autocommit`; for
+    /// `sqlite3`, `isolation_level = None`). The default refuses.
+    fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
+        let _ = on;
+        Err(DbError::new(
+            ErrorKind::NotSupportedError,
+            "this driver has no autocommit mode",
+        ))
+    }
     /// Called by `cursor()`: fails if a cursor cannot be opened (for example
     /// the server has gone). The default always succeeds.
     fn check_cursor(&mut self) -> DbResult<()> {
@@ -188,6 +197,14 @@ impl DbConnection {
     /// Rolls back. Mirrors `connection.rollback()`.
     pub fn rollback(&self) -> DbResult<()> {
         self.with_driver(|d| d.rollback())
+    }
+
+    /// Turns autocommit on or off: with it on, no transaction is begun
+    /// implicitly and every statement commits by itself (needed for
+    /// statements such as `CREATE DATABASE` or `VACUUM`). Mirrors psycopg2's
+    /// `connection.autocommit = True`.
+    pub fn set_autocommit(&self, on: bool) -> DbResult<()> {
+        self.with_driver(|d| d.set_autocommit(on))
     }
 
     /// Closes the connection; closing a closed connection does nothing.

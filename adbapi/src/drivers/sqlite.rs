@@ -488,6 +488,18 @@ impl DriverConnection for SqliteConnection {
     fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
         Some(Arc::clone(&self.interrupt) as Arc<dyn StatementCanceller>)
     }
+
+    fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
+        // Python's sqlite3: isolation_level None is autocommit; turning it on
+        // commits an open transaction, as assigning isolation_level does.
+        if on {
+            self.commit()?;
+            self.isolation = None;
+        } else if self.isolation.is_none() {
+            self.isolation = Some(String::new());
+        }
+        Ok(())
+    }
 }
 
 /// Maps a rusqlite error onto a PEP 249 kind, as CPython's `sqlite3` maps

@@ -27,7 +27,9 @@
 //!
 //! # Transactions
 //! As psycopg2: the first statement on a connection outside a transaction
-//! begins one (`BEGIN`); `commit`/`rollback` end it.
+//! begins one (`BEGIN`); `commit`/`rollback` end it. With
+//! [`DbConnection::set_autocommit`](crate::dbapi::DbConnection::set_autocommit)
+//! (psycopg2's `autocommit = True`) no transaction is begun.
 //!
 //! # Errors
 //! Server errors map to PEP 249 kinds by SQLSTATE class, as psycopg2 maps
@@ -204,6 +206,7 @@ impl DbApiModule for PostgresModule {
         Ok(Box::new(PgConnection {
             client: Some(client),
             in_transaction: false,
+            autocommit: false,
             statements: HashMap::new(),
             canceller: Arc::new(PgCanceller { token }),
         }))
@@ -216,6 +219,7 @@ const STATEMENT_CACHE: usize = 256;
 struct PgConnection {
     client: Option<Client>,
     in_transaction: bool,
+    autocommit: bool,
     statements: HashMap<String, Statement>,
     canceller: Arc<PgCanceller>,
 }
@@ -266,7 +270,7 @@ impl PgConnection {
     }
 
     fn begin(&mut self) -> DbResult<()> {
-        if !self.in_transaction {
+        if !self.in_transaction && !self.autocommit {
             self.client()?
                 .batch_execute("BEGIN")
                 .map_err(|e| map_error(e, Some("BEGIN")))?;
@@ -361,6 +365,17 @@ impl DriverConnection for PgConnection {
 
     fn check_cursor(&mut self) -> DbResult<()> {
         self.client().map(|_| ())
+    }
+
+    fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
+        if self.in_transaction {
+            return Err(DbError::new(
+                ErrorKind::ProgrammingError,
+                "set_session cannot be used inside a transaction (commit or roll back first)",
+            ));
+        }
+        self.autocommit = on;
+        Ok(())
     }
 
     fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {

@@ -25,6 +25,7 @@
 //! | `time` | `Text`, `HH:MM:SS[.ffffff]` |
 //! | `timestamp` | `Text`, `YYYY-MM-DD HH:MM:SS[.ffffff]` |
 //! | `timestamptz` | `Text`, the same in UTC with `+00` appended |
+//! | `void` (e.g. `pg_sleep`) | `Null` |
 //! | `NULL` | `Null` |
 //!
 //! Any other column type is a `NotSupportedError` naming the column and its
@@ -199,6 +200,7 @@ pub(crate) fn supported(ty: &Type) -> bool {
         Type::TIME,
         Type::TIMESTAMP,
         Type::TIMESTAMPTZ,
+        Type::VOID,
     ]
     .contains(ty)
 }
