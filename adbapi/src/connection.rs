@@ -102,9 +102,10 @@ impl Owned {
 impl Drop for Owned {
     /// The last resort, for threads that are not pool workers (a worker's exit
     /// hook closes its connection first, see `close_thread_records`). This may
-    /// run during thread-local teardown, where a driver needing thread-locals
-    /// of its own (the postgres crate's runtime) can panic, and a panic
-    /// escaping a thread-local destructor aborts the process: so the close is
+    /// run during thread-local teardown, where anything that needs a
+    /// thread-local of its own can panic (the postgres crate's runtime, a
+    /// tracing subscriber's buffers), and a panic escaping a thread-local
+    /// destructor aborts the process. So nothing here logs, the close is
     /// guarded, and a connection that could not be closed is leaked rather
     /// than dropped half-way.
     fn drop(&mut self) {
@@ -114,14 +115,13 @@ impl Drop for Owned {
         }
         let pool = self.pool.upgrade();
         let c = conn.clone();
-        let closed = catch_unwind(AssertUnwindSafe(move || match pool {
-            Some(pool) => pool.forget_and_close(&c),
-            None => {
-                let _ = c.close();
+        let closed = catch_unwind(AssertUnwindSafe(move || {
+            if let Some(pool) = pool {
+                pool.forget(&c);
             }
+            c.close().is_ok()
         }));
         if closed.is_err() {
-            tracing::error!("Connection close failed (at thread exit); the connection is leaked");
             std::mem::forget(conn);
         }
     }

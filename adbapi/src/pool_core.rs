@@ -322,11 +322,10 @@ impl PoolCore {
         }
     }
 
-    /// Thread exit: the thread's connection is removed and closed there.
-    pub(crate) fn forget_and_close(&self, conn: &DbConnection) {
-        if self.connections.remove_conn(conn) || !conn.is_closed() {
-            self.close_connection(conn);
-        }
+    /// Thread exit: the thread's connection leaves the map (the caller
+    /// closes it, without logging).
+    pub(crate) fn forget(&self, conn: &DbConnection) {
+        self.connections.remove_conn(conn);
     }
 
     /// Every (thread, raw connection) pair. Mirrors `pool.connections`.

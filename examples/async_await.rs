@@ -1,0 +1,190 @@
+//! `async`/`await` over the pool: `defer.ensureDeferred(coroutine)` with
+//! `await dbpool.runQuery(...)`, `try`/`except` around an `await`, and
+//! `await defer.gatherResults(...)` for concurrent queries.
+//!
+//! Ports this Twisted program:
+//!
+//! ```python
+//! from sqlite3 import IntegrityError
+//! from twisted.internet import defer
+//!
+//! async def main():
+//!     await dbpool.runOperation(
+//!         "CREATE TABLE books (id INTEGER PRIMARY KEY, title TEXT UNIQUE, year INTEGER)")
+//!     for title, year in BOOKS:
+//!         await dbpool.runOperation("INSERT INTO books (title, year) VALUES (?, ?)", (title, year))
+//!     try:
+//!         await dbpool.runOperation("INSERT INTO books (title, year) VALUES (?, ?)", BOOKS[0])
+//!     except IntegrityError as e:
+//!         print("duplicate refused:", e)
+//!     rows = await dbpool.runQuery("SELECT title FROM books WHERE year < ? ORDER BY year", (1900,))
+//!     counts = await defer.gatherResults([
+//!         dbpool.runQuery("SELECT count(*) FROM books WHERE year >= ? AND year < ?", (c, c + 100))
+//!         for c in (1800, 1900)])
+//!     oldest = await dbpool.runInteraction(rename_oldest, "(classic)")
+//!     return len(rows)
+//!
+//! d = defer.ensureDeferred(main())
+//! d.addBoth(lambda _: reactor.stop())
+//! ```
+//!
+//! Run it with `cargo run --example async_await`.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::Write;
+use std::rc::Rc;
+use std::time::Duration;
+
+use adbapi::dbapi::IntegrityError;
+use adbapi::{args, kwargs, Arg, ConnectionPool};
+use deferred::{gather_results, Failure};
+use reactor::Reactor;
+
+const BOOKS: [(&str, i64); 5] = [
+    ("Frankenstein", 1818),
+    ("Moby-Dick", 1851),
+    ("Middlemarch", 1871),
+    ("Ulysses", 1922),
+    ("Beloved", 1987),
+];
+
+/// The coroutine. It runs on the loop thread; every `.await` on a pool
+/// Deferred lets the loop run other work until the worker's result arrives.
+async fn books(pool: ConnectionPool, reactor: Reactor) -> Result<usize, Failure> {
+    pool.run_operation(
+        "CREATE TABLE books (id INTEGER PRIMARY KEY, title TEXT UNIQUE NOT NULL, year INTEGER NOT NULL)",
+        (),
+    )
+    .await?;
+    for (title, year) in BOOKS {
+        pool.run_operation(
+            "INSERT INTO books (title, year) VALUES (?, ?)",
+            (title, year),
+        )
+        .await?;
+    }
+    say(format_args!(
+        "inserted {} books, one await at a time",
+        BOOKS.len()
+    ));
+
+    // try: ... except IntegrityError: ...
+    match pool
+        .run_operation("INSERT INTO books (title, year) VALUES (?, ?)", BOOKS[0])
+        .await
+    {
+        Ok(()) => return Err(Failure::msg("a duplicate title was accepted")),
+        Err(f) => {
+            let e = f.trap::<IntegrityError>()?; // anything else propagates
+            say(format_args!("duplicate refused: {e}"));
+        }
+    }
+
+    // A timeout, as `d.addTimeout(5, reactor)`: it fails with TimeoutError
+    // if the query has not answered in time (it has, long before).
+    let rows = pool
+        .run_query(
+            "SELECT title FROM books WHERE year < ? ORDER BY year",
+            (1900,),
+        )
+        .add_timeout(Duration::from_secs(5), &reactor)
+        .await?;
+    let titles = rows
+        .iter()
+        .map(|r| r.get::<String>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    say(format_args!("before 1900: {}", titles.join(", ")));
+
+    // Concurrent queries: both are issued before either is awaited.
+    let counts = gather_results(
+        [1800_i64, 1900].map(|century| {
+            pool.run_query(
+                "SELECT count(*) FROM books WHERE year >= ? AND year < ?",
+                (century, century + 100),
+            )
+        }),
+        true,
+    )
+    .await?;
+    for (century, rows) in [1800, 1900].iter().zip(&counts) {
+        say(format_args!(
+            "books from the {century}s: {}",
+            rows[0].get::<i64>(0)?
+        ));
+    }
+
+    // A transaction, awaited like any other Deferred.
+    let renamed = pool
+        .run_interaction(|txn| {
+            let row = txn
+                .execute("SELECT id, title FROM books ORDER BY year LIMIT 1", ())?
+                .fetchone()?
+                .ok_or_else(|| Failure::msg("no books"))?;
+            let (id, title) = (row.get::<i64>(0)?, row.get::<String>(1)?);
+            let new_title = format!("{title} (classic)");
+            txn.execute(
+                "UPDATE books SET title = ? WHERE id = ?",
+                (new_title.as_str(), id),
+            )?;
+            Ok(new_title)
+        })
+        .await?;
+    say(format_args!(
+        "run_interaction renamed the oldest: {renamed}"
+    ));
+    Ok(titles.len())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let dir = std::env::temp_dir().join(format!("adbapi-async-await-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("books.db");
+    let result = run(db.to_str().ok_or("temp dir path is not UTF-8")?);
+    std::fs::remove_dir_all(&dir)?;
+    result
+}
+
+fn run(db: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let reactor = Reactor::new()?;
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![db],
+        kwargs! { "cp_min" => 1, "cp_max" => 2, "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )?;
+    let failed = Rc::new(RefCell::new(None::<Failure>));
+    let (r, f) = (reactor.clone(), Rc::clone(&failed));
+    reactor.call_when_running(move || {
+        // d = defer.ensureDeferred(main()); d.addBoth(lambda _: reactor.stop())
+        let _ = r
+            .ensure_deferred(books(pool, r.clone()))
+            .add_both(move |result| {
+                match result {
+                    Ok(n) => say(format_args!("the coroutine returned {n}")),
+                    Err(failure) => {
+                        tracing::error!(%failure, "the example failed");
+                        *f.borrow_mut() = Some(failure);
+                    }
+                }
+                r.stop().map_err(Failure::new)
+            });
+    });
+    reactor.run()?;
+    let outcome = failed.borrow_mut().take();
+    match outcome {
+        Some(f) => Err(f.to_string().into()),
+        None => Ok(()),
+    }
+}
+
+/// One line on stdout; a closed pipe is not worth failing the example for.
+fn say(line: fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
