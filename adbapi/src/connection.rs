@@ -270,6 +270,8 @@ impl ConnectionMap {
 pub struct Connection {
     pool: Arc<PoolCore>,
     connection: Option<DbConnection>,
+    /// The cancel slot of the job this wrapper serves, if any.
+    pub(crate) job: Option<Arc<crate::pool_core::JobSlot>>,
 }
 
 impl Connection {
@@ -279,6 +281,7 @@ impl Connection {
         let mut c = Connection {
             pool: Arc::clone(pool),
             connection: None,
+            job: None,
         };
         c.reconnect()?;
         Ok(c)
@@ -290,6 +293,7 @@ impl Connection {
         Connection {
             pool: Arc::clone(pool),
             connection: Some(raw),
+            job: None,
         }
     }
 
@@ -357,7 +361,10 @@ impl Connection {
             self.pool.disconnect(Some(&old))?;
         }
         let conn = self.pool.connect()?;
-        crate::pool_core::job_moved_to(&conn);
+        if let Some(job) = &self.job {
+            // A cancel of the running job must reach the new connection.
+            job.reattach(&conn);
+        }
         self.connection = Some(conn);
         Ok(())
     }

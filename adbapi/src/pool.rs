@@ -564,7 +564,7 @@ impl ConnectionPool {
         defer_to_thread_pool_with_interrupt(
             &*self.inner.reactor,
             &self.inner.threadpool,
-            move || core.run_interaction_in(interaction, Some(&job)),
+            move || core.run_interaction_in(interaction, Some(job)),
             interrupt,
         )
     }
@@ -584,7 +584,7 @@ impl ConnectionPool {
         defer_to_thread_pool_with_interrupt(
             &*self.inner.reactor,
             &self.inner.threadpool,
-            move || core.run_with_connection_in(f, Some(&job)),
+            move || core.run_with_connection_in(f, Some(job)),
             interrupt,
         )
     }

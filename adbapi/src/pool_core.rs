@@ -72,7 +72,7 @@ impl JobSlot {
     /// The job moved to a new connection (a reconnect in the middle of it): a
     /// cancel must reach that one. If the job was cancelled already, the new
     /// connection starts interrupted, so the job's next statement fails.
-    fn reattach(&self, conn: &DbConnection) {
+    pub(crate) fn reattach(&self, conn: &DbConnection) {
         let mut st = self.lock();
         if let Some(old) = st.conn.replace(conn.clone()) {
             old.clear_interrupt();
@@ -97,37 +97,26 @@ impl JobSlot {
     }
 }
 
-thread_local! {
-    /// The job this worker thread is running, if any, so a reconnect in the
-    /// middle of it can move the job's cancel target.
-    static CURRENT_JOB: std::cell::RefCell<Option<Arc<JobSlot>>> = const { std::cell::RefCell::new(None) };
-}
+/// A job's connection wrapper that detaches the job's cancel slot when it is
+/// dropped, on every path (early returns and panics included), so a late
+/// cancel can never reach the next job on the same connection.
+struct JobConn(Connection);
 
-/// While alive, ties the running job to its connection (and to this thread);
-/// dropping it detaches the job on every path, early returns and panics
-/// included, so a late cancel can never reach the next job.
-struct Attached(Arc<JobSlot>);
-
-impl Attached {
-    fn new(job: &Arc<JobSlot>, conn: &DbConnection) -> Result<Attached, Failure> {
-        job.attach(conn)?;
-        CURRENT_JOB.with(|c| *c.borrow_mut() = Some(Arc::clone(job)));
-        Ok(Attached(Arc::clone(job)))
+impl JobConn {
+    fn new(mut conn: Connection, job: Option<Arc<JobSlot>>) -> Result<JobConn, Failure> {
+        if let Some(job) = job {
+            job.attach(conn.raw())?;
+            conn.job = Some(job);
+        }
+        Ok(JobConn(conn))
     }
 }
 
-impl Drop for Attached {
+impl Drop for JobConn {
     fn drop(&mut self) {
-        let _ = CURRENT_JOB.try_with(|c| c.borrow_mut().take());
-        self.0.detach();
-    }
-}
-
-/// A reconnect on this thread: the running job (if any) now uses `conn`.
-pub(crate) fn job_moved_to(conn: &DbConnection) {
-    let job = CURRENT_JOB.try_with(|c| c.borrow().clone()).ok().flatten();
-    if let Some(job) = job {
-        job.reattach(conn);
+        if let Some(job) = self.0.job.take() {
+            job.detach();
+        }
     }
 }
 
@@ -154,6 +143,9 @@ pub struct PoolCore {
     epoch: AtomicU64,
     connection_factory: RwLock<Option<ConnectionFactory>>,
     transaction_factory: RwLock<Option<TransactionFactory>>,
+    /// Set once a factory is replaced; until then the per-job path takes no
+    /// lock (a read lock is a write to a cache line every worker shares).
+    custom_factories: std::sync::atomic::AtomicBool,
 }
 
 impl PoolCore {
@@ -166,6 +158,7 @@ impl PoolCore {
             epoch: AtomicU64::new(0),
             connection_factory: RwLock::new(None),
             transaction_factory: RwLock::new(None),
+            custom_factories: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -222,6 +215,7 @@ impl PoolCore {
             .connection_factory
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(f);
+        self.custom_factories.store(true, Ordering::Release);
     }
 
     /// Replaces the transaction factory. Mirrors assigning
@@ -231,9 +225,13 @@ impl PoolCore {
             .transaction_factory
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(f);
+        self.custom_factories.store(true, Ordering::Release);
     }
 
     fn make_connection(self: &Arc<Self>) -> Result<Connection, Failure> {
+        if !self.custom_factories.load(Ordering::Acquire) {
+            return Connection::new(self);
+        }
         let custom = self
             .connection_factory
             .read()
@@ -249,6 +247,9 @@ impl PoolCore {
         self: &Arc<Self>,
         conn: &'c mut Connection,
     ) -> Result<Transaction<'c>, Failure> {
+        if !self.custom_factories.load(Ordering::Acquire) {
+            return Transaction::new(self, conn);
+        }
         let custom = self
             .transaction_factory
             .read()
@@ -357,24 +358,24 @@ impl PoolCore {
     pub(crate) fn run_interaction_in<T, F>(
         self: &Arc<Self>,
         interaction: F,
-        job: Option<&Arc<JobSlot>>,
+        job: Option<Arc<JobSlot>>,
     ) -> Result<T, Failure>
     where
         F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure>,
     {
         // Outside the protected part, as in Twisted: a failure to get a
         // connection or a cursor is not followed by a rollback.
-        let mut conn = catch(|| self.make_connection())?;
-        let _attached = job.map(|j| Attached::new(j, conn.raw())).transpose()?;
+        let mut conn = JobConn::new(catch(|| self.make_connection())?, job)?;
+        let conn = &mut conn.0;
         let body = {
-            let mut trans = catch(|| self.make_transaction(&mut conn))?;
+            let mut trans = catch(|| self.make_transaction(conn))?;
             catch(|| {
                 let v = interaction(&mut trans)?;
                 trans.close();
                 Ok(v)
             })
         };
-        self.finish(&mut conn, body)
+        self.finish(conn, body)
     }
 
     /// Runs `f` on this thread's connection: commit on `Ok`, rollback on
@@ -389,15 +390,15 @@ impl PoolCore {
     pub(crate) fn run_with_connection_in<T, F>(
         self: &Arc<Self>,
         f: F,
-        job: Option<&Arc<JobSlot>>,
+        job: Option<Arc<JobSlot>>,
     ) -> Result<T, Failure>
     where
         F: FnOnce(&mut Connection) -> Result<T, Failure>,
     {
-        let mut conn = catch(|| self.make_connection())?;
-        let _attached = job.map(|j| Attached::new(j, conn.raw())).transpose()?;
-        let body = catch(|| f(&mut conn));
-        self.finish(&mut conn, body)
+        let mut conn = JobConn::new(catch(|| self.make_connection())?, job)?;
+        let conn = &mut conn.0;
+        let body = catch(|| f(conn));
+        self.finish(conn, body)
     }
 
     /// Commits after a successful body; otherwise rolls back and returns the

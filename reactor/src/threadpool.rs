@@ -64,7 +64,7 @@ pub struct PoolSizeError {
 pub type ExitHook = Arc<dyn Fn() + Send + Sync>;
 
 struct Counters {
-    name: String,
+    name: Arc<str>,
     /// Run by each worker as it exits, on its own thread, while its
     /// thread-locals are still alive.
     exit_hooks: Mutex<Vec<ExitHook>>,
@@ -149,7 +149,7 @@ impl ThreadPool {
                 tx,
                 rx,
                 counters: Arc::new(Counters {
-                    name: name.into(),
+                    name: Arc::from(name.into()),
                     exit_hooks: Mutex::new(Vec::new()),
                     spin_nanos: AtomicU64::new(20_000),
                     workers: AtomicUsize::new(0),
@@ -202,6 +202,11 @@ impl ThreadPool {
     /// The pool's name.
     pub fn name(&self) -> &str {
         &self.inner.counters.name
+    }
+
+    /// The pool's name, shared (no copy).
+    pub fn name_arc(&self) -> Arc<str> {
+        Arc::clone(&self.inner.counters.name)
     }
 
     /// How it runs jobs.

@@ -102,7 +102,7 @@ where
         handle: queue.handle(),
         key,
         state,
-        pool: pool.name().to_owned(),
+        pool: pool.name_arc(),
     };
     let job = move || {
         if guard
@@ -130,7 +130,7 @@ struct JobGuard {
     handle: RemoteHandle,
     key: usize,
     state: Arc<AtomicU8>,
-    pool: String,
+    pool: std::sync::Arc<str>,
 }
 
 impl Drop for JobGuard {
@@ -141,7 +141,7 @@ impl Drop for JobGuard {
             .is_ok()
         {
             let stopped = crate::PoolStopped {
-                name: std::mem::take(&mut self.pool),
+                name: self.pool.to_string(),
             };
             self.handle.complete(self.key, Err(Failure::new(stopped)));
         }

@@ -372,10 +372,10 @@ impl SqliteConnection {
         self.conn.as_ref().ok_or_else(closed)
     }
 
-    fn begin_if_needed(&self, sql: &str) -> DbResult<()> {
+    fn begin_if_needed(&self, dml: bool) -> DbResult<()> {
         let conn = self.conn()?;
         if let Some(level) = &self.isolation {
-            if conn.is_autocommit() && is_dml(sql) {
+            if dml && conn.is_autocommit() {
                 let begin = if level.is_empty() {
                     "BEGIN".to_owned()
                 } else {
@@ -391,7 +391,8 @@ impl SqliteConnection {
 
 impl DriverConnection for SqliteConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
-        self.begin_if_needed(sql)?;
+        let dml = is_dml(sql);
+        self.begin_if_needed(dml)?;
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(sql)
@@ -400,7 +401,6 @@ impl DriverConnection for SqliteConnection {
         let ncols = stmt.column_count();
         if ncols == 0 {
             let changed = stmt.raw_execute().map_err(|e| map_error(e, Some(sql)))?;
-            let dml = is_dml(sql);
             return Ok(ExecResult {
                 description: None,
                 rows: Vec::new(),
