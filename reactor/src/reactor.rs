@@ -314,12 +314,9 @@ impl Reactor {
         F: FnOnce() -> R + 'static,
         R: TriggerOutput,
     {
-        if self.running() {
-            drop(f().into_wait());
-            None
-        } else {
-            Some(self.add_system_event_trigger(Phase::After, "startup", f))
-        }
+        self.inner
+            .triggers
+            .call_when_running(self.running(), trigger_fn(f))
     }
 
     /// Registers `f` to run in `phase` of `event`; a `before` trigger may

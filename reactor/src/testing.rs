@@ -275,12 +275,9 @@ impl FakeReactor {
         F: FnOnce() -> R + 'static,
         R: TriggerOutput,
     {
-        if self.running() {
-            drop(f().into_wait());
-            None
-        } else {
-            Some(self.add_system_event_trigger(Phase::After, "startup", f))
-        }
+        self.inner
+            .triggers
+            .call_when_running(self.running(), trigger_fn(f))
     }
 
     /// As [`Reactor::add_system_event_trigger`](crate::Reactor::add_system_event_trigger).

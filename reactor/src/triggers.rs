@@ -210,6 +210,17 @@ impl SystemEvents {
         }
     }
 
+    /// Twisted's `callWhenRunning`: runs `f` now if `running` (returning
+    /// `None`), else registers it as an `after`/`startup` trigger.
+    pub(crate) fn call_when_running(&self, running: bool, f: TriggerFn) -> Option<TriggerId> {
+        if running {
+            drop(f());
+            None
+        } else {
+            Some(self.add(Phase::After, "startup", f))
+        }
+    }
+
     pub(crate) fn remove(&self, id: &TriggerId) -> Result<(), TriggerError> {
         let removed = {
             let mut events = self.events.borrow_mut();
