@@ -330,22 +330,46 @@ impl Shared {
     }
 }
 
-/// A DB-API module that wraps `sqlite3` and injects faults. See the
+/// A DB-API module that wraps a real driver (`sqlite3` unless told
+/// otherwise) and injects faults. See the
 /// [module docs](self).
-#[derive(Debug)]
 pub struct FaultModule {
     shared: Arc<Shared>,
+    inner: Arc<dyn DbApiModule>,
+}
+
+impl std::fmt::Debug for FaultModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultModule")
+            .field("shared", &self.shared)
+            .field("inner", &self.inner.name())
+            .finish()
+    }
 }
 
 impl FaultModule {
-    /// A module named `name`, not registered.
+    /// A module named `name` wrapping `sqlite3`, not registered.
     pub fn new(name: &str) -> Arc<FaultModule> {
+        Self::wrapping(name, Arc::new(SqliteModule))
+    }
+
+    /// A module named `name` wrapping `inner` (any real driver), not
+    /// registered.
+    pub fn wrapping(name: &str, inner: Arc<dyn DbApiModule>) -> Arc<FaultModule> {
         Arc::new(FaultModule {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 books: Mutex::new(Books::default()),
             }),
+            inner,
         })
+    }
+
+    /// As [`register`](Self::register), wrapping `inner`.
+    pub fn register_wrapping(name: &str, inner: Arc<dyn DbApiModule>) -> Arc<FaultModule> {
+        let m = Self::wrapping(name, inner);
+        register_module(name, Arc::clone(&m) as Arc<dyn DbApiModule>);
+        m
     }
 
     /// A module named `name`, registered under that name with
@@ -468,14 +492,14 @@ impl DbApiModule for FaultModule {
     }
 
     fn paramstyle(&self) -> &str {
-        "qmark"
+        self.inner.paramstyle()
     }
 
     fn connect(&self, args: &ConnectArgs) -> DbResult<Box<dyn DriverConnection>> {
         if self.shared.check(Step::Connect)? {
             return Err(self.shared.severed_error(Step::Connect, 0));
         }
-        let inner = SqliteModule.connect(args)?;
+        let inner = self.inner.connect(args)?;
         let (opened_on, opened_on_name) = current_thread();
         let id = {
             let mut b = self.shared.books();

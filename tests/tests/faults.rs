@@ -497,19 +497,124 @@ async fn scenario(
     Ok(())
 }
 
+/// Which real driver the fault module wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A case's own database: a file for SQLite; a fresh schema (selected with
+/// psycopg2's `options="-c search_path=..."`) for PostgreSQL, dropped
+/// afterwards.
+struct CaseDb {
+    kind: DbKind,
+    _dir: Option<TempDir>,
+    path: std::path::PathBuf,
+    schema: String,
+}
+
+impl CaseDb {
+    fn new(kind: DbKind, tag: &str) -> CaseDb {
+        match kind {
+            DbKind::Sqlite => {
+                let dir = TempDir::new(tag);
+                let path = dir.path().join("faults.db");
+                set_up_db(&path);
+                CaseDb {
+                    kind,
+                    _dir: Some(dir),
+                    path,
+                    schema: String::new(),
+                }
+            }
+            DbKind::Postgres => {
+                let schema = format!(
+                    "f_{}",
+                    unique_name("c").replace(['-', '.'], "_").to_lowercase()
+                );
+                let admin = integration_tests::pg::direct_to(&integration_tests::pg::url());
+                admin.set_autocommit(true).expect("autocommit");
+                for sql in [
+                    format!("CREATE SCHEMA {schema}"),
+                    format!("CREATE TABLE {schema}.t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"),
+                    format!("INSERT INTO {schema}.t (id, v) VALUES (1, 'known')"),
+                ] {
+                    admin
+                        .execute(&sql, ())
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+                CaseDb {
+                    kind,
+                    _dir: None,
+                    path: std::path::PathBuf::new(),
+                    schema,
+                }
+            }
+        }
+    }
+
+    /// The real module the fault module wraps.
+    fn inner(&self) -> Arc<dyn dbapi::DbApiModule> {
+        let name = match self.kind {
+            DbKind::Sqlite => "sqlite3",
+            DbKind::Postgres => "psycopg2",
+        };
+        dbapi::lookup_module(name).expect("built-in module")
+    }
+
+    fn pool(&self, module: &str) -> adbapi::ConnectionPoolBuilder {
+        match self.kind {
+            DbKind::Sqlite => {
+                ConnectionPool::builder(module).arg(self.path.to_str().expect("utf-8 path"))
+            }
+            DbKind::Postgres => ConnectionPool::builder(module)
+                .arg(integration_tests::pg::url())
+                .kwarg("options", format!("-c search_path={}", self.schema)),
+        }
+    }
+
+    /// Every row, through a separate plain connection.
+    fn read_back(&self) -> String {
+        match self.kind {
+            DbKind::Sqlite => read_back(&self.path),
+            DbKind::Postgres => {
+                let admin = integration_tests::pg::direct_to(&integration_tests::pg::url());
+                let rows = integration_tests::pg::exec(
+                    &admin,
+                    &format!("SELECT id, v FROM {}.t ORDER BY id", self.schema),
+                    (),
+                );
+                rows_text(&rows)
+            }
+        }
+    }
+}
+
+impl Drop for CaseDb {
+    fn drop(&mut self) {
+        if self.kind == DbKind::Postgres {
+            let admin = integration_tests::pg::direct_to(&integration_tests::pg::url());
+            let _ = admin.set_autocommit(true);
+            let _ = admin.execute(
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+                (),
+            );
+        }
+    }
+}
+
 /// Runs one case on its own reactor, pool (named `tag`, and so are its
-/// threads) and database file.
-fn run_case(case: &Case, tag: &str) -> Ran {
-    let module = FaultModule::register(tag);
-    let dir = TempDir::new(tag);
-    let path = dir.path().join("faults.db");
-    set_up_db(&path);
+/// threads) and database.
+fn run_case(case: &Case, tag: &str, kind: DbKind) -> Ran {
+    let db = CaseDb::new(kind, tag);
+    let module = FaultModule::register_wrapping(tag, db.inner());
     let logs = LogCapture::start();
     logs.watch_threads(tag);
 
     let reactor = Reactor::new().expect("a reactor");
-    let pool = ConnectionPool::builder(tag)
-        .arg(path.to_str().expect("utf-8 path"))
+    let pool = db
+        .pool(tag)
         .min(case.workers)
         .max(case.workers)
         .name(tag)
@@ -553,7 +658,7 @@ fn run_case(case: &Case, tag: &str) -> Ran {
         drop(pool.close());
     }
     drop(pool);
-    let data = read_back(&path);
+    let data = db.read_back();
     let mut logged: Vec<String> = logs
         .events()
         .into_iter()
@@ -767,7 +872,7 @@ fn check_case(case: &Case, tag: &str, ran: &Ran, x: &Expect, problems: &mut Vec<
 }
 
 /// Runs the sweep for one pool size and one `cp_reconnect` setting.
-fn sweep(workers: usize, reconnect: bool) {
+fn sweep(workers: usize, reconnect: bool, kind: DbKind) {
     quiet_injected_panics();
     let mut problems = Vec::new();
     let mut cases = 0;
@@ -814,11 +919,11 @@ fn sweep(workers: usize, reconnect: bool) {
                     why: row.why,
                 };
                 let tag = format!(
-                    "{}-w{workers}-r{}-{step}-{mode:?}-{op:?}",
+                    "{}-{kind:?}-w{workers}-r{}-{step}-{mode:?}-{op:?}",
                     unique_name("faults"),
                     u8::from(reconnect)
                 );
-                let ran = run_case(&case, &tag);
+                let ran = run_case(&case, &tag, kind);
                 check_case(&case, &tag, &ran, &expect, &mut problems);
                 cases += 1;
             }
@@ -827,7 +932,7 @@ fn sweep(workers: usize, reconnect: bool) {
     assert_eq!(cases, 64, "cases per sweep");
     assert!(
         problems.is_empty(),
-        "{} problem(s) in the fault sweep (workers={workers}, reconnect={reconnect}):\n{}",
+        "{} problem(s) in the fault sweep ({kind:?}, workers={workers}, reconnect={reconnect}):\n{}",
         problems.len(),
         problems.join("\n")
     );
@@ -835,22 +940,66 @@ fn sweep(workers: usize, reconnect: bool) {
 
 #[test]
 fn sweep_one_worker_no_reconnect() {
-    sweep(1, false);
+    sweep(1, false, DbKind::Sqlite);
 }
 
 #[test]
 fn sweep_one_worker_reconnect() {
-    sweep(1, true);
+    sweep(1, true, DbKind::Sqlite);
 }
 
 #[test]
 fn sweep_two_workers_no_reconnect() {
-    sweep(2, false);
+    sweep(2, false, DbKind::Sqlite);
 }
 
 #[test]
 fn sweep_two_workers_reconnect() {
-    sweep(2, true);
+    sweep(2, true, DbKind::Sqlite);
+}
+
+/// The same sweep with the fault module wrapping the PostgreSQL driver.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn sweep_one_worker_no_reconnect_postgres() {
+    let _server = integration_tests::pg::sharing_server();
+    sweep(1, false, DbKind::Postgres);
+}
+
+/// As above, with `cp_reconnect`.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn sweep_one_worker_reconnect_postgres() {
+    let _server = integration_tests::pg::sharing_server();
+    sweep(1, true, DbKind::Postgres);
+}
+
+/// Two workers, without `cp_reconnect`, on PostgreSQL.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn sweep_two_workers_no_reconnect_postgres() {
+    let _server = integration_tests::pg::sharing_server();
+    sweep(2, false, DbKind::Postgres);
+}
+
+/// Two workers, with `cp_reconnect`, on PostgreSQL.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn sweep_two_workers_reconnect_postgres() {
+    let _server = integration_tests::pg::sharing_server();
+    sweep(2, true, DbKind::Postgres);
 }
 
 /// The table covers every combination the sweep asks for, and no row is
@@ -926,6 +1075,21 @@ const SEVERED: &[SeverRow] = &[
 
 #[test]
 fn severed_connection() {
+    severed_connection_on(DbKind::Sqlite);
+}
+
+/// The severed-connection table with the PostgreSQL driver underneath.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn severed_connection_postgres() {
+    let _server = integration_tests::pg::sharing_server();
+    severed_connection_on(DbKind::Postgres);
+}
+
+fn severed_connection_on(kind: DbKind) {
     quiet_injected_panics();
     let mut problems = Vec::new();
     for row in SEVERED {
@@ -950,12 +1114,12 @@ fn severed_connection() {
             why: row.why,
         };
         let tag = format!(
-            "{}-severed-r{}-{}",
+            "{}-{kind:?}-severed-r{}-{}",
             unique_name("faults"),
             u8::from(row.reconnect),
             row.step
         );
-        let ran = run_case(&case, &tag);
+        let ran = run_case(&case, &tag, kind);
         check_case(&case, &tag, &ran, &expect, &mut problems);
     }
     assert!(
@@ -1036,6 +1200,21 @@ const COMPOUND: &[Compound] = &[
 
 #[test]
 fn compound_faults() {
+    compound_faults_on(DbKind::Sqlite);
+}
+
+/// The compound-fault table with the PostgreSQL driver underneath.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn compound_faults_postgres() {
+    let _server = integration_tests::pg::sharing_server();
+    compound_faults_on(DbKind::Postgres);
+}
+
+fn compound_faults_on(kind: DbKind) {
     quiet_injected_panics();
     let mut problems = Vec::new();
     for row in COMPOUND {
@@ -1062,8 +1241,8 @@ fn compound_faults() {
             row2: row.row2,
             why: row.why,
         };
-        let tag = format!("{}-compound", unique_name("faults"));
-        let ran = run_case(&case, &tag);
+        let tag = format!("{}-{kind:?}-compound", unique_name("faults"));
+        let ran = run_case(&case, &tag, kind);
         check_case(&case, &tag, &ran, &expect, &mut problems);
     }
     assert!(

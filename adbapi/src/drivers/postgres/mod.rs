@@ -13,6 +13,7 @@
 //! | `connect_timeout` | seconds |
 //! | `sslmode` | `disable`, `allow` or `prefer` (TLS is not built in: `require`/`verify-*` are a `NotSupportedError`) |
 //! | `application_name` | shown in `pg_stat_activity` |
+//! | `options` | server settings for the session, e.g. `-c search_path=app` |
 //!
 //! Keywords override the DSN. Without `host` the server's Unix socket in
 //! `/var/run/postgresql` is used if present, else `localhost`; without `user`,
@@ -72,8 +73,9 @@ impl PostgresModule {
     }
 }
 
-const KEYWORDS: [&str; 10] = [
+const KEYWORDS: [&str; 11] = [
     "dsn",
+    "options",
     "host",
     "port",
     "user",
@@ -172,6 +174,9 @@ pub(crate) fn config(args: &ConnectArgs) -> DbResult<Config> {
     }
     if let Some(v) = kw("application_name") {
         cfg.application_name(&text_arg(v, "application_name")?);
+    }
+    if let Some(v) = kw("options") {
+        cfg.options(&text_arg(v, "options")?);
     }
     if cfg.get_hosts().is_empty() {
         if std::path::Path::new("/var/run/postgresql").is_dir() {
