@@ -357,8 +357,10 @@ impl Connection {
     /// Drops the current raw connection (if any) and connects a new one for
     /// this thread. Mirrors `Connection.reconnect()`.
     pub fn reconnect(&mut self) -> Result<(), Failure> {
-        if let Some(old) = self.connection.take() {
-            self.pool.disconnect(Some(&old))?;
+        // As Twisted: the old (now closed) connection stays in the wrapper if
+        // connecting again fails, so later calls fail with a database error.
+        if let Some(old) = &self.connection {
+            self.pool.disconnect(Some(old))?;
         }
         let conn = self.pool.connect()?;
         if let Some(job) = &self.job {

@@ -348,6 +348,14 @@ impl ConnectionPool {
     }
 
     fn from_config(cfg: PoolConfig) -> Result<ConnectionPool, PoolError> {
+        if cfg.max == 0 {
+            // Every constructor (new, builder, from_state) checks it here.
+            return Err(PoolError::InvalidOption {
+                option: "cp_max".to_owned(),
+                expected: "a positive integer (a pool of 0 threads never runs anything)",
+                got: "0".to_owned(),
+            });
+        }
         let dbapi = lookup_module(&cfg.dbapi_name)?;
         // Both only log, as in Twisted.
         if dbapi.apilevel() != Some("2.0") {
@@ -503,21 +511,22 @@ impl ConnectionPool {
         self.inner.shutdown_id.borrow_mut().take();
         self.inner.running.set(false);
         let hold = self.inner.reactor.hold_shutdown();
-        let weak = Rc::downgrade(&self.inner);
+        // Strong, not weak: the continuation runs once, and the Deferreds of
+        // later close() calls (parked in `close_state`) must fire even if the
+        // last pool handle is dropped meanwhile.
+        let inner = Rc::clone(&self.inner);
         stop_thread_pool(&*self.inner.reactor, &self.inner.threadpool).add_both(
             move |r: Result<(), Failure>| {
-                if let Some(inner) = weak.upgrade() {
-                    inner.core.close_all();
-                    let waiters = match std::mem::replace(
-                        &mut *inner.close_state.borrow_mut(),
-                        CloseState::Closed,
-                    ) {
-                        CloseState::Closing(w) => w,
-                        _ => Vec::new(),
-                    };
-                    for w in waiters {
-                        let _ = w.resolve(r.clone());
-                    }
+                inner.core.close_all();
+                let waiters = match std::mem::replace(
+                    &mut *inner.close_state.borrow_mut(),
+                    CloseState::Closed,
+                ) {
+                    CloseState::Closing(w) => w,
+                    _ => Vec::new(),
+                };
+                for w in waiters {
+                    let _ = w.resolve(r.clone());
                 }
                 drop(hold);
                 r

@@ -45,6 +45,8 @@ pub(crate) struct JobSlot {
 struct JobState {
     conn: Option<DbConnection>,
     cancelled: bool,
+    /// The job's own work is over; the pool is committing or rolling back.
+    finishing: bool,
 }
 
 impl JobSlot {
@@ -84,11 +86,27 @@ impl JobSlot {
         }
     }
 
+    /// The job's own work is over: from now on a cancel only marks it (the
+    /// pool's rollback and `good_sql` probe must not be interrupted, or a
+    /// cancel would look like a lost connection). Returns whether the job was
+    /// cancelled, in which case the pool rolls back instead of committing.
+    fn begin_finish(&self) -> bool {
+        let mut st = self.lock();
+        st.finishing = true;
+        if let Some(c) = &st.conn {
+            c.clear_interrupt();
+        }
+        st.cancelled
+    }
+
     /// Cancels the job: interrupts its statement if it is running, or makes
     /// it stop before it starts.
     pub(crate) fn interrupt(&self) {
         let mut st = self.lock();
         st.cancelled = true;
+        if st.finishing {
+            return;
+        }
         if let Some(c) = &st.conn {
             if let Err(e) = c.interrupt() {
                 tracing::error!(error = %e, "could not cancel the running statement");
@@ -405,6 +423,13 @@ impl PoolCore {
     /// original failure (or [`ConnectionLost`] around it if the rollback found
     /// the connection dead). A connection that saw a panic is discarded.
     fn finish<T>(&self, conn: &mut Connection, body: Result<T, Failure>) -> Result<T, Failure> {
+        // A cancelled job never commits: its Deferred already failed with
+        // CancelledError, so whatever it did is rolled back.
+        let cancelled = conn.job.as_ref().is_some_and(|j| j.begin_finish());
+        let body = match body {
+            Ok(_) if cancelled => Err(Failure::new(deferred::CancelledError)),
+            other => other,
+        };
         let result = body.and_then(|v| catch(|| conn.commit().map_err(Failure::new)).map(|()| v));
         let Err(err) = result else { return result };
         let err = match catch(|| conn.rollback()) {

@@ -222,6 +222,8 @@ impl Reactor {
     pub fn timeout(&self) -> Option<Duration> {
         let next = self.inner.timers.next_time()?;
         let secs = (next - self.seconds()).clamp(0.0, MAX_TIMEOUT);
+        // Times are kept finite; clamp leaves NaN alone, so be explicit.
+        let secs = if secs.is_nan() { MAX_TIMEOUT } else { secs };
         Some(Duration::from_secs_f64(secs))
     }
 

@@ -412,7 +412,12 @@ impl ThreadPool {
             counters.quits.fetch_add(1, Ordering::AcqRel);
             let _ = self.inner.tx.send(Msg::Quit);
         }
-        while self.workers() < min {
+        // Workers with a Quit queued are leaving: they do not count.
+        while self
+            .workers()
+            .saturating_sub(counters.quits.load(Ordering::Acquire))
+            < min
+        {
             if !self.spawn(&mut c) {
                 break;
             }

@@ -156,7 +156,11 @@ impl DelayedCall {
         }
         self.check()?;
         let mut st = self.inner.state.borrow_mut();
-        st.delayed_time += seconds;
+        let delayed = st.delayed_time + seconds;
+        if !delayed.is_finite() || !(st.time + delayed).is_finite() {
+            return Err(DelayedCallError::InvalidDelay(seconds));
+        }
+        st.delayed_time = delayed;
         if st.delayed_time < 0.0 {
             st.time += st.delayed_time;
             st.delayed_time = 0.0;

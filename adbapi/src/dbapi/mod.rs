@@ -263,7 +263,9 @@ impl DbConnection {
     }
 
     fn check_interrupt(&self, sql: &str) -> DbResult<()> {
-        if self.inner.interrupted.swap(false, Ordering::SeqCst) {
+        // Sticky: every statement fails until `clear_interrupt`, so a
+        // cancelled job cannot go on past the statement that was cancelled.
+        if self.inner.interrupted.load(Ordering::SeqCst) {
             return Err(DbError::new(
                 ErrorKind::OperationalError,
                 "canceling statement due to user request (the job was cancelled)",
