@@ -180,8 +180,7 @@ fn every_constructor_refuses_a_pool_of_no_threads() {
     state.max = 0;
     state.min = 0;
     let err = ConnectionPool::from_state_with_reactor(state, Some(Rc::new(reactor)))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(err, PoolError::InvalidOption { ref option, .. } if option == "cp_max"),
         "{err}"
