@@ -756,20 +756,26 @@ impl ConnectionPool {
     }
 }
 
-/// A job's cancel slot, and the hook that cancels it if it is already running:
-/// the cancel request (a network round trip for PostgreSQL) is sent from a
-/// short-lived thread, not the loop thread.
+/// A job's cancel slot, and the hook that cancels it if it is already
+/// running: the job is marked cancelled at once, on the loop thread (so it
+/// cannot commit after its Deferred reported `CancelledError`), and the
+/// driver's cancel request for the running statement (a network round trip
+/// for PostgreSQL) is sent from a short-lived thread.
 fn job_slot() -> (Arc<JobSlot>, impl FnOnce() + 'static) {
     let job = Arc::new(JobSlot::default());
     let slot = Arc::clone(&job);
     let interrupt = move || {
+        let Some(conn) = slot.mark_cancelled() else {
+            return;
+        };
         let s = Arc::clone(&slot);
+        let c = conn.clone();
         if std::thread::Builder::new()
             .name("adbapi-cancel".to_owned())
-            .spawn(move || s.interrupt())
+            .spawn(move || s.cancel_statement(&c))
             .is_err()
         {
-            slot.interrupt();
+            slot.cancel_statement(&conn);
         }
     };
     (job, interrupt)

@@ -80,9 +80,9 @@ impl JobSlot {
             old.clear_interrupt();
         }
         if st.cancelled {
-            if let Err(e) = conn.interrupt() {
-                tracing::error!(error = %e, "could not cancel the running statement");
-            }
+            // Already cancelled: the job's next statement on the new
+            // connection fails too.
+            conn.mark_interrupted();
         }
     }
 
@@ -99,16 +99,32 @@ impl JobSlot {
         st.cancelled
     }
 
-    /// Cancels the job: interrupts its statement if it is running, or makes
-    /// it stop before it starts.
-    pub(crate) fn interrupt(&self) {
+    /// Cancels the job, at once and without blocking (on the loop thread):
+    /// a job that has not got its connection will stop before it starts, and
+    /// a running job's next statement fails (and it is rolled back). Returns
+    /// the connection whose running statement should also be cancelled at
+    /// the driver, which may block: see [`cancel_statement`](Self::cancel_statement).
+    pub(crate) fn mark_cancelled(&self) -> Option<DbConnection> {
         let mut st = self.lock();
         st.cancelled = true;
         if st.finishing {
-            return;
+            return None;
         }
-        if let Some(c) = &st.conn {
-            if let Err(e) = c.interrupt() {
+        let conn = st.conn.clone()?;
+        conn.mark_interrupted();
+        Some(conn)
+    }
+
+    /// Asks the driver to cancel the statement `conn` runs, if the job is
+    /// still running on it (called off the loop thread).
+    pub(crate) fn cancel_statement(&self, conn: &DbConnection) {
+        let st = self.lock();
+        let current = st
+            .conn
+            .as_ref()
+            .is_some_and(|c| DbConnection::ptr_eq(c, conn));
+        if current && !st.finishing {
+            if let Err(e) = conn.cancel_statement() {
                 tracing::error!(error = %e, "could not cancel the running statement");
             }
         }

@@ -250,7 +250,19 @@ impl DbConnection {
     /// request; SQLite interrupts), and makes the next `execute` on it fail
     /// with `OperationalError` until [`clear_interrupt`](Self::clear_interrupt).
     pub fn interrupt(&self) -> DbResult<()> {
+        self.mark_interrupted();
+        self.cancel_statement()
+    }
+
+    /// The non-blocking half of [`interrupt`](Self::interrupt): from now on
+    /// `execute` fails, until [`clear_interrupt`](Self::clear_interrupt).
+    pub fn mark_interrupted(&self) {
         self.inner.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    /// The other half: asks the driver to cancel the statement running now
+    /// (for PostgreSQL a network round trip, so call it off the loop thread).
+    pub fn cancel_statement(&self) -> DbResult<()> {
         match &self.inner.canceller {
             Some(c) => c.cancel(),
             None => Ok(()),
