@@ -898,13 +898,6 @@ impl ConnectionPoolBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if self.cfg.max == 0 {
-            return Err(PoolError::InvalidOption {
-                option: "max".to_owned(),
-                expected: "a positive integer (a pool of 0 threads never runs anything)",
-                got: "0".to_owned(),
-            });
-        }
         ConnectionPool::from_config(self.cfg)
     }
 }
