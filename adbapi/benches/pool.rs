@@ -30,7 +30,8 @@
 //! CPU used by an idle running pool for about one second. With
 //! `ADBAPI_BENCH_ONLY_PERCENTILES=1` it stops there;
 //! `ADBAPI_BENCH_SECTIONS=reads,writes,serial,idle` (any subset) limits that
-//! section, and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
+//! section (`pool2`, not in the default set, runs pool/2 point-select batches
+//! alone, for profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
 //! workers' spinning everywhere (a diagnostic).
 //!
 //! ```text
@@ -125,7 +126,14 @@ impl Db {
     /// (busy timeout 5 s; rusqlite opens without SQLite's mutex, as the
     /// driver does).
     fn direct(&self, sync: Durability) -> rusqlite::Connection {
-        let conn = rusqlite::Connection::open(&self.path).expect("open");
+        let conn = match vfs() {
+            None => rusqlite::Connection::open(&self.path),
+            Some(vfs) => rusqlite::Connection::open_with_flags(
+                format!("file:{}?vfs={vfs}", self.path),
+                rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            ),
+        }
+        .expect("open");
         conn.busy_timeout(Duration::from_secs(5))
             .expect("busy timeout");
         conn.pragma_update(None, "synchronous", sync.pragma())
@@ -136,10 +144,15 @@ impl Db {
     /// A pool of exactly `workers` threads on `reactor`.
     fn pool(&self, reactor: &Reactor, workers: i64, sync: Durability) -> ConnectionPool {
         let pragma = format!("PRAGMA synchronous={}", sync.pragma());
+        let (database, uri) = match vfs() {
+            None => (self.path.clone(), false),
+            Some(vfs) => (format!("file:{}?vfs={vfs}", self.path), true),
+        };
         let pool = ConnectionPool::new(
             "sqlite3",
-            args![self.path.as_str()],
+            args![database.as_str()],
             kwargs! {
+                "uri" => uri,
                 "cp_min" => workers,
                 "cp_max" => workers,
                 "cp_reactor" => Arg::reactor(reactor.clone()),
@@ -155,6 +168,14 @@ impl Db {
         }
         pool
     }
+}
+
+/// `ADBAPI_BENCH_VFS=unix-excl` (say): every connection, direct and pooled,
+/// opens the database through that SQLite VFS (a URI `file:...?vfs=...`).
+fn vfs() -> Option<String> {
+    std::env::var("ADBAPI_BENCH_VFS")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// `ADBAPI_BENCH_NOSPIN=1`: neither the loop nor the workers spin before
@@ -842,11 +863,19 @@ fn report_idle_cpu(out: &mut impl Write, db: &Db, idle: Duration) -> std::io::Re
 fn report_percentiles() -> std::io::Result<()> {
     // ADBAPI_BENCH_SECTIONS=reads,serial (say) runs only those parts.
     let sections = std::env::var("ADBAPI_BENCH_SECTIONS").unwrap_or_default();
-    let want = |s: &str| sections.is_empty() || sections.split(',').any(|x| x.trim() == s);
+    let want = |s: &str| {
+        (sections.is_empty() && s != "pool2") || sections.split(',').any(|x| x.trim() == s)
+    };
     let db = Db::create();
     let mut out = std::io::stdout().lock();
     if want("reads") {
         report_reads(&mut out, &db, 5)?;
+    }
+    if want("pool2") {
+        // Only pool/2 point-select batches: for profiling the pool alone.
+        writeln!(out, "== pool/2 point select only, {READS} per batch ==")?;
+        let runs: Vec<BatchRun> = (0..10).map(|_| pool_reads(&db, 2, READS)).collect();
+        summary_line(&mut out, "pool/2", READS, &runs)?;
     }
     if want("writes") {
         report_writes(&mut out, &db, 5)?;

@@ -306,6 +306,85 @@ fn test_nested_call_from_thread_runs_next_turn() {
     );
 }
 
+// A call that iterates the reactor itself (a nested drain) must not let
+// later calls overtake the older ones the outer drain has not reached yet.
+#[test]
+fn test_nested_iterate_keeps_fifo_order() {
+    let reactor = new_default_reactor();
+    let events = shared();
+    let e = events.clone();
+    reactor.call_from_thread(move || {
+        e.lock().unwrap().push("1 start".to_owned());
+        let r = default_reactor();
+        let e2 = e.clone();
+        r.call_from_thread(move || e2.lock().unwrap().push("queued by 1".to_owned()));
+        r.iterate(Duration::ZERO);
+        e.lock().unwrap().push("1 end".to_owned());
+    });
+    for i in 2..=4 {
+        let e = events.clone();
+        reactor.call_from_thread(move || e.lock().unwrap().push(i.to_string()));
+    }
+    reactor.call_from_thread(stop_default);
+    run_bounded(&reactor);
+    let got = snapshot(&events);
+    // Whatever the nested turn ran, every call ran once and "queued by 1"
+    // (queued last) came after 2, 3 and 4.
+    let pos = |x: &str| {
+        got.iter()
+            .position(|e| e == x)
+            .unwrap_or_else(|| panic!("{x} missing: {got:?}"))
+    };
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(
+        pos("1 start") < pos("2") && pos("2") < pos("3") && pos("3") < pos("4"),
+        "{got:?}"
+    );
+    assert!(pos("4") < pos("queued by 1"), "{got:?}");
+}
+
+// Calls queued after the reactor is gone are dropped (not run, not leaked),
+// and calls still queued when it is dropped are dropped with it.
+#[test]
+fn test_calls_after_reactor_drop_are_dropped() {
+    struct DropFlag(Arc<AtomicUsize>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let reactor = reactor::Reactor::new().unwrap();
+    let remote = reactor.remote();
+    let (flag, r) = (DropFlag(dropped.clone()), ran.clone());
+    remote.call_from_thread(move || {
+        let _keep = &flag;
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    drop(reactor);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "queued call dropped with the reactor"
+    );
+    let (flag, r) = (DropFlag(dropped.clone()), ran.clone());
+    thread::spawn(move || {
+        remote.call_from_thread(move || {
+            let _keep = &flag;
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "late call dropped at once"
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
 // TWISTED.md 2.4: "Each exception is logged as 'while calling from thread';
 // processing continues."
 #[test]
