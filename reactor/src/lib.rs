@@ -53,6 +53,7 @@
 mod errors;
 mod global;
 mod interfaces;
+mod job_queue;
 mod reactor;
 mod remote;
 mod spin;

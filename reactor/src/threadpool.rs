@@ -1,18 +1,20 @@
 //! [`ThreadPool`]: Twisted's `twisted.python.threadpool.ThreadPool`.
 //!
 //! # Implementation notes
-//! Jobs go through one crossbeam channel (the FIFO backlog). Before `start`
-//! no thread exists and jobs wait. Workers are spawned at `start` (up to
+//! Jobs go through one FIFO backlog (`job_queue.rs`). Before `start` no
+//! thread exists and jobs wait. Workers are spawned at `start` (up to
 //! `min`, plus enough for the backlog up to `max`) and on demand when a job
-//! arrives and fewer workers are idle than jobs are queued. An idle worker
-//! spins for a bounded time (see `spin.rs`: a few hints, then yields, so it
-//! does not starve a thread on the same core) before blocking on the channel: a job arriving within that window starts without a cross-core
-//! wakeup, which costs 20–25 µs on the target machine. Idle workers then
-//! block, so an idle pool uses no CPU.
+//! arrives and fewer workers are idle than jobs are queued. One idle worker
+//! at a time spins for a bounded time (see `spin.rs`: a few hints, then
+//! yields, so it does not starve a thread on the same core) before blocking:
+//! a job arriving within that window starts without a cross-core wakeup,
+//! which costs 20–25 µs on the target machine. The other idle workers block
+//! at once, so two idle workers do not both compete with the loop for the
+//! CPUs. Idle workers then block, so an idle pool uses no CPU.
 //!
-//! Workers hold only the receiving end and the counters, never the pool
-//! handle: dropping the last [`ThreadPool`] handle closes the channel, and
-//! the workers finish the backlog and exit (Twisted leaks them, #4284).
+//! Workers hold only the queue and the counters, never the pool handle:
+//! dropping the last [`ThreadPool`] handle closes the queue, and the workers
+//! finish the backlog and exit (Twisted leaks them, #4284).
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,10 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use deferred::Failure;
 
 use crate::errors::PoolStopped;
+use crate::job_queue::{JobQueue, Next};
 
 /// A job: any `FnOnce() + Send`.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -90,11 +92,17 @@ struct Control {
 
 struct Inner {
     mode: PoolMode,
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
+    queue: Arc<JobQueue<Msg>>,
     counters: Arc<Counters>,
     control: Mutex<Control>,
     joined: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: workers finish the backlog and exit.
+        self.queue.close();
+    }
 }
 
 /// A pool of worker threads with a FIFO backlog. Mirrors
@@ -142,12 +150,10 @@ impl ThreadPool {
         if min > max {
             return Err(PoolSizeError { min, max });
         }
-        let (tx, rx) = crossbeam_channel::unbounded();
         Ok(ThreadPool {
             inner: Arc::new(Inner {
                 mode,
-                tx,
-                rx,
+                queue: Arc::new(JobQueue::new()),
                 counters: Arc::new(Counters {
                     name: Arc::from(name.into()),
                     exit_hooks: Mutex::new(Vec::new()),
@@ -297,12 +303,12 @@ impl ThreadPool {
     /// Starts one worker; false if the OS refused a thread (logged).
     fn spawn(&self, c: &mut Control) -> bool {
         let counters = Arc::clone(&self.inner.counters);
-        let rx = self.inner.rx.clone();
+        let queue = Arc::clone(&self.inner.queue);
         let name = format!("PoolThread-{}-{}", counters.name, c.names.len());
         counters.workers.fetch_add(1, Ordering::AcqRel);
         match std::thread::Builder::new()
             .name(name.clone())
-            .spawn(move || worker(&rx, &counters))
+            .spawn(move || worker(&queue, &counters))
         {
             Ok(handle) => {
                 c.threads.push(handle);
@@ -358,7 +364,7 @@ impl ThreadPool {
             }
             PoolMode::Manual | PoolMode::Threads => {
                 counters.queued.fetch_add(1, Ordering::AcqRel);
-                if self.inner.tx.send(Msg::Run(job)).is_err() {
+                if self.inner.queue.push(Msg::Run(job)).is_err() {
                     counters.queued.fetch_sub(1, Ordering::AcqRel);
                     return Err(self.stopped_error());
                 }
@@ -410,7 +416,7 @@ impl ThreadPool {
             .saturating_sub(counters.quits.load(Ordering::Acquire));
         for _ in max..live {
             counters.quits.fetch_add(1, Ordering::AcqRel);
-            let _ = self.inner.tx.send(Msg::Quit);
+            let _ = self.inner.queue.push(Msg::Quit);
         }
         // Workers with a Quit queued are leaving: they do not count.
         while self
@@ -429,7 +435,7 @@ impl ThreadPool {
     /// [`PoolMode::Manual`] pools. Returns how many ran. On a pool with real
     /// threads it does nothing: the queue belongs to the workers.
     pub fn run_pending(&self) -> usize {
-        let n = self.inner.rx.len();
+        let n = self.inner.queue.len();
         let mut ran = 0;
         for _ in 0..n {
             if self.run_one() {
@@ -445,17 +451,17 @@ impl ThreadPool {
         if self.inner.mode == PoolMode::Threads {
             return false;
         }
-        match self.inner.rx.try_recv() {
-            Ok(Msg::Run(job)) => {
+        match self.inner.queue.try_pop() {
+            Some(Msg::Run(job)) => {
                 self.inner.counters.queued.fetch_sub(1, Ordering::AcqRel);
                 run_job(&self.inner.counters, job);
                 true
             }
-            Ok(Msg::Quit) => {
+            Some(Msg::Quit) => {
                 self.inner.counters.quits.fetch_sub(1, Ordering::AcqRel);
                 false
             }
-            Err(_) => false,
+            None => false,
         }
     }
 
@@ -484,7 +490,7 @@ impl ThreadPool {
         if c.threads.is_empty() || self.inner.mode != PoolMode::Threads {
             // Nobody will ever run the backlog: drop it now, so the jobs'
             // owners learn it (defer_to_thread_pool fails their Deferreds).
-            let dropped: Vec<Msg> = self.inner.rx.try_iter().collect();
+            let dropped = self.inner.queue.take_all();
             self.inner.counters.queued.store(0, Ordering::Release);
             drop(c);
             drop(dropped);
@@ -493,7 +499,7 @@ impl ThreadPool {
         // Quit messages queue behind the backlog: it is drained first.
         for _ in 0..c.threads.len() {
             self.inner.counters.quits.fetch_add(1, Ordering::AcqRel);
-            let _ = self.inner.tx.send(Msg::Quit);
+            let _ = self.inner.queue.push(Msg::Quit);
         }
         std::mem::take(&mut c.threads)
     }
@@ -508,33 +514,22 @@ fn run_job(counters: &Counters, job: Job) {
     counters.busy.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn next_message(rx: &Receiver<Msg>, counters: &Counters) -> Option<Msg> {
-    match rx.try_recv() {
-        Ok(m) => return Some(m),
-        Err(TryRecvError::Disconnected) => return None,
-        Err(TryRecvError::Empty) => {}
+fn next_message(queue: &JobQueue<Msg>, counters: &Counters) -> Option<Msg> {
+    if let Some(m) = queue.try_pop() {
+        return Some(m);
     }
     counters.idle.fetch_add(1, Ordering::AcqRel);
     let budget = Duration::from_nanos(counters.spin_nanos.load(Ordering::Relaxed));
-    let mut got: Option<Option<Msg>> = None;
-    crate::spin::spin_until(budget, || match rx.try_recv() {
-        Ok(m) => {
-            got = Some(Some(m));
-            true
-        }
-        Err(TryRecvError::Disconnected) => {
-            got = Some(None);
-            true
-        }
-        Err(TryRecvError::Empty) => false,
-    });
-    let msg = got.unwrap_or_else(|| rx.recv().ok());
+    let next = queue.pop_blocking(budget);
     counters.idle.fetch_sub(1, Ordering::AcqRel);
-    msg
+    match next {
+        Next::Msg(m) => Some(m),
+        Next::Closed => None,
+    }
 }
 
-fn worker(rx: &Receiver<Msg>, counters: &Counters) {
-    while let Some(msg) = next_message(rx, counters) {
+fn worker(queue: &JobQueue<Msg>, counters: &Counters) {
+    while let Some(msg) = next_message(queue, counters) {
         match msg {
             Msg::Run(job) => {
                 counters.queued.fetch_sub(1, Ordering::AcqRel);
