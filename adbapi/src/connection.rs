@@ -278,8 +278,14 @@ impl Connection {
     /// Wraps this thread's connection, creating it if needed. Mirrors
     /// `Connection(pool)`.
     pub fn new(pool: &Arc<PoolCore>) -> Result<Connection, Failure> {
+        Self::from_arc(Arc::clone(pool))
+    }
+
+    /// [`new`](Self::new) with the pool handed over (no reference count
+    /// touched).
+    pub(crate) fn from_arc(pool: Arc<PoolCore>) -> Result<Connection, Failure> {
         let mut c = Connection {
-            pool: Arc::clone(pool),
+            pool,
             connection: None,
             job: None,
         };

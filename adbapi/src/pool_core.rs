@@ -262,9 +262,12 @@ impl PoolCore {
         self.custom_factories.store(true, Ordering::Release);
     }
 
-    fn make_connection(self: &Arc<Self>) -> Result<Connection, Failure> {
+    /// The job's connection wrapper. The pool is handed over: on the
+    /// default path no reference count is touched (a count every worker and
+    /// the loop share is a contended cache line).
+    fn make_connection(self: Arc<Self>) -> Result<Connection, Failure> {
         if !self.custom_factories.load(Ordering::Acquire) {
-            return Connection::new(self);
+            return Connection::from_arc(self);
         }
         let custom = self
             .connection_factory
@@ -272,26 +275,26 @@ impl PoolCore {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match custom {
-            Some(f) => f(self),
-            None => Connection::new(self),
+            Some(f) => f(&self),
+            None => Connection::from_arc(self),
         }
     }
 
-    fn make_transaction<'c>(
-        self: &Arc<Self>,
-        conn: &'c mut Connection,
-    ) -> Result<Transaction<'c>, Failure> {
-        if !self.custom_factories.load(Ordering::Acquire) {
-            return Transaction::new(self, conn);
+    /// The interaction's transaction, in the pool of `conn`.
+    fn make_transaction(conn: &mut Connection) -> Result<Transaction<'_>, Failure> {
+        let pool = conn.pool();
+        if !pool.custom_factories.load(Ordering::Acquire) {
+            return Transaction::for_connection(conn);
         }
-        let custom = self
+        let pool = Arc::clone(pool);
+        let custom = pool
             .transaction_factory
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match custom {
-            Some(f) => f(self, conn),
-            None => Transaction::new(self, conn),
+            Some(f) => f(&pool, conn),
+            None => Transaction::new(&pool, conn),
         }
     }
 
@@ -386,11 +389,11 @@ impl PoolCore {
     where
         F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure>,
     {
-        self.run_interaction_in(interaction, None)
+        Arc::clone(self).run_interaction_in(interaction, None)
     }
 
     pub(crate) fn run_interaction_in<T, F>(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         interaction: F,
         job: Option<Arc<JobSlot>>,
     ) -> Result<T, Failure>
@@ -402,14 +405,14 @@ impl PoolCore {
         let mut conn = JobConn::new(catch(|| self.make_connection())?, job)?;
         let conn = &mut conn.0;
         let body = {
-            let mut trans = catch(|| self.make_transaction(conn))?;
+            let mut trans = catch(|| Self::make_transaction(conn))?;
             catch(|| {
                 let v = interaction(&mut trans)?;
                 trans.close();
                 Ok(v)
             })
         };
-        self.finish(conn, body)
+        Self::finish(conn, body)
     }
 
     /// Runs `f` on this thread's connection: commit on `Ok`, rollback on
@@ -418,11 +421,11 @@ impl PoolCore {
     where
         F: FnOnce(&mut Connection) -> Result<T, Failure>,
     {
-        self.run_with_connection_in(f, None)
+        Arc::clone(self).run_with_connection_in(f, None)
     }
 
     pub(crate) fn run_with_connection_in<T, F>(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         f: F,
         job: Option<Arc<JobSlot>>,
     ) -> Result<T, Failure>
@@ -432,13 +435,13 @@ impl PoolCore {
         let mut conn = JobConn::new(catch(|| self.make_connection())?, job)?;
         let conn = &mut conn.0;
         let body = catch(|| f(conn));
-        self.finish(conn, body)
+        Self::finish(conn, body)
     }
 
     /// Commits after a successful body; otherwise rolls back and returns the
     /// original failure (or [`ConnectionLost`] around it if the rollback found
     /// the connection dead). A connection that saw a panic is discarded.
-    fn finish<T>(&self, conn: &mut Connection, body: Result<T, Failure>) -> Result<T, Failure> {
+    fn finish<T>(conn: &mut Connection, body: Result<T, Failure>) -> Result<T, Failure> {
         // A cancelled job never commits: its Deferred already failed with
         // CancelledError, so whatever it did is rolled back.
         let cancelled = conn.job.as_ref().is_some_and(|j| j.begin_finish());
@@ -463,7 +466,7 @@ impl PoolCore {
             // Its state is unknown after a panic: the next job gets a fresh
             // connection. Already gone if the rollback found it lost.
             let raw = conn.raw().clone();
-            let _ = self.disconnect(Some(&raw));
+            let _ = conn.pool().disconnect(Some(&raw));
         }
         Err(err)
     }

@@ -21,7 +21,9 @@ use crate::pool_core::PoolCore;
 /// once (Twisted's second `close()` raises `AttributeError`, which made an
 /// interaction that closed its own transaction fail and roll back).
 pub struct Transaction<'c> {
-    pool: Arc<PoolCore>,
+    /// The pool, when it is not the connection's own (which is the common
+    /// case, and then no reference count is touched per job).
+    pool: Option<Arc<PoolCore>>,
     connection: &'c mut Connection,
     cursor: Option<Cursor>,
 }
@@ -45,10 +47,29 @@ impl<'c> Transaction<'c> {
     /// A transaction that has not opened a cursor (for custom transaction
     /// factories and tests; Twisted's tests use a `DummyTransaction`).
     pub fn without_cursor(pool: &Arc<PoolCore>, connection: &'c mut Connection) -> Self {
+        let pool = (!Arc::ptr_eq(pool, connection.pool())).then(|| Arc::clone(pool));
         Transaction {
-            pool: Arc::clone(pool),
+            pool,
             connection,
             cursor: None,
+        }
+    }
+
+    /// A transaction in `connection`'s own pool, with its cursor open.
+    pub(crate) fn for_connection(connection: &'c mut Connection) -> Result<Self, Failure> {
+        let mut t = Transaction {
+            pool: None,
+            connection,
+            cursor: None,
+        };
+        t.reopen()?;
+        Ok(t)
+    }
+
+    fn pool(&self) -> &PoolCore {
+        match &self.pool {
+            Some(p) => p,
+            None => self.connection.pool(),
         }
     }
 
@@ -75,10 +96,10 @@ impl<'c> Transaction<'c> {
                 self.cursor = Some(c);
                 return Ok(());
             }
-            Err(f) if !self.pool.reconnect() => return Err(f),
+            Err(f) if !self.pool().reconnect() => return Err(f),
             Err(f) => tracing::error!(failure = %f, "Cursor creation failed"),
         }
-        if self.pool.noisy() {
+        if self.pool().noisy() {
             tracing::info!("Connection lost, reconnecting");
         }
         self.reconnect()?;

@@ -221,6 +221,7 @@ impl DbApiModule for SqliteModule {
             conn: Some(conn),
             isolation,
             interrupt,
+            descriptions: Descriptions::default(),
         }))
     }
 }
@@ -231,6 +232,56 @@ struct SqliteConnection {
     /// `None`: autocommit; otherwise the `BEGIN` flavour ("" = DEFERRED).
     isolation: Option<String>,
     interrupt: Arc<SqliteInterrupt>,
+    descriptions: Descriptions,
+}
+
+/// Recently built `cursor.description`s by SQL text, so a repeated query
+/// shares one instead of allocating every column name again. An entry is
+/// used only while the statement still has exactly those column names (a
+/// schema change can change what `SELECT *` returns).
+#[derive(Default)]
+struct Descriptions {
+    entries: Vec<(Box<str>, Arc<[Column]>)>,
+    /// The entry replaced next once `entries` is full.
+    next: usize,
+}
+
+/// Descriptions kept per connection.
+const DESCRIPTIONS: usize = 16;
+
+impl Descriptions {
+    fn get(&mut self, sql: &str, stmt: &rusqlite::Statement<'_>) -> Arc<[Column]> {
+        let same = |d: &[Column]| {
+            d.len() == stmt.column_count()
+                && d.iter()
+                    .zip(stmt.column_names())
+                    .all(|(c, n)| c.name == n)
+        };
+        if let Some((_, d)) = self
+            .entries
+            .iter()
+            .find(|(s, d)| &**s == sql && same(d))
+        {
+            return Arc::clone(d);
+        }
+        let d: Arc<[Column]> = stmt
+            .column_names()
+            .map(|n| Column {
+                name: n.to_owned(),
+                type_code: None,
+            })
+            .collect();
+        let entry = (Box::from(sql), Arc::clone(&d));
+        if let Some(i) = self.entries.iter().position(|(s, _)| &**s == sql) {
+            self.entries[i] = entry;
+        } else if self.entries.len() < DESCRIPTIONS {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % DESCRIPTIONS;
+        }
+        d
+    }
 }
 
 /// `sqlite3_interrupt` from any thread: the running statement fails with
@@ -393,7 +444,7 @@ impl DriverConnection for SqliteConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
         let dml = is_dml(sql);
         self.begin_if_needed(dml)?;
-        let conn = self.conn()?;
+        let conn = self.conn.as_ref().ok_or_else(closed)?;
         let mut stmt = conn
             .prepare_cached(sql)
             .map_err(|e| map_error(e, Some(sql)))?;
@@ -412,16 +463,13 @@ impl DriverConnection for SqliteConnection {
                 lastrowid: dml.then(|| conn.last_insert_rowid()),
             });
         }
-        let description: Arc<[Column]> = stmt
-            .column_names()
-            .map(|n| Column {
-                name: n.to_owned(),
-                type_code: None,
-            })
-            .collect();
         let mut rows = Vec::new();
         let mut q = stmt.raw_query();
         while let Some(row) = q.next().map_err(|e| map_error(e, Some(sql)))? {
+            // Counted after the step: a cached statement is recompiled by its
+            // first step after a schema change, and `SELECT *` may have
+            // gained or lost columns (CPython reads them after the step too).
+            let ncols = row.as_ref().column_count();
             let mut values = Vec::with_capacity(ncols);
             for i in 0..ncols {
                 let v = row.get_ref(i).map_err(|e| map_error(e, Some(sql)))?;
@@ -429,6 +477,8 @@ impl DriverConnection for SqliteConnection {
             }
             rows.push(Row::new(values));
         }
+        drop(q);
+        let description = self.descriptions.get(sql, &stmt);
         Ok(ExecResult {
             description: Some(description),
             rows,
@@ -573,5 +623,44 @@ mod tests {
         assert!(!is_dml("SELECT 1"));
         assert!(!is_dml("create table t (x)"));
         assert!(!is_dml("-- only a comment"));
+    }
+
+    fn names(c: &crate::dbapi::Cursor) -> Vec<String> {
+        c.description()
+            .expect("a SELECT has a description")
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// A cached description is shared by repeated queries, and is rebuilt
+    /// when the statement's columns change under the same SQL text.
+    #[test]
+    fn descriptions_are_shared_and_follow_schema_changes() {
+        let conn = crate::dbapi::connect("sqlite3", &[Value::from(":memory:")], &[]).unwrap();
+        let mut c = conn.cursor().unwrap();
+        c.execute("CREATE TABLE t (a INTEGER, b TEXT)", ()).unwrap();
+        c.execute("INSERT INTO t VALUES (1, 'x')", ()).unwrap();
+        c.execute("SELECT * FROM t", ()).unwrap();
+        assert_eq!(names(&c), ["a", "b"]);
+        let first = c.description().unwrap().as_ptr();
+        c.execute("SELECT * FROM t", ()).unwrap();
+        assert_eq!(c.description().unwrap().as_ptr(), first, "shared, not rebuilt");
+        c.execute("ALTER TABLE t ADD COLUMN c REAL", ()).unwrap();
+        c.execute("SELECT * FROM t", ()).unwrap();
+        assert_eq!(names(&c), ["a", "b", "c"]);
+        let rows = c.fetchall().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].len(), 3);
+        c.execute("SELECT b AS renamed FROM t", ()).unwrap();
+        assert_eq!(names(&c), ["renamed"]);
+        // More distinct statements than the cache holds: each still gets
+        // its own columns.
+        for i in 0..(DESCRIPTIONS * 2) {
+            c.execute(&format!("SELECT a AS col{i} FROM t"), ()).unwrap();
+            assert_eq!(names(&c), [format!("col{i}")]);
+        }
+        c.execute("SELECT * FROM t", ()).unwrap();
+        assert_eq!(names(&c), ["a", "b", "c"]);
     }
 }
