@@ -30,8 +30,8 @@
 //! CPU used by an idle running pool for about one second. With
 //! `ADBAPI_BENCH_ONLY_PERCENTILES=1` it stops there;
 //! `ADBAPI_BENCH_SECTIONS=reads,writes,serial,idle` (any subset) limits that
-//! section (`pool2`, not in the default set, runs pool/2 point-select batches
-//! alone, for profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
+//! section (`pool2` and `direct2`, not in the default set, run only pool/2
+//! or direct/2 point-select batches, for profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
 //! workers' spinning everywhere (a diagnostic).
 //!
 //! ```text
@@ -864,7 +864,8 @@ fn report_percentiles() -> std::io::Result<()> {
     // ADBAPI_BENCH_SECTIONS=reads,serial (say) runs only those parts.
     let sections = std::env::var("ADBAPI_BENCH_SECTIONS").unwrap_or_default();
     let want = |s: &str| {
-        (sections.is_empty() && s != "pool2") || sections.split(',').any(|x| x.trim() == s)
+        (sections.is_empty() && s != "pool2" && s != "direct2")
+            || sections.split(',').any(|x| x.trim() == s)
     };
     let db = Db::create();
     let mut out = std::io::stdout().lock();
@@ -876,6 +877,15 @@ fn report_percentiles() -> std::io::Result<()> {
         writeln!(out, "== pool/2 point select only, {READS} per batch ==")?;
         let runs: Vec<BatchRun> = (0..10).map(|_| pool_reads(&db, 2, READS)).collect();
         summary_line(&mut out, "pool/2", READS, &runs)?;
+    }
+    if want("direct2") {
+        // Only direct/2 batches: SQLite's own two-thread behaviour, for
+        // profiling beside pool2.
+        writeln!(out, "== direct/2 point select only, {READS} per batch ==")?;
+        let runs: Vec<BatchRun> = (0..10)
+            .map(|_| direct_parallel_reads(&db, 2, READS))
+            .collect();
+        summary_line(&mut out, "direct/2", READS, &runs)?;
     }
     if want("writes") {
         report_writes(&mut out, &db, 5)?;

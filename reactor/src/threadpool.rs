@@ -190,8 +190,9 @@ impl ThreadPool {
             .push(hook);
     }
 
-    /// Sets how long an idle worker spins before it blocks (default 20 µs).
-    /// Zero makes workers block at once: slower round trips, no spinning.
+    /// Sets how long an idle worker spins before it blocks (default 20 µs;
+    /// one idle worker at a time spins, the others block at once). Zero
+    /// makes workers block at once: slower round trips, no spinning.
     pub fn set_spin(&self, spin: Duration) {
         let nanos = u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX);
         self.inner

@@ -253,15 +253,9 @@ impl Descriptions {
     fn get(&mut self, sql: &str, stmt: &rusqlite::Statement<'_>) -> Arc<[Column]> {
         let same = |d: &[Column]| {
             d.len() == stmt.column_count()
-                && d.iter()
-                    .zip(stmt.column_names())
-                    .all(|(c, n)| c.name == n)
+                && d.iter().zip(stmt.column_names()).all(|(c, n)| c.name == n)
         };
-        if let Some((_, d)) = self
-            .entries
-            .iter()
-            .find(|(s, d)| &**s == sql && same(d))
-        {
+        if let Some((_, d)) = self.entries.iter().find(|(s, d)| &**s == sql && same(d)) {
             return Arc::clone(d);
         }
         let d: Arc<[Column]> = stmt
@@ -645,7 +639,11 @@ mod tests {
         assert_eq!(names(&c), ["a", "b"]);
         let first = c.description().unwrap().as_ptr();
         c.execute("SELECT * FROM t", ()).unwrap();
-        assert_eq!(c.description().unwrap().as_ptr(), first, "shared, not rebuilt");
+        assert_eq!(
+            c.description().unwrap().as_ptr(),
+            first,
+            "shared, not rebuilt"
+        );
         c.execute("ALTER TABLE t ADD COLUMN c REAL", ()).unwrap();
         c.execute("SELECT * FROM t", ()).unwrap();
         assert_eq!(names(&c), ["a", "b", "c"]);
@@ -657,7 +655,8 @@ mod tests {
         // More distinct statements than the cache holds: each still gets
         // its own columns.
         for i in 0..(DESCRIPTIONS * 2) {
-            c.execute(&format!("SELECT a AS col{i} FROM t"), ()).unwrap();
+            c.execute(&format!("SELECT a AS col{i} FROM t"), ())
+                .unwrap();
             assert_eq!(names(&c), [format!("col{i}")]);
         }
         c.execute("SELECT * FROM t", ()).unwrap();
