@@ -280,21 +280,33 @@ impl PoolCore {
         }
     }
 
-    /// The interaction's transaction, in the pool of `conn`.
-    fn make_transaction(conn: &mut Connection) -> Result<Transaction<'_>, Failure> {
-        let pool = conn.pool();
-        if !pool.custom_factories.load(Ordering::Acquire) {
+    /// The pool running a job, kept beside its connection only when custom
+    /// factories are set (they receive it, as Twisted's
+    /// `self.transactionFactory(self, conn)` does; the connection they make
+    /// may belong elsewhere). Otherwise the connection carries the pool.
+    fn runner(self: &Arc<Self>) -> Option<Arc<Self>> {
+        self.custom_factories
+            .load(Ordering::Acquire)
+            .then(|| Arc::clone(self))
+    }
+
+    /// The interaction's transaction: from the running pool's factory if it
+    /// has custom ones, else in the connection's own pool.
+    fn make_transaction<'c>(
+        runner: Option<&Arc<Self>>,
+        conn: &'c mut Connection,
+    ) -> Result<Transaction<'c>, Failure> {
+        let Some(pool) = runner else {
             return Transaction::for_connection(conn);
-        }
-        let pool = Arc::clone(pool);
+        };
         let custom = pool
             .transaction_factory
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match custom {
-            Some(f) => f(&pool, conn),
-            None => Transaction::new(&pool, conn),
+            Some(f) => f(pool, conn),
+            None => Transaction::new(pool, conn),
         }
     }
 
@@ -402,17 +414,18 @@ impl PoolCore {
     {
         // Outside the protected part, as in Twisted: a failure to get a
         // connection or a cursor is not followed by a rollback.
+        let runner = self.runner();
         let mut conn = JobConn::new(catch(|| self.make_connection())?, job)?;
         let conn = &mut conn.0;
         let body = {
-            let mut trans = catch(|| Self::make_transaction(conn))?;
+            let mut trans = catch(|| Self::make_transaction(runner.as_ref(), conn))?;
             catch(|| {
                 let v = interaction(&mut trans)?;
                 trans.close();
                 Ok(v)
             })
         };
-        Self::finish(conn, body)
+        Self::finish(runner.as_deref(), conn, body)
     }
 
     /// Runs `f` on this thread's connection: commit on `Ok`, rollback on
@@ -432,16 +445,21 @@ impl PoolCore {
     where
         F: FnOnce(&mut Connection) -> Result<T, Failure>,
     {
+        let runner = self.runner();
         let mut conn = JobConn::new(catch(|| self.make_connection())?, job)?;
         let conn = &mut conn.0;
         let body = catch(|| f(conn));
-        Self::finish(conn, body)
+        Self::finish(runner.as_deref(), conn, body)
     }
 
     /// Commits after a successful body; otherwise rolls back and returns the
     /// original failure (or [`ConnectionLost`] around it if the rollback found
     /// the connection dead). A connection that saw a panic is discarded.
-    fn finish<T>(conn: &mut Connection, body: Result<T, Failure>) -> Result<T, Failure> {
+    fn finish<T>(
+        runner: Option<&PoolCore>,
+        conn: &mut Connection,
+        body: Result<T, Failure>,
+    ) -> Result<T, Failure> {
         // A cancelled job never commits: its Deferred already failed with
         // CancelledError, so whatever it did is rolled back.
         let cancelled = conn.job.as_ref().is_some_and(|j| j.begin_finish());
@@ -466,7 +484,7 @@ impl PoolCore {
             // Its state is unknown after a panic: the next job gets a fresh
             // connection. Already gone if the rollback found it lost.
             let raw = conn.raw().clone();
-            let _ = conn.pool().disconnect(Some(&raw));
+            let _ = runner.unwrap_or(conn.pool()).disconnect(Some(&raw));
         }
         Err(err)
     }

@@ -39,6 +39,8 @@ pub(crate) struct JobQueue<M> {
     len: AtomicUsize,
     /// An idle worker is spinning for the next message.
     spinning: AtomicBool,
+    /// `state.closed`, readable without the lock (ends a spin at once).
+    closed: AtomicBool,
 }
 
 /// What a worker gets when it waits for a message.
@@ -59,6 +61,7 @@ impl<M> JobQueue<M> {
             ready: Condvar::new(),
             len: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -128,7 +131,9 @@ impl<M> JobQueue<M> {
                 .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         {
-            crate::spin::spin_until(spin, || self.len.load(Ordering::SeqCst) > 0);
+            crate::spin::spin_until(spin, || {
+                self.len.load(Ordering::SeqCst) > 0 || self.closed.load(Ordering::SeqCst)
+            });
             self.spinning.store(false, Ordering::SeqCst);
             if let Some(m) = self.try_pop() {
                 return Next::Msg(m);
@@ -152,6 +157,7 @@ impl<M> JobQueue<M> {
     /// what is queued and then get [`Next::Closed`].
     pub(crate) fn close(&self) {
         self.lock().closed = true;
+        self.closed.store(true, Ordering::SeqCst);
         self.ready.notify_all();
     }
 }
@@ -233,6 +239,24 @@ mod tests {
                 "spin {spin_us} µs"
             );
         }
+    }
+
+    /// Closing ends a spin at once, however long the spin budget.
+    #[test]
+    fn close_ends_a_long_spin() {
+        let q = Arc::new(JobQueue::<u32>::new());
+        let spinner = {
+            let q = Arc::clone(&q);
+            thread::spawn(move || matches!(q.pop_blocking(Duration::from_secs(60)), Next::Closed))
+        };
+        while !q.spinning.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
+        let closed_at = std::time::Instant::now();
+        q.close();
+        assert!(spinner.join().unwrap());
+        // Far below the 60 s budget: the spin saw the close.
+        assert!(closed_at.elapsed() < Duration::from_secs(30));
     }
 
     /// A message pushed while every worker sleeps is taken without a close:

@@ -306,43 +306,45 @@ impl LoopQueue {
     }
 
     /// Runs the messages that were queued when it was called, in FIFO order,
-    /// and returns how many it took. Messages queued meanwhile (also by the
+    /// and returns how many it ran. Messages queued meanwhile (also by the
     /// calls it runs) wait for the next turn. Mirrors the thread-call part of
     /// `runUntilCurrent`.
     ///
-    /// A call that drains again (by iterating the reactor) runs the older
-    /// messages this drain has not reached first, so FIFO order holds.
+    /// A call that drains again (by iterating the reactor) first runs the
+    /// older messages the outer drain has not reached, so FIFO order holds
+    /// and a call waiting in a nested loop for a later message gets it.
     pub fn drain(&self) -> usize {
-        if self.shared.queued.load(Ordering::Relaxed) == 0 {
-            return 0;
-        }
-        let mut batch = std::mem::take(&mut *self.spare.borrow_mut());
-        {
-            let mut inbox = self.shared.lock();
-            std::mem::swap(&mut inbox.msgs, &mut batch);
-            self.shared.queued.store(0, Ordering::Relaxed);
-        }
-        let n = batch.len();
-        self.current.borrow_mut().extend(batch.drain(..));
-        if batch.capacity() <= KEEP_CAPACITY {
-            let mut spare = self.spare.borrow_mut();
-            if spare.capacity() < batch.capacity() {
-                *spare = batch;
+        if self.shared.queued.load(Ordering::Relaxed) != 0 {
+            let mut batch = std::mem::take(&mut *self.spare.borrow_mut());
+            {
+                let mut inbox = self.shared.lock();
+                std::mem::swap(&mut inbox.msgs, &mut batch);
+                self.shared.queued.store(0, Ordering::Relaxed);
+            }
+            self.current.borrow_mut().extend(batch.drain(..));
+            if batch.capacity() <= KEEP_CAPACITY {
+                let mut spare = self.spare.borrow_mut();
+                if spare.capacity() < batch.capacity() {
+                    *spare = batch;
+                }
             }
         }
+        let n = self.current.borrow().len();
+        let mut ran = 0;
         // `dispatch` does not unwind: calls, callbacks and futures each catch
         // their own panics.
-        for _ in 0..n {
+        while ran < n {
             let Some(msg) = self.current.borrow_mut().pop_front() else {
                 break; // a nested drain ran the rest
             };
             self.dispatch(msg);
+            ran += 1;
         }
         let mut current = self.current.borrow_mut();
         if current.is_empty() && current.capacity() > KEEP_CAPACITY {
             *current = VecDeque::new();
         }
-        n
+        ran
     }
 
     fn dispatch(&self, msg: Msg) {

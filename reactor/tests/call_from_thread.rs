@@ -343,6 +343,34 @@ fn test_nested_iterate_keeps_fifo_order() {
     assert!(pos("4") < pos("queued by 1"), "{got:?}");
 }
 
+// A call that iterates the reactor until a later, already queued call has
+// run (Twisted code that spins the reactor waiting for a flag) must get it
+// from the nested turn, not spin forever.
+#[test]
+fn test_nested_iterate_runs_older_queued_calls() {
+    let reactor = new_default_reactor();
+    let done = Arc::new(AtomicUsize::new(0));
+    let turns = Arc::new(AtomicUsize::new(0));
+    let (d, t) = (done.clone(), turns.clone());
+    reactor.call_from_thread(move || {
+        let r = default_reactor();
+        while d.load(Ordering::SeqCst) == 0 && t.load(Ordering::SeqCst) < 1_000 {
+            t.fetch_add(1, Ordering::SeqCst);
+            r.iterate(Duration::from_millis(10));
+        }
+        stop_default();
+    });
+    let d = done.clone();
+    reactor.call_from_thread(move || d.store(1, Ordering::SeqCst));
+    run_bounded(&reactor);
+    assert_eq!(done.load(Ordering::SeqCst), 1);
+    assert!(
+        turns.load(Ordering::SeqCst) <= 2,
+        "the nested turn should run the queued call at once, took {} turns",
+        turns.load(Ordering::SeqCst)
+    );
+}
+
 // Calls queued after the reactor is gone are dropped (not run, not leaked),
 // and calls still queued when it is dropped are dropped with it.
 #[test]
