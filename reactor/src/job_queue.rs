@@ -27,8 +27,6 @@ struct State<M> {
     msgs: VecDeque<M>,
     /// Workers blocked in [`JobQueue::pop_blocking`].
     sleepers: usize,
-    /// No more pushes; workers drain what is left and stop.
-    closed: bool,
 }
 
 /// A FIFO of pool messages with spin-then-block consumers.
@@ -39,7 +37,9 @@ pub(crate) struct JobQueue<M> {
     len: AtomicUsize,
     /// An idle worker is spinning for the next message.
     spinning: AtomicBool,
-    /// `state.closed`, readable without the lock (ends a spin at once).
+    /// No more pushes; workers drain what is left and stop. Set under the
+    /// lock, so checks made under it are exact; read without it to end a
+    /// spin at once.
     closed: AtomicBool,
 }
 
@@ -56,7 +56,6 @@ impl<M> JobQueue<M> {
             state: Mutex::new(State {
                 msgs: VecDeque::new(),
                 sleepers: 0,
-                closed: false,
             }),
             ready: Condvar::new(),
             len: AtomicUsize::new(0),
@@ -79,7 +78,7 @@ impl<M> JobQueue<M> {
     /// Queues `msg`; gives it back if the queue is closed.
     pub(crate) fn push(&self, msg: M) -> Result<(), M> {
         let mut st = self.lock();
-        if st.closed {
+        if self.closed.load(Ordering::SeqCst) {
             return Err(msg);
         }
         st.msgs.push_back(msg);
@@ -144,7 +143,7 @@ impl<M> JobQueue<M> {
             if let Some(m) = self.pop_locked(&mut st) {
                 return Next::Msg(m);
             }
-            if st.closed {
+            if self.closed.load(Ordering::SeqCst) {
                 return Next::Closed;
             }
             st.sleepers += 1;
@@ -156,8 +155,9 @@ impl<M> JobQueue<M> {
     /// Refuses further pushes and wakes every blocked worker; they drain
     /// what is queued and then get [`Next::Closed`].
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        let st = self.lock();
         self.closed.store(true, Ordering::SeqCst);
+        drop(st);
         self.ready.notify_all();
     }
 }

@@ -255,8 +255,11 @@ impl Descriptions {
             d.len() == stmt.column_count()
                 && d.iter().zip(stmt.column_names()).all(|(c, n)| c.name == n)
         };
-        if let Some((_, d)) = self.entries.iter().find(|(s, d)| &**s == sql && same(d)) {
-            return Arc::clone(d);
+        let slot = self.entries.iter().position(|(s, _)| &**s == sql);
+        if let Some(i) = slot {
+            if same(&self.entries[i].1) {
+                return Arc::clone(&self.entries[i].1);
+            }
         }
         let d: Arc<[Column]> = stmt
             .column_names()
@@ -266,13 +269,13 @@ impl Descriptions {
             })
             .collect();
         let entry = (Box::from(sql), Arc::clone(&d));
-        if let Some(i) = self.entries.iter().position(|(s, _)| &**s == sql) {
-            self.entries[i] = entry;
-        } else if self.entries.len() < DESCRIPTIONS {
-            self.entries.push(entry);
-        } else {
-            self.entries[self.next] = entry;
-            self.next = (self.next + 1) % DESCRIPTIONS;
+        match slot {
+            Some(i) => self.entries[i] = entry,
+            None if self.entries.len() < DESCRIPTIONS => self.entries.push(entry),
+            None => {
+                self.entries[self.next] = entry;
+                self.next = (self.next + 1) % DESCRIPTIONS;
+            }
         }
         d
     }
