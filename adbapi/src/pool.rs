@@ -9,14 +9,14 @@ use std::thread::ThreadId;
 
 use deferred::{succeed, Deferred, Failure, Resolver};
 use reactor::{
-    defer_to_thread_pool_with_interrupt, stop_thread_pool, trigger_fn, AnyReactor, Phase,
-    ThreadPool, TriggerId,
+    defer_to_thread_pool_with_interrupt, stop_thread_pool, trigger_fn, AnyReactor, Interrupt,
+    Phase, ThreadPool, TriggerId,
 };
 
 use crate::connection::{Connection, WrongConnectionForThread};
 use crate::dbapi::{lookup_module, ConnectArgs, DbConnection, Params, Row, UnknownModule, Value};
 use crate::pool_core::{
-    ConnectionFactory, CoreConfig, JobSlot, OpenFun, PoolCore, TransactionFactory,
+    CancelAction, ConnectionFactory, CoreConfig, JobSlot, OpenFun, PoolCore, TransactionFactory,
 };
 use crate::state::PoolState;
 use crate::transaction::Transaction;
@@ -257,6 +257,48 @@ struct PoolInner {
     close_state: RefCell<CloseState>,
 }
 
+impl PoolInner {
+    /// Stops the workers without blocking: queued and running jobs finish
+    /// and their Deferreds fire, each worker closes its connection as it
+    /// exits, then the remaining connections are closed. Holds the reactor's
+    /// shutdown (its loop keeps turning and its `after`/`shutdown` triggers
+    /// wait) until then.
+    fn stop_workers(&self) -> Deferred<()> {
+        let hold = self.reactor.hold_shutdown();
+        let core = Arc::clone(&self.core);
+        stop_thread_pool(&*self.reactor, &self.threadpool).add_both(
+            move |r: Result<(), Failure>| {
+                core.close_all();
+                drop(hold);
+                r
+            },
+        )
+    }
+}
+
+impl Drop for PoolInner {
+    /// The last handle of a pool that was not closed: close it as
+    /// `final_close` would, so its jobs still run, their Deferreds fire, its
+    /// connections close, and a shutdown waits for all of that. (Twisted's
+    /// shutdown trigger keeps the pool alive until shutdown; here the trigger
+    /// holds the pool weakly, so dropping the last handle closes it.)
+    fn drop(&mut self) {
+        if !matches!(*self.close_state.get_mut(), CloseState::Open) {
+            return;
+        }
+        for id in [
+            self.shutdown_id.get_mut().take(),
+            self.start_id.get_mut().take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = self.reactor.remove_system_event_trigger(&id);
+        }
+        drop(self.stop_workers());
+    }
+}
+
 /// An asynchronous pool of database connections: Twisted's
 /// `twisted.enterprise.adbapi.ConnectionPool`.
 ///
@@ -322,10 +364,14 @@ impl ConnectionPool {
     /// Keyword arguments named in [`CP_ARGS`] configure the pool (defaults:
     /// `cp_min` 3, `cp_max` 5, `cp_name` none, `cp_noisy` false, `cp_openfun`
     /// none, `cp_reconnect` false, `cp_good_sql` `"select 1"`, `cp_reactor`
-    /// this thread's default reactor); all others, and `args`, go to the
+    /// this thread's default reactor: the installed one, else the one live
+    /// reactor this thread made, see [`reactor::try_default_reactor`]); all
+    /// others, and `args`, go to the
     /// module's `connect`. As in Twisted, `cp_min` is lowered to `cp_max` if it
     /// is larger. Unlike Twisted, options are checked here: an unknown `cp_*`
-    /// name, a wrong type or `cp_max=0` is a [`PoolError`] naming the option.
+    /// name, a wrong type, `cp_max=0`, a `cp_name` with a NUL, a `cp_good_sql`
+    /// with no statement in it, or no `cp_reactor` on a thread with several
+    /// live reactors is a [`PoolError`] naming the option.
     pub fn new(
         dbapi_name: &str,
         args: Vec<Value>,
@@ -356,6 +402,17 @@ impl ConnectionPool {
                 got: "0".to_owned(),
             });
         }
+        if let Some(sql) = cfg.good_sql.as_deref() {
+            if sql_is_blank(sql) {
+                // A probe that runs nothing cannot tell a live connection from
+                // a dead one: every ordinary error would become ConnectionLost.
+                return Err(PoolError::InvalidOption {
+                    option: "cp_good_sql".to_owned(),
+                    expected: "a statement to probe the connection with, or None",
+                    got: format!("{sql:?} (no statement)"),
+                });
+            }
+        }
         let dbapi = lookup_module(&cfg.dbapi_name)?;
         // Both only log, as in Twisted.
         if dbapi.apilevel() != Some("2.0") {
@@ -364,10 +421,17 @@ impl ConnectionPool {
         if dbapi.threadsafety().unwrap_or(0) < 1 {
             tracing::info!("DB API module not sufficiently thread-safe.");
         }
-        let reactor: Rc<dyn AnyReactor> = match cfg.reactor {
-            Some(r) => r,
-            None => Rc::new(reactor::default_reactor()),
-        };
+        let reactor: Rc<dyn AnyReactor> =
+            match cfg.reactor {
+                Some(r) => r,
+                None => Rc::new(reactor::try_default_reactor().map_err(|e| {
+                    PoolError::InvalidOption {
+                        option: "cp_reactor".to_owned(),
+                        expected: "the reactor to run on: this thread's default is ambiguous",
+                        got: e.to_string(),
+                    }
+                })?),
+            };
         // Twisted: min = min(min, max); max = max(min, max).
         let min = cfg.min.min(cfg.max);
         let max = cfg.max.max(min);
@@ -375,6 +439,14 @@ impl ConnectionPool {
             .name
             .clone()
             .unwrap_or_else(|| format!("adbapi-{}", cfg.dbapi_name));
+        if pool_name.contains('\0') {
+            // It names the worker threads, and the OS takes no NUL there.
+            return Err(PoolError::InvalidOption {
+                option: "cp_name".to_owned(),
+                expected: "a name without NUL characters (it names the worker threads)",
+                got: format!("{pool_name:?}"),
+            });
+        }
         let threadpool = reactor.new_thread_pool(min, max, &pool_name).map_err(|e| {
             PoolError::InvalidOption {
                 option: "cp_min".to_owned(),
@@ -510,14 +582,13 @@ impl ConnectionPool {
         // A later close() must not remove a trigger that already ran.
         self.inner.shutdown_id.borrow_mut().take();
         self.inner.running.set(false);
-        let hold = self.inner.reactor.hold_shutdown();
         // Strong, not weak: the continuation runs once, and the Deferreds of
         // later close() calls (parked in `close_state`) must fire even if the
         // last pool handle is dropped meanwhile.
         let inner = Rc::clone(&self.inner);
-        stop_thread_pool(&*self.inner.reactor, &self.inner.threadpool).add_both(
-            move |r: Result<(), Failure>| {
-                inner.core.close_all();
+        self.inner
+            .stop_workers()
+            .add_both(move |r: Result<(), Failure>| {
                 let waiters = match std::mem::replace(
                     &mut *inner.close_state.borrow_mut(),
                     CloseState::Closed,
@@ -528,10 +599,8 @@ impl ConnectionPool {
                 for w in waiters {
                     let _ = w.resolve(r.clone());
                 }
-                drop(hold);
                 r
-            },
-        )
+            })
     }
 
     fn refuse<T: Send + 'static>(&self) -> Option<Deferred<T>> {
@@ -759,15 +828,24 @@ impl ConnectionPool {
 /// A job's cancel slot, and the hook that cancels it if it is already
 /// running: the job is marked cancelled at once, on the loop thread (so it
 /// cannot commit after its Deferred reported `CancelledError`), and the
-/// driver's cancel request for the running statement (a network round trip
-/// for PostgreSQL) is sent from a short-lived thread.
-fn job_slot() -> (Arc<JobSlot>, impl FnOnce() + 'static) {
+/// driver's cancel request for the running statement is sent: inline when
+/// the driver's cancel does not block (SQLite's interrupt), else from a
+/// short-lived thread (PostgreSQL's cancel is a network round trip). A cancel
+/// that arrives once the job has begun to commit is declined
+/// ([`Interrupt::TooLate`]): the Deferred then reports the job's outcome.
+fn job_slot() -> (Arc<JobSlot>, impl FnOnce() -> Interrupt + 'static) {
     let job = Arc::new(JobSlot::default());
     let slot = Arc::clone(&job);
     let interrupt = move || {
-        let Some(conn) = slot.mark_cancelled() else {
-            return;
+        let conn = match slot.mark_cancelled() {
+            CancelAction::TooLate => return Interrupt::TooLate,
+            CancelAction::Cancelled(None) => return Interrupt::Cancelled,
+            CancelAction::Cancelled(Some(conn)) => conn,
         };
+        if !conn.cancel_blocks() {
+            slot.cancel_statement(&conn);
+            return Interrupt::Cancelled;
+        }
         let s = Arc::clone(&slot);
         let c = conn.clone();
         if std::thread::Builder::new()
@@ -777,8 +855,31 @@ fn job_slot() -> (Arc<JobSlot>, impl FnOnce() + 'static) {
         {
             slot.cancel_statement(&conn);
         }
+        Interrupt::Cancelled
     };
     (job, interrupt)
+}
+
+/// True if `sql` holds no statement: only white space, `;` and comments.
+fn sql_is_blank(sql: &str) -> bool {
+    let skip = |s: &str| {
+        s.trim_start_matches(|c: char| c.is_whitespace() || c == ';')
+            .to_owned()
+    };
+    let mut rest = skip(sql);
+    loop {
+        if rest.is_empty() {
+            return true;
+        }
+        let after = if let Some(r) = rest.strip_prefix("--") {
+            r.split_once('\n').map_or("", |(_, after)| after)
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            r.split_once("*/").map_or("", |(_, after)| after)
+        } else {
+            return false;
+        };
+        rest = skip(after);
+    }
 }
 
 fn upgrade(weak: &Weak<PoolInner>) -> Option<ConnectionPool> {

@@ -99,20 +99,29 @@ impl JobSlot {
         st.cancelled
     }
 
-    /// Cancels the job, at once and without blocking (on the loop thread):
-    /// a job that has not got its connection will stop before it starts, and
-    /// a running job's next statement fails (and it is rolled back). Returns
-    /// the connection whose running statement should also be cancelled at
-    /// the driver, which may block: see [`cancel_statement`](Self::cancel_statement).
-    pub(crate) fn mark_cancelled(&self) -> Option<DbConnection> {
+    /// Cancels the job, at once and without blocking (on the loop thread).
+    ///
+    /// Before the job begins to finish, the cancel takes: a job that has not
+    /// got its connection stops before it starts, and a running job's next
+    /// statement fails and it is rolled back, never committed. The returned
+    /// connection, if any, is the one whose running statement should also be
+    /// cancelled at the driver (which may block: see
+    /// [`cancel_statement`](Self::cancel_statement)).
+    ///
+    /// Once the job has begun to finish (its commit may be under way) it is
+    /// too late: the cancel is declined, so that "cancelled" always means
+    /// "nothing committed", and the job's Deferred reports what happened.
+    pub(crate) fn mark_cancelled(&self) -> CancelAction {
         let mut st = self.lock();
-        st.cancelled = true;
         if st.finishing {
-            return None;
+            return CancelAction::TooLate;
         }
-        let conn = st.conn.clone()?;
-        conn.mark_interrupted();
-        Some(conn)
+        st.cancelled = true;
+        let conn = st.conn.clone();
+        if let Some(c) = &conn {
+            c.mark_interrupted();
+        }
+        CancelAction::Cancelled(conn)
     }
 
     /// Asks the driver to cancel the statement `conn` runs, if the job is
@@ -129,6 +138,15 @@ impl JobSlot {
             }
         }
     }
+}
+
+/// What [`JobSlot::mark_cancelled`] decided.
+pub(crate) enum CancelAction {
+    /// The job will not commit; the connection's running statement, if the
+    /// job has one, should be cancelled at the driver too.
+    Cancelled(Option<DbConnection>),
+    /// The job had begun to finish: the cancel is declined.
+    TooLate,
 }
 
 /// A job's connection wrapper that detaches the job's cancel slot when it is

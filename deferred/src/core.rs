@@ -69,6 +69,10 @@ struct State {
     /// fire the Deferred (false for `DeferredList`, which Twisted cancels
     /// through its inputs only).
     cancel_errbacks: bool,
+    /// Set by a canceller that found the work past the point where it can be
+    /// stopped: this cancel and every later one leave the Deferred to fire
+    /// with the work's outcome.
+    cancel_declined: bool,
     running: bool,
     /// The inner Deferred this one waits on.
     chained_to: Option<Weak<Core>>,
@@ -89,6 +93,7 @@ impl Core {
                 canceller,
                 suppress_already_called: false,
                 cancel_errbacks: true,
+                cancel_declined: false,
                 running: false,
                 chained_to: None,
                 first_fired: None,
@@ -111,6 +116,10 @@ impl Core {
 
     pub(crate) fn set_cancel_errbacks(&self, yes: bool) {
         self.state.borrow_mut().cancel_errbacks = yes;
+    }
+
+    pub(crate) fn decline_cancel(&self) {
+        self.state.borrow_mut().cancel_declined = true;
     }
 
     pub(crate) fn created(&self) -> &'static Location<'static> {
@@ -205,7 +214,9 @@ impl Core {
         }
         let action = {
             let mut st = self.state.borrow_mut();
-            if !st.called {
+            if !st.called && st.cancel_declined {
+                Action::Nothing
+            } else if !st.called {
                 match st.canceller.take() {
                     Some(c) => Action::Canceller(c, st.cancel_errbacks),
                     None => {
@@ -225,7 +236,8 @@ impl Core {
                     let f = Failure::from_panic(payload);
                     tracing::error!(failure = %f, "Exception raised from user supplied canceller");
                 }
-                if errbacks && !self.called() {
+                let declined = self.state.borrow().cancel_declined;
+                if errbacks && !declined && !self.called() {
                     let _ = self.fire(Err(Failure::new(CancelledError)), at);
                 }
             }

@@ -344,6 +344,26 @@ impl<T: 'static> Resolver<T> {
     pub fn called(&self) -> bool {
         self.core.called()
     }
+
+    /// Called from inside a canceller (see [`Deferred::with_canceller`]):
+    /// the work can no longer be stopped (a database job already
+    /// committing, say), so this cancel, and every later one, does not fail
+    /// the Deferred with [`CancelledError`](crate::CancelledError); it fires
+    /// later with the work's real outcome. Not in Twisted, whose `cancel`
+    /// always fires the Deferred: there a cancel that comes too late reports
+    /// "cancelled" for work that was done.
+    ///
+    /// ```
+    /// use deferred::Deferred;
+    /// let (d, r) = Deferred::<u32>::with_canceller(|r| r.decline_cancel());
+    /// d.cancel();
+    /// assert!(!d.called()); // still waiting for the real outcome
+    /// r.callback(7).unwrap();
+    /// assert_eq!(d.into_result().unwrap().unwrap(), 7);
+    /// ```
+    pub fn decline_cancel(&self) {
+        self.core.decline_cancel();
+    }
 }
 
 /// A [`Resolver`] with its value type erased, for code that parks resolvers of

@@ -1,34 +1,125 @@
 //! The per-thread default reactor, standing in for Twisted's global
 //! `from twisted.internet import reactor`.
+//!
+//! A Twisted program has one reactor, and code that does not name one (a
+//! `ConnectionPool` without `cp_reactor`, `ensureDeferred`) uses it. A Rust
+//! thread can make several, so the default is chosen so that the obvious
+//! program works and an ambiguous one fails loudly instead of hanging:
+//!
+//! 1. a reactor installed with [`install_reactor`];
+//! 2. else the one reactor this thread made with [`Reactor::new`] that is
+//!    still alive (so `let r = Reactor::new()?; ConnectionPool::new(..)`
+//!    binds the pool to `r`, which the program then runs);
+//! 3. else, when the thread has made none, a new one, kept as the default;
+//! 4. with several alive and none installed, the choice is ambiguous:
+//!    [`try_default_reactor`] says so ([`AmbiguousReactor`]), and
+//!    [`default_reactor`] logs an error and takes the oldest.
 
 use std::cell::RefCell;
 
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, ReactorWeak};
 
-thread_local! {
-    static DEFAULT: RefCell<Option<Reactor>> = const { RefCell::new(None) };
+struct DefaultSlot {
+    reactor: Reactor,
+    /// Installed by the program, not made here on demand.
+    explicit: bool,
 }
 
-/// This thread's default reactor, created on first use. Twisted has one
-/// global reactor; since a loop is single-threaded, each thread gets its own.
+thread_local! {
+    static DEFAULT: RefCell<Option<DefaultSlot>> = const { RefCell::new(None) };
+    /// Every reactor made on this thread, oldest first, held weakly.
+    static LIVE: RefCell<Vec<ReactorWeak>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records a reactor made on this thread (called by `Reactor::new`).
+pub(crate) fn register(weak: ReactorWeak) {
+    // During thread teardown the list may be gone: nothing to record then.
+    let _ = LIVE.try_with(|l| {
+        let mut l = l.borrow_mut();
+        l.retain(|w| w.strong_count() > 0);
+        l.push(weak);
+    });
+}
+
+fn live() -> Vec<Reactor> {
+    LIVE.with(|l| {
+        let mut l = l.borrow_mut();
+        l.retain(|w| w.strong_count() > 0);
+        l.iter().filter_map(Reactor::upgrade_weak).collect()
+    })
+}
+
+/// Several reactors are alive on this thread and none was installed, so
+/// code that uses the default reactor cannot tell which one the program will
+/// run. Pass the reactor explicitly (`cp_reactor`, a method on the reactor),
+/// or [`install_reactor`] the one to use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this thread has {count} live reactors and none was installed with install_reactor(), so the default reactor is ambiguous: pass the reactor explicitly (for a ConnectionPool, cp_reactor)")]
+pub struct AmbiguousReactor {
+    /// How many reactors are alive on this thread.
+    pub count: usize,
+}
+
+/// This thread's default reactor, by the rules in the module docs, or
+/// [`AmbiguousReactor`] if several are alive and none was installed.
+pub fn try_default_reactor() -> Result<Reactor, AmbiguousReactor> {
+    let current = DEFAULT.with(|d| d.borrow().as_ref().map(|d| (d.reactor.clone(), d.explicit)));
+    if let Some((r, true)) = &current {
+        return Ok(r.clone());
+    }
+    let live = live();
+    match (live.len(), current) {
+        (0, _) => Ok(make_default()),
+        (1, _) => Ok(live[0].clone()),
+        // Only the one made on demand, plus others the program made: the
+        // program surely means one of its own.
+        (2, Some((made, false))) => Ok(live
+            .into_iter()
+            .find(|r| !Reactor::ptr_eq(r, &made))
+            .expect("two live reactors, one of them the default")),
+        (count, _) => Err(AmbiguousReactor { count }),
+    }
+}
+
+fn make_default() -> Reactor {
+    let r = Reactor::new().expect("could not create the default reactor: out of file descriptors?");
+    DEFAULT.with(|d| {
+        *d.borrow_mut() = Some(DefaultSlot {
+            reactor: r.clone(),
+            explicit: false,
+        })
+    });
+    r
+}
+
+/// This thread's default reactor: the installed one, else the one reactor
+/// this thread made that is alive, else a new one (see the module docs).
+/// Twisted has one global reactor; since a loop is single-threaded, each
+/// thread gets its own.
+///
+/// With several reactors alive and none installed it logs an error and
+/// returns the oldest; [`try_default_reactor`] reports that case instead.
 ///
 /// # Panics
 /// If the OS refuses the epoll instance or eventfd a reactor needs (file
 /// descriptors exhausted). Use [`Reactor::new`] to handle that error.
 pub fn default_reactor() -> Reactor {
-    DEFAULT.with(|d| {
-        d.borrow_mut()
-            .get_or_insert_with(|| {
-                Reactor::new()
-                    .expect("could not create the default reactor: out of file descriptors?")
-            })
-            .clone()
+    try_default_reactor().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "using the oldest live reactor as the default");
+        live().into_iter().next().expect("several live reactors")
     })
 }
 
 /// Makes `reactor` this thread's default. Returns the reactor it replaces, if
-/// one had been created. Mirrors `installReactor` (which refuses a second
-/// install; here the caller decides).
+/// one had been installed or made. Mirrors `installReactor` (which refuses a
+/// second install; here the caller decides).
 pub fn install_reactor(reactor: Reactor) -> Option<Reactor> {
-    DEFAULT.with(|d| d.borrow_mut().replace(reactor))
+    DEFAULT
+        .with(|d| {
+            d.borrow_mut().replace(DefaultSlot {
+                reactor,
+                explicit: true,
+            })
+        })
+        .map(|d| d.reactor)
 }

@@ -56,6 +56,7 @@ mod interfaces;
 mod job_queue;
 mod reactor;
 mod remote;
+mod shutdown;
 mod spin;
 pub mod testing;
 mod threadpool;
@@ -67,7 +68,7 @@ pub use crate::errors::{
     BlockingCallError, DelayedCallError, PoolStopped, ReactorAlreadyRunning, ReactorNotRestartable,
     ReactorNotRunning, RunError, TriggerError,
 };
-pub use crate::global::{default_reactor, install_reactor};
+pub use crate::global::{default_reactor, install_reactor, try_default_reactor, AmbiguousReactor};
 pub use crate::interfaces::{
     AnyReactor, ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold,
 };
@@ -76,7 +77,7 @@ pub use crate::remote::{BoxedOutcome, LoopQueue, RemoteHandle};
 pub use crate::threadpool::{ExitHook, Job, PoolMode, PoolSizeError, ThreadPool};
 pub use crate::threads::{
     blocking_call_from_thread, call_multiple_in_thread, defer_to_thread, defer_to_thread_pool,
-    defer_to_thread_pool_with_interrupt, stop_thread_pool,
+    defer_to_thread_pool_with_interrupt, stop_thread_pool, Interrupt,
 };
 pub use crate::time::{monotonic_seconds, DelayedCall};
 pub use crate::triggers::{trigger_fn, Phase, TriggerFn, TriggerId, TriggerOutput};

@@ -15,6 +15,7 @@ use crate::errors::{
 };
 use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold};
 use crate::remote::{LoopQueue, RemoteHandle};
+use crate::shutdown::ShutdownGate;
 use crate::threadpool::{PoolSizeError, ThreadPool};
 use crate::time::{monotonic_seconds, DelayedCall, Runner, TimerQueue};
 use crate::triggers::{trigger_fn, Phase, SystemEvents, TriggerFn, TriggerId, TriggerOutput};
@@ -38,7 +39,7 @@ struct ReactorPool {
     shutdown_id: TriggerId,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     poll: RefCell<Poll>,
     events: RefCell<Events>,
     queue: LoopQueue,
@@ -47,7 +48,7 @@ struct Inner {
     state: Cell<RunState>,
     pool: RefCell<Option<ReactorPool>>,
     spin: Cell<Duration>,
-    holds: Rc<Cell<usize>>,
+    shutdown: Rc<ShutdownGate>,
 }
 
 /// The event loop. Mirrors Twisted's reactor (`ReactorBase` on a poller).
@@ -110,9 +111,15 @@ impl Reactor {
             state: Cell::new(RunState::default()),
             pool: RefCell::new(None),
             spin: Cell::new(Duration::from_micros(20)),
-            holds: Rc::new(Cell::new(0)),
+            shutdown: Rc::new(ShutdownGate::default()),
         });
         let reactor = Reactor { inner };
+        crate::global::register(reactor.weak());
+        let gate = Rc::clone(&reactor.inner.shutdown);
+        reactor
+            .inner
+            .triggers
+            .set_after_gate(Box::new(move |event| gate.gate(event)));
         // As Twisted's ReactorBase constructor: these come first, so they run
         // before any user `during` trigger.
         reactor.add_really_start_running();
@@ -188,11 +195,13 @@ impl Reactor {
         Ok(())
     }
 
-    /// True while the loop must keep turning: started, or shut down by `stop`
-    /// with a [`ShutdownHold`] still held.
+    /// True while the loop must keep turning: started; or shut down by `stop`
+    /// with a [`ShutdownHold`] still held, the `after` phase of `shutdown`
+    /// not yet run, or calls and results still queued (so a Deferred fired
+    /// through the queue during shutdown fires before `run` returns).
     fn keep_turning(&self) -> bool {
         let s = self.state();
-        s.started || (s.stopped && self.inner.holds.get() > 0)
+        s.started || (s.stopped && (self.inner.shutdown.pending() || !self.inner.queue.is_empty()))
     }
 
     fn main_loop(&self) {
@@ -216,6 +225,7 @@ impl Reactor {
             self.update(|s| s.just_stopped = false);
             self.fire_system_event("shutdown");
         }
+        self.inner.shutdown.release();
     }
 
     /// Time until the next timed call, if any. Mirrors `timeout()`.
@@ -295,7 +305,7 @@ impl Reactor {
     /// Keeps `run` turning after the `shutdown` event until the hold is
     /// dropped; see [`ReactorCore::hold_shutdown`].
     pub fn hold_shutdown(&self) -> ShutdownHold {
-        ShutdownHold::on(&self.inner.holds)
+        self.inner.shutdown.hold()
     }
 
     /// Leaves the loop after the current turn without firing `shutdown`;
@@ -453,6 +463,20 @@ impl Reactor {
         let pool = self.get_thread_pool();
         let min = pool.min().min(size);
         let _ = pool.adjust_pool_size(Some(min), Some(size));
+    }
+}
+
+/// A weak handle on a reactor, for the per-thread registry of reactors.
+pub(crate) type ReactorWeak = Weak<Inner>;
+
+impl Reactor {
+    pub(crate) fn upgrade_weak(weak: &ReactorWeak) -> Option<Reactor> {
+        upgrade(weak)
+    }
+
+    /// True if both handles are the same reactor.
+    pub fn ptr_eq(a: &Reactor, b: &Reactor) -> bool {
+        Rc::ptr_eq(&a.inner, &b.inner)
     }
 }
 

@@ -10,8 +10,9 @@ use std::time::Duration;
 use deferred::{Deferred, Failure, ReactorTime, ScheduledCall};
 
 use crate::errors::{ReactorNotRunning, TriggerError};
-use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads};
+use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold};
 use crate::remote::{LoopQueue, RemoteHandle};
+use crate::shutdown::ShutdownGate;
 use crate::threadpool::{PoolMode, PoolSizeError, ThreadPool};
 use crate::time::{DelayedCall, Runner, TimerQueue};
 use crate::triggers::{trigger_fn, Phase, SystemEvents, TriggerFn, TriggerId, TriggerOutput};
@@ -113,6 +114,7 @@ struct FakeInner {
     pool_mode: PoolMode,
     pools: RefCell<Vec<ThreadPool>>,
     default_pool: RefCell<Option<ThreadPool>>,
+    shutdown: Rc<ShutdownGate>,
 }
 
 /// A deterministic reactor for tests: triggers are recorded and inspectable,
@@ -157,16 +159,21 @@ impl FakeReactor {
 
     /// A fake reactor whose pools run jobs the given way.
     pub fn with_pool_mode(running: bool, pool_mode: PoolMode) -> FakeReactor {
+        let shutdown = Rc::new(ShutdownGate::default());
+        let triggers = Rc::new(SystemEvents::default());
+        let gate = Rc::clone(&shutdown);
+        triggers.set_after_gate(Box::new(move |event| gate.gate(event)));
         FakeReactor {
             inner: Rc::new(FakeInner {
                 running: Cell::new(running),
                 stopped: Cell::new(false),
                 clock: Clock::new(),
                 queue: LoopQueue::new(None),
-                triggers: Rc::new(SystemEvents::default()),
+                triggers,
                 pool_mode,
                 pools: RefCell::new(Vec::new()),
                 default_pool: RefCell::new(None),
+                shutdown,
             }),
         }
     }
@@ -201,7 +208,15 @@ impl FakeReactor {
             .clock
             .timers
             .run_due(self.inner.clock.seconds(), true, Runner::Propagate);
+        self.inner.shutdown.release();
         n
+    }
+
+    /// As [`Reactor::hold_shutdown`](crate::Reactor::hold_shutdown): while
+    /// held, the `after` phase of `shutdown` waits; it runs at the first
+    /// [`pump`](Self::pump) after the last hold is dropped.
+    pub fn hold_shutdown(&self) -> ShutdownHold {
+        self.inner.shutdown.hold()
     }
 
     /// Runs jobs waiting in [`PoolMode::Manual`] pools made by this reactor.
@@ -366,6 +381,9 @@ impl ReactorCore for FakeReactor {
     }
     fn stop(&self) -> Result<(), ReactorNotRunning> {
         FakeReactor::stop(self)
+    }
+    fn hold_shutdown(&self) -> ShutdownHold {
+        FakeReactor::hold_shutdown(self)
     }
 }
 

@@ -53,14 +53,30 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, Failure> + Send + 'static,
 {
-    defer_to_thread_pool_with_interrupt(reactor, pool, f, || ())
+    defer_to_thread_pool_with_interrupt(reactor, pool, f, || Interrupt::Cancelled)
+}
+
+/// What the interrupt hook of [`defer_to_thread_pool_with_interrupt`] made of
+/// a cancel that arrived while the job was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The job's work will not take effect (it was stopped, or it will be
+    /// undone): the Deferred fails with `CancelledError` now and the job's
+    /// late result is dropped.
+    Cancelled,
+    /// Too late: the job has passed the point where it can be stopped (a
+    /// database job already committing). The cancel is declined and the
+    /// Deferred fires with the job's real outcome when it arrives.
+    TooLate,
 }
 
 /// [`defer_to_thread_pool`], plus a hook for cancelling a job that is already
-/// running: cancelling the Deferred then calls `interrupt` on the loop thread
-/// (before the Deferred fails with `CancelledError`), so the job's owner can
-/// stop the work, for example by sending the database a cancel request for
-/// the running statement. The job's late result is dropped as usual.
+/// running: cancelling the Deferred then calls `interrupt` on the loop thread,
+/// so the job's owner can stop the work, for example by sending the database
+/// a cancel request for the running statement. If the hook returns
+/// [`Interrupt::Cancelled`] the Deferred fails with `CancelledError` at once
+/// and the job's late result is dropped; if it returns [`Interrupt::TooLate`]
+/// the cancel is declined and the Deferred fires with the job's outcome.
 pub fn defer_to_thread_pool_with_interrupt<R, T, F, I>(
     reactor: &R,
     pool: &ThreadPool,
@@ -71,14 +87,14 @@ where
     R: ReactorFromThreads + ?Sized,
     T: Send + 'static,
     F: FnOnce() -> Result<T, Failure> + Send + 'static,
-    I: FnOnce() + 'static,
+    I: FnOnce() -> Interrupt + 'static,
 {
     let queue = reactor.loop_queue();
     let state = Arc::new(AtomicU8::new(QUEUED));
     let pending = queue.pending_weak();
     let cancel_state = Arc::clone(&state);
     let (d, key) = queue.register(move |key| {
-        Deferred::with_canceller(move |_: &Resolver<T>| {
+        Deferred::with_canceller(move |resolver: &Resolver<T>| {
             // Only a job that has not started can be withdrawn; a running one
             // finishes and its result is dropped when it arrives.
             match cancel_state.compare_exchange(
@@ -93,7 +109,11 @@ where
                         drop(removed);
                     }
                 }
-                Err(RUNNING) => interrupt(),
+                Err(RUNNING) => {
+                    if interrupt() == Interrupt::TooLate {
+                        resolver.decline_cancel();
+                    }
+                }
                 Err(_) => {}
             }
         })

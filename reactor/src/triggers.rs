@@ -156,10 +156,15 @@ impl Event {
     }
 }
 
+/// Decides, when an event's `during` phase is over, whether its `after`
+/// phase must wait for a Deferred (see `shutdown.rs`).
+pub(crate) type AfterGate = Box<dyn Fn(&str) -> Option<Deferred<()>>>;
+
 /// The map of event name to three-phase event.
 #[derive(Default)]
 pub(crate) struct SystemEvents {
     events: RefCell<HashMap<Rc<str>, Event>>,
+    after_gate: RefCell<Option<AfterGate>>,
 }
 
 /// Trigger serials are unique in the process, so an id from one reactor can
@@ -191,6 +196,11 @@ fn run_trigger(f: TriggerFn) -> Option<Deferred<()>> {
 }
 
 impl SystemEvents {
+    /// Installs the gate consulted between the `during` and `after` phases.
+    pub(crate) fn set_after_gate(&self, gate: AfterGate) {
+        *self.after_gate.borrow_mut() = Some(gate);
+    }
+
     pub(crate) fn add(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId {
         let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut events = self.events.borrow_mut();
@@ -340,16 +350,31 @@ impl SystemEvents {
         Some(t.f)
     }
 
-    fn continue_event(&self, event: &str) {
-        if let Some(ev) = self.events.borrow_mut().get_mut(event) {
+    fn continue_event(self: &Rc<Self>, event: &Rc<str>) {
+        if let Some(ev) = self.events.borrow_mut().get_mut(&**event) {
             ev.in_before = false;
             ev.finished_before.clear();
         }
-        for phase in [Phase::During, Phase::After] {
-            while let Some(f) = self.pop(event, phase, false) {
-                // Return values of during/after triggers are ignored.
-                drop(run_trigger(f));
+        self.run_phase(event, Phase::During);
+        // Not in Twisted, whose `during` triggers may block until their work
+        // is done: here shutdown holds taken in `during` delay `after`.
+        let wait = match &*self.after_gate.borrow() {
+            Some(gate) => gate(event),
+            None => None,
+        };
+        match wait {
+            Some(d) => {
+                let (this, event) = (Rc::clone(self), Rc::clone(event));
+                let _ = d.add_callback(move |()| this.run_phase(&event, Phase::After));
             }
+            None => self.run_phase(event, Phase::After),
+        }
+    }
+
+    fn run_phase(&self, event: &str, phase: Phase) {
+        while let Some(f) = self.pop(event, phase, false) {
+            // Return values of during/after triggers are ignored.
+            drop(run_trigger(f));
         }
     }
 }

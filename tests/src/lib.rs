@@ -19,6 +19,11 @@
 
 pub mod faults;
 
+/// The project's README.md: every Rust code block in it is compiled and run
+/// as a doctest of this crate, so the README cannot rot.
+#[doc = include_str!("../../README.md")]
+pub mod readme {}
+
 pub mod logs {
     //! Log capture: Twisted's log observers and trial's `flushLoggedErrors`.
     //!

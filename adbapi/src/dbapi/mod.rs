@@ -119,6 +119,13 @@ pub trait DriverConnection: Send + 'static {
 pub trait StatementCanceller: Send + Sync + fmt::Debug {
     /// Asks the server to cancel the running statement, if any.
     fn cancel(&self) -> DbResult<()>;
+    /// Whether [`cancel`](Self::cancel) may block (a network round trip, as
+    /// PostgreSQL's cancel request is); the pool then calls it off the loop
+    /// thread. A flag-setting cancel such as SQLite's interrupt says `false`
+    /// and is called inline. Defaults to `true`.
+    fn blocks(&self) -> bool {
+        true
+    }
 }
 
 fn closed_database() -> DbError {
@@ -267,6 +274,12 @@ impl DbConnection {
             Some(c) => c.cancel(),
             None => Ok(()),
         }
+    }
+
+    /// Whether [`cancel_statement`](Self::cancel_statement) may block; see
+    /// [`StatementCanceller::blocks`]. False without a canceller.
+    pub fn cancel_blocks(&self) -> bool {
+        self.inner.canceller.as_ref().is_some_and(|c| c.blocks())
     }
 
     /// Forgets a pending [`interrupt`](Self::interrupt).

@@ -296,6 +296,10 @@ impl StatementCanceller for SqliteInterrupt {
         self.0.interrupt();
         Ok(())
     }
+    /// `sqlite3_interrupt` only sets a flag: cheap enough for the loop thread.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Binds a [`Value`] without copying it.

@@ -1,0 +1,63 @@
+//! Shutdown holds: how the loop keeps turning after `stop()` until the work
+//! that must finish first (a connection pool's jobs) has finished, and how
+//! the `after` phase of `shutdown` waits for it.
+//!
+//! Twisted's `ConnectionPool.finalClose` is a `during`/`shutdown` trigger
+//! that blocks the reactor thread while it joins the pool's threads, so by
+//! the time any `after`/`shutdown` trigger runs, the pool has closed. Here
+//! nothing blocks the loop: a closing pool takes a [`ShutdownHold`]; while
+//! any hold is held, the loop keeps turning (delivering thread results,
+//! running timers) and the `after` phase waits; when the last hold is
+//! dropped, the `after` phase runs on the next turn, and then `run` returns.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use deferred::{Deferred, Resolver};
+
+use crate::interfaces::ShutdownHold;
+
+/// The holds on one reactor's shutdown, and the `after` phase waiting for
+/// them.
+#[derive(Debug, Default)]
+pub(crate) struct ShutdownGate {
+    holds: Rc<Cell<usize>>,
+    /// The parked `after` phase of `shutdown`, while holds are held.
+    waiter: RefCell<Option<Resolver<()>>>,
+}
+
+impl ShutdownGate {
+    /// Takes a hold.
+    pub(crate) fn hold(&self) -> ShutdownHold {
+        ShutdownHold::on(&self.holds)
+    }
+
+    /// True while a hold is held or the `after` phase is still parked: the
+    /// loop of a stopped reactor must keep turning.
+    pub(crate) fn pending(&self) -> bool {
+        self.holds.get() > 0 || self.waiter.borrow().is_some()
+    }
+
+    /// The triggers' gate before an event's `after` phase: for `shutdown`
+    /// with holds held, a Deferred that [`release`](Self::release) fires.
+    pub(crate) fn gate(&self, event: &str) -> Option<Deferred<()>> {
+        if event != "shutdown" || self.holds.get() == 0 {
+            return None;
+        }
+        let (d, r) = Deferred::new();
+        *self.waiter.borrow_mut() = Some(r);
+        Some(d)
+    }
+
+    /// Called once per turn: once no hold is left, runs the parked `after`
+    /// phase (on the loop, never inside a hold's drop).
+    pub(crate) fn release(&self) {
+        if self.holds.get() > 0 {
+            return;
+        }
+        let waiter = self.waiter.borrow_mut().take();
+        if let Some(r) = waiter {
+            let _ = r.callback(());
+        }
+    }
+}
