@@ -15,9 +15,12 @@
 //!   `ReconnectTestBase.test_pool`, written once against `&dyn Backend` so
 //!   any database backend can run them;
 //! - [`faults`]: a fault-injection DB-API module for the fault and load
-//!   tests.
+//!   tests;
+//! - [`model`]: per-job fault plans over [`faults`] for the model-based
+//!   test of the pool (`tests/pool_model.rs`).
 
 pub mod faults;
+pub mod model;
 
 pub mod logs {
     //! Log capture: Twisted's log observers and trial's `flushLoggedErrors`.
