@@ -41,9 +41,9 @@ pub enum StepFault {
     /// Panics (the message contains [`INJECTED_PANIC`]) before the database
     /// sees it.
     Panic,
-    /// The server goes away before the database sees it: this and every
-    /// later operation on the connection fail with a connection-lost
-    /// `OperationalError`.
+    /// The server goes away before the database sees it: it aborts the
+    /// connection's open transaction, and this and every later operation on
+    /// the connection fail with a connection-lost `OperationalError`.
     Sever,
 }
 
@@ -231,10 +231,19 @@ impl PlanConnection {
                 self.shared.name
             ),
             StepFault::Sever => {
-                self.severed = true;
+                self.sever();
                 Err(self.shared.lost(what))
             }
         }
+    }
+
+    /// The server goes away: it aborts the open transaction (and so
+    /// releases its locks, which SQLite would otherwise keep until the
+    /// connection closes); every later operation fails.
+    fn sever(&mut self) {
+        self.severed = true;
+        self.job = None;
+        let _ = self.inner.rollback();
     }
 
     fn check_severed(&self, what: &str) -> DbResult<()> {
@@ -286,7 +295,7 @@ impl DriverConnection for PlanConnection {
         self.inner.commit()?;
         self.shared.plans().committed.insert(key);
         if fault == CommitFault::LostAfter {
-            self.severed = true;
+            self.sever();
             return Err(self.shared.lost("commit (after the database committed)"));
         }
         Ok(())

@@ -248,8 +248,18 @@ fn commit_fault() -> impl Strategy<Value = CommitFault> {
     ]
 }
 
+fn rollback_fault() -> impl Strategy<Value = StepFault> {
+    // New defect N2: a rollback that fails without losing the connection
+    // leaves the job's transaction open on a connection the pool keeps.
+    if Masks::from_env().unmasked("N2") {
+        step_fault().boxed()
+    } else {
+        prop_oneof![12 => Just(StepFault::None), 1 => Just(StepFault::Sever)].boxed()
+    }
+}
+
 fn plan() -> impl Strategy<Value = JobPlan> {
-    (step_fault(), commit_fault(), step_fault()).prop_map(|(exec, commit, rollback)| JobPlan {
+    (step_fault(), commit_fault(), rollback_fault()).prop_map(|(exec, commit, rollback)| JobPlan {
         exec,
         commit,
         rollback,
@@ -908,7 +918,7 @@ fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>>
                                 "{what}: failed ({text}) but key {key} is committed"
                             ));
                         }
-                        if t.refused_expected && !pool_closed {
+                        if t.refused_expected && !pool_closed && !cancelled && !timed_out {
                             problems.push(format!(
                                 "{what}: issued on a closed pool, failed with {text} instead of PoolClosed"
                             ));
@@ -1074,5 +1084,34 @@ fn cancelling_close_keeps_the_shutdown_hold() {
             steps: vec![now(q()), now(Act::Close), now(Act::Cancel(1))],
         },
         &["N1"],
+    );
+}
+
+/// NEW defect N2 (Twisted does the same): a rollback that fails without the
+/// connection being lost leaves the job's transaction open on a connection
+/// the pool keeps. Its write is committed by the next job's commit on that
+/// connection although its Deferred failed, and under SQLite its write lock
+/// blocks every other worker's writes for the busy timeout (here the final
+/// query waits until the watchdog stops the reactor and the pool closes
+/// the connection).
+#[test]
+#[ignore = "NEW defect N2: a failed rollback keeps the transaction open on a pooled connection"]
+fn a_failed_rollback_does_not_keep_the_transaction_open() {
+    assert_program(
+        Program {
+            min: 1,
+            max: 2,
+            reconnect: false,
+            global: vec![],
+            steps: vec![now(Act::Run {
+                op: Op::Interaction(Body::Slow(6)),
+                plan: JobPlan {
+                    rollback: StepFault::Fail,
+                    ..JobPlan::default()
+                },
+                timeout_ms: Some(1),
+            })],
+        },
+        &["N2"],
     );
 }
