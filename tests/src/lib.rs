@@ -15,9 +15,12 @@
 //!   `ReconnectTestBase.test_pool`, written once against `&dyn Backend` so
 //!   any database backend can run them;
 //! - [`faults`]: a fault-injection DB-API module for the fault and load
-//!   tests.
+//!   tests;
+//! - [`model`]: per-job fault plans over [`faults`] for the model-based
+//!   test of the pool (`tests/pool_model.rs`).
 
 pub mod faults;
+pub mod model;
 
 /// The project's README.md: every Rust code block in it is compiled and run
 /// as a doctest of this crate, so the README cannot rot.

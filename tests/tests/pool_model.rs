@@ -1,0 +1,1199 @@
+//! Model-based test of `adbapi::ConnectionPool`: random programs of steps on
+//! a real reactor, over per-job fault plans, checked against what the README
+//! promises.
+//!
+//! ```sh
+//! # CI (a bounded number of cases, known-defect paths masked):
+//! cargo test -p integration-tests --test pool_model
+//! # a long run:
+//! ADBAPI_MODEL_CASES=20000 cargo test -p integration-tests --test pool_model --release -- --nocapture
+//! # with the paths of the known defects 8-12 unmasked (all, or a list: 8,11):
+//! ADBAPI_MODEL_STRICT=1 cargo test -p integration-tests --test pool_model
+//! # reproduce one case:
+//! PROPTEST_RNG_SEED=<seed> ADBAPI_MODEL_CASES=1 ... (proptest prints the minimal program)
+//! ```
+//!
+//! A program ([`Program`]) makes a pool (`cp_min`/`cp_max` 1-3,
+//! `cp_reconnect` on or off) over a [`PlanModule`] (per-job fault plans over
+//! the step-counted [`FaultModule`], wrapping a real SQLite file), arms a few
+//! step-counted faults (connect, cursor, close), and runs its [`Step`]s from
+//! the reactor: `run_query`, `run_operation`, `run_interaction` (ok, error,
+//! panic, slow), each writing a unique key and optionally with `add_timeout`;
+//! cancelling an earlier Deferred; `close`, `final_close`, dropping the pool
+//! handle, `reactor.stop()`, `adjust_pool_size`, and pauses. A step runs at
+//! once, from the callback of an earlier job, or from a `call_later` timer.
+//! The program then stops the reactor (after a final `run_query` if the
+//! program left the pool open) and `run()` must return; a watchdog timer and
+//! a watchdog thread turn a hang into a failed case.
+//!
+//! Checked after `run()` returns:
+//! - every Deferred the program got (jobs, `close`, `final_close`) fired
+//!   exactly once, before `run()` returned, and none fires on later turns;
+//! - a callback means the job's key is committed, with the value the job
+//!   computed; a failure (a `CancelledError` and `TimeoutError` included)
+//!   means it is not, except where the plan makes it ambiguous
+//!   ([`JobPlan::ambiguous`]: the database committed and then the commit
+//!   failed; or a failed rollback left the transaction open on a connection
+//!   the pool keeps);
+//! - a planned fault never ends in a callback; a clean job on an open pool
+//!   succeeds; a job issued on a closed pool fails with `PoolClosed`;
+//! - no connection and no worker thread is left once the pool is closed
+//!   (and, for a dropped pool, soon after); no connection was closed twice;
+//! - the `after`/`shutdown` triggers run only once the pool has closed;
+//! - the pool still works at the end unless the program closed it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adbapi::dbapi::ErrorKind;
+use adbapi::{args, kwargs, Arg, ConnectionPool, PoolClosed};
+use deferred::{CancelledError, Deferred, Failure, TimeoutError};
+use integration_tests::faults::{quiet_injected_panics, Fault, Step as FaultStep, When};
+use integration_tests::harness::{unique_name, TempDir};
+use integration_tests::model::{committed_keys, tag, CommitFault, JobPlan, PlanModule, StepFault};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use reactor::{Phase, Reactor};
+
+/// Stops the reactor of a case that has not finished by then.
+const WATCHDOG: Duration = Duration::from_secs(5);
+/// Fails a case whose `run()` has not returned by then (the watchdog's stop
+/// could not end it): the case's thread is left behind.
+const HANG: Duration = Duration::from_secs(15);
+/// How many times a shrinking candidate runs before it counts as passing.
+const SHRINK_TRIES: usize = 6;
+/// How long a dropped pool's workers get to close their connections.
+const DROPPED_POOL_GRACE: Duration = Duration::from_secs(10);
+
+/// Which masked paths are open: `ADBAPI_MODEL_STRICT` (`1`/`all`, or a
+/// comma-separated list of defect names such as `8,11,N1`), plus those a
+/// regression test opens. A masked path keeps CI green until its fix lands;
+/// remove the mask with the fix:
+///
+/// - `8` (known): a `run_*` refused while the reactor shuts down never fires.
+///   Masked: an unfired job issued after `stop()` or on a closed pool is not
+///   reported.
+/// - `9` (known): a dropped pool does not hold shutdown. Masked: unfired jobs
+///   are not reported once the program dropped the pool.
+/// - `10` (known): `after`/`shutdown` triggers run before the pool finished
+///   closing. Masked: the check in the `after` trigger is not reported.
+/// - `11` (known): a cancel landing during commit is reported as
+///   `CancelledError` although the job committed. Masked: a cancelled or
+///   timed-out job whose own commit reached the database is not reported.
+/// - `12` (known): `adjust_pool_size` strands jobs (a hang). Masked: no
+///   `Adjust` step is generated.
+/// - `N1` (new): cancelling `close()`'s Deferred drops the shutdown hold.
+///   Masked: a `Cancel` aimed at a `close`/`final_close` Deferred is skipped.
+/// - `N2` (new): a rollback failing without a lost connection keeps the
+///   transaction open on a pooled connection. Masked: rollback faults are
+///   only `Sever`.
+#[derive(Debug, Clone, Default)]
+struct Masks {
+    all: bool,
+    open: Vec<String>,
+}
+
+impl Masks {
+    fn from_env() -> Masks {
+        let v = std::env::var("ADBAPI_MODEL_STRICT").unwrap_or_default();
+        Masks {
+            all: v == "1" || v == "all",
+            open: v.split(',').map(|d| d.trim().to_owned()).collect(),
+        }
+    }
+
+    fn with(mut self, defects: &[&str]) -> Masks {
+        self.open.extend(defects.iter().map(|d| (*d).to_owned()));
+        self
+    }
+
+    /// True if the path to `defect` is not masked.
+    fn unmasked(&self, defect: &str) -> bool {
+        self.all || self.open.iter().any(|d| d == defect)
+    }
+}
+
+// ---------------------------------------------------------------- programs
+
+/// What a `run_interaction` does after inserting its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// Reads its key back and returns it.
+    Ok,
+    /// Returns an error (the pool rolls back).
+    Error,
+    /// Panics (the pool rolls back and replaces the connection).
+    Panic,
+    /// Sleeps this many milliseconds on the worker, then reads its key back.
+    Slow(u8),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `run_query("INSERT ... RETURNING k")`.
+    Query,
+    /// `run_operation("INSERT ...")`.
+    Operation,
+    /// `run_interaction`.
+    Interaction(Body),
+}
+
+/// Where a step runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// In the program's sequence.
+    Now,
+    /// From the callback of job `n % jobs issued so far` (at once if it has
+    /// fired already, or if there is none).
+    AfterJob(usize),
+    /// From a `call_later` timer, this many milliseconds later.
+    Timer(u8),
+}
+
+impl fmt::Debug for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Now => write!(f, "now"),
+            At::AfterJob(n) => write!(f, "after job {n}"),
+            At::Timer(ms) => write!(f, "timer {ms}ms"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Act {
+    /// Issues a job (its plan applies to its statements and its commit).
+    Run {
+        op: Op,
+        plan: JobPlan,
+        timeout_ms: Option<u8>,
+    },
+    /// Cancels Deferred `n % Deferreds so far` (jobs and closes).
+    Cancel(usize),
+    /// `pool.close()`.
+    Close,
+    /// `pool.final_close()`.
+    FinalClose,
+    /// Drops the program's pool handle.
+    DropPool,
+    /// `reactor.stop()`.
+    Stop,
+    /// `pool.threadpool().adjust_pool_size(min, max)`.
+    Adjust { min: usize, max: usize },
+    /// The program's sequence waits this many milliseconds (only `Now`).
+    Pause(u8),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Step {
+    at: At,
+    act: Act,
+}
+
+impl fmt::Debug for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {:?}", self.at, self.act)
+    }
+}
+
+/// A step-counted fault of the [`FaultModule`] underneath.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GlobalFault {
+    step: FaultStep,
+    nth: u64,
+    fault: Fault,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Program {
+    min: usize,
+    max: usize,
+    reconnect: bool,
+    global: Vec<GlobalFault>,
+    steps: Vec<Step>,
+}
+
+impl Program {
+    /// True if some fault kills a connection: then, without `cp_reconnect`,
+    /// later jobs on that worker fail (Twisted's behaviour), so a clean job
+    /// is not expected to succeed.
+    fn severs(&self) -> bool {
+        self.global.iter().any(|g| g.fault == Fault::Sever)
+            || self.steps.iter().any(|s| match &s.act {
+                Act::Run { plan, .. } => {
+                    plan.exec == StepFault::Sever
+                        || plan.rollback == StepFault::Sever
+                        || matches!(plan.commit, CommitFault::Sever | CommitFault::LostAfter)
+                }
+                _ => false,
+            })
+    }
+}
+
+fn step_fault() -> impl Strategy<Value = StepFault> {
+    prop_oneof![
+        12 => Just(StepFault::None),
+        1 => Just(StepFault::Fail),
+        1 => Just(StepFault::Panic),
+        1 => Just(StepFault::Sever),
+    ]
+}
+
+fn commit_fault() -> impl Strategy<Value = CommitFault> {
+    prop_oneof![
+        10 => Just(CommitFault::None),
+        1 => Just(CommitFault::Fail),
+        1 => Just(CommitFault::Panic),
+        1 => Just(CommitFault::Sever),
+        1 => Just(CommitFault::LostAfter),
+        2 => (1u8..=15).prop_map(CommitFault::Slow),
+    ]
+}
+
+fn rollback_fault() -> impl Strategy<Value = StepFault> {
+    // New defect N2: a rollback that fails without losing the connection
+    // leaves the job's transaction open on a connection the pool keeps.
+    if Masks::from_env().unmasked("N2") {
+        step_fault().boxed()
+    } else {
+        prop_oneof![12 => Just(StepFault::None), 1 => Just(StepFault::Sever)].boxed()
+    }
+}
+
+fn plan() -> impl Strategy<Value = JobPlan> {
+    (step_fault(), commit_fault(), rollback_fault()).prop_map(|(exec, commit, rollback)| JobPlan {
+        exec,
+        commit,
+        rollback,
+    })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => Just(Op::Query),
+        2 => Just(Op::Operation),
+        2 => Just(Op::Interaction(Body::Ok)),
+        1 => Just(Op::Interaction(Body::Error)),
+        1 => Just(Op::Interaction(Body::Panic)),
+        2 => (1u8..=15).prop_map(|ms| Op::Interaction(Body::Slow(ms))),
+    ]
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    let run = (
+        op(),
+        plan(),
+        prop_oneof![4 => Just(None), 1 => (1u8..=20).prop_map(Some)],
+    )
+        .prop_map(|(op, plan, timeout_ms)| Act::Run {
+            op,
+            plan,
+            timeout_ms,
+        });
+    // Known defect 12 (a hang) is masked: no Adjust step.
+    let adjust_weight = if Masks::from_env().unmasked("12") {
+        1
+    } else {
+        0
+    };
+    prop_oneof![
+        10 => run,
+        4 => (0usize..8).prop_map(Act::Cancel),
+        1 => Just(Act::Close),
+        1 => Just(Act::FinalClose),
+        1 => Just(Act::DropPool),
+        1 => Just(Act::Stop),
+        adjust_weight => (0usize..=3, 1usize..=3)
+            .prop_map(|(min, max)| Act::Adjust { min: min.min(max), max }),
+        2 => (0u8..=20).prop_map(Act::Pause),
+    ]
+}
+
+fn at() -> impl Strategy<Value = At> {
+    prop_oneof![
+        6 => Just(At::Now),
+        2 => (0usize..8).prop_map(At::AfterJob),
+        2 => (0u8..=20).prop_map(At::Timer),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (at(), act()).prop_map(|(at, act)| {
+        let at = if matches!(act, Act::Pause(_)) {
+            At::Now
+        } else {
+            at
+        };
+        Step { at, act }
+    })
+}
+
+fn global_fault() -> impl Strategy<Value = GlobalFault> {
+    (
+        prop_oneof![
+            Just(FaultStep::Connect),
+            Just(FaultStep::Cursor),
+            Just(FaultStep::Close)
+        ],
+        1u64..=6,
+        prop_oneof![
+            Just(Fault::Fail(ErrorKind::OperationalError)),
+            Just(Fault::Panic),
+            Just(Fault::Sever)
+        ],
+    )
+        .prop_map(|(step, nth, fault)| GlobalFault { step, nth, fault })
+}
+
+fn program() -> impl Strategy<Value = Program> {
+    (
+        1usize..=3,
+        1usize..=3,
+        any::<bool>(),
+        proptest::collection::vec(global_fault(), 0..=2),
+        proptest::collection::vec(step(), 1..=12),
+    )
+        .prop_map(|(min, max, reconnect, global, steps)| Program {
+            min,
+            max,
+            reconnect,
+            global,
+            steps,
+        })
+}
+
+// ---------------------------------------------------------------- running
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Run {
+        key: u64,
+        op: Op,
+        plan: JobPlan,
+    },
+    Close,
+    FinalClose,
+    /// The program's last `run_query`, on a pool it left open.
+    Final {
+        key: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Value(String),
+    Failed {
+        cancelled: bool,
+        timed_out: bool,
+        pool_closed: bool,
+        text: String,
+    },
+}
+
+struct Tracked {
+    /// The program step that issued it (`None`: the final query).
+    step: Option<usize>,
+    kind: Kind,
+    /// Kept to cancel it; `None` while a cancel runs.
+    handle: Option<Deferred<()>>,
+    fired: u32,
+    fired_late: bool,
+    outcome: Option<Outcome>,
+    cancelled_by_program: bool,
+    /// The pool was not running (closed or closing) when it was issued.
+    refused_expected: bool,
+    /// `reactor.stop()` had been called when it was issued.
+    after_stop: bool,
+    /// The program had dropped its pool handle when it fired (or never).
+    pool_dropped_before: bool,
+}
+
+impl fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} (step {:?})", self.kind, self.step)
+    }
+}
+
+type Hook = Box<dyn FnOnce()>;
+
+struct Model {
+    reactor: Reactor,
+    module: Arc<PlanModule>,
+    pool: RefCell<Option<ConnectionPool>>,
+    tracked: RefCell<Vec<Tracked>>,
+    /// Steps waiting for a Deferred (by index in `tracked`) to fire.
+    hooks: RefCell<HashMap<usize, Vec<Hook>>>,
+    next_key: Cell<u64>,
+    stopped: Cell<bool>,
+    closed_by_program: Cell<bool>,
+    dropped: Cell<bool>,
+    run_returned: Cell<bool>,
+    timed_out: Cell<bool>,
+    /// What the `after`/`shutdown` trigger found wrong, if anything.
+    after_shutdown: RefCell<Option<String>>,
+    /// What happened, in order, for the failure message.
+    trace: RefCell<Vec<String>>,
+    masks: Masks,
+}
+
+impl Model {
+    fn note(&self, s: impl Into<String>) {
+        self.trace.borrow_mut().push(s.into());
+    }
+
+    fn pool(&self) -> Option<ConnectionPool> {
+        self.pool.borrow().clone()
+    }
+
+    fn new_key(&self) -> u64 {
+        let k = self.next_key.get();
+        self.next_key.set(k + 1);
+        k
+    }
+}
+
+fn describe_failure(f: &Failure) -> Outcome {
+    Outcome::Failed {
+        cancelled: f.check::<CancelledError>().is_some(),
+        timed_out: f.check::<TimeoutError>().is_some(),
+        pool_closed: f.check::<PoolClosed>().is_some(),
+        text: format!("{} ({})", f.error_message(), f.type_name()),
+    }
+}
+
+/// Records the firing of `d` as tracked Deferred `idx`, then runs the steps
+/// waiting for it.
+fn track<T: 'static>(
+    model: &Rc<Model>,
+    idx: usize,
+    d: Deferred<T>,
+    show: impl FnOnce(T) -> String + 'static,
+) {
+    let m = Rc::clone(model);
+    let handle = d.add_both(move |r: Result<T, Failure>| {
+        let outcome = match r {
+            Ok(v) => Outcome::Value(show(v)),
+            Err(f) => describe_failure(&f),
+        };
+        {
+            let mut tracked = m.tracked.borrow_mut();
+            let t = &mut tracked[idx];
+            t.fired += 1;
+            t.fired_late |= m.run_returned.get();
+            t.pool_dropped_before = m.dropped.get();
+            t.outcome = Some(outcome.clone());
+        }
+        m.note(format!("fired #{idx}: {outcome:?}"));
+        let hooks = m.hooks.borrow_mut().remove(&idx).unwrap_or_default();
+        for h in hooks {
+            h();
+        }
+        Ok(())
+    });
+    let mut tracked = model.tracked.borrow_mut();
+    if tracked[idx].fired == 0 {
+        tracked[idx].handle = Some(handle);
+    }
+}
+
+fn push_tracked(model: &Model, step: Option<usize>, kind: Kind, refused_expected: bool) -> usize {
+    let mut tracked = model.tracked.borrow_mut();
+    tracked.push(Tracked {
+        step,
+        kind,
+        handle: None,
+        fired: 0,
+        fired_late: false,
+        outcome: None,
+        cancelled_by_program: false,
+        refused_expected,
+        after_stop: model.stopped.get(),
+        pool_dropped_before: false,
+    });
+    tracked.len() - 1
+}
+
+fn insert_sql(key: u64) -> String {
+    format!("INSERT INTO t (k) VALUES ({key}) {}", tag(key))
+}
+
+fn issue_job(
+    model: &Rc<Model>,
+    step: Option<usize>,
+    op: Op,
+    plan: JobPlan,
+    timeout_ms: Option<u8>,
+) {
+    let Some(pool) = model.pool() else {
+        model.note(format!(
+            "step {step:?}: no pool handle (dropped), job not issued"
+        ));
+        return;
+    };
+    let key = model.new_key();
+    model.module.plan(key, plan);
+    let kind = if step.is_some() {
+        Kind::Run { key, op, plan }
+    } else {
+        Kind::Final { key }
+    };
+    let idx = push_tracked(model, step, kind, !pool.running());
+    model.note(format!(
+        "issue #{idx} key {key}: {op:?} {plan:?} timeout {timeout_ms:?}"
+    ));
+    let timeout = |d: Deferred<String>| match timeout_ms {
+        Some(ms) => d.add_timeout(Duration::from_millis(u64::from(ms)), &model.reactor),
+        None => d,
+    };
+    let d: Deferred<String> = match op {
+        Op::Query => pool
+            .run_query(&format!("{} RETURNING k", insert_sql(key)), ())
+            .add_callback(|rows| {
+                format!(
+                    "{:?}",
+                    rows.iter().map(|r| r.values().to_vec()).collect::<Vec<_>>()
+                )
+            }),
+        Op::Operation => pool
+            .run_operation(&insert_sql(key), ())
+            .add_callback(|()| "()".to_owned()),
+        Op::Interaction(body) => pool.run_interaction(move |txn| {
+            txn.execute(&insert_sql(key), ())?;
+            match body {
+                Body::Ok => {}
+                Body::Error => return Err(Failure::msg(format!("job {key}: planned error"))),
+                Body::Panic => panic!(
+                    "{}: job {key}: planned panic",
+                    integration_tests::faults::INJECTED_PANIC
+                ),
+                Body::Slow(ms) => std::thread::sleep(Duration::from_millis(u64::from(ms))),
+            }
+            let rows = txn
+                .execute(&format!("SELECT k FROM t WHERE k = {key}"), ())?
+                .fetchall()?;
+            Ok(format!(
+                "{:?}",
+                rows.iter().map(|r| r.values().to_vec()).collect::<Vec<_>>()
+            ))
+        }),
+    };
+    track(model, idx, timeout(d), |s| s);
+}
+
+/// The value a successful job with key `key` fires with.
+fn expected_value(op: Op, key: u64) -> String {
+    match op {
+        Op::Operation => "()".to_owned(),
+        Op::Query | Op::Interaction(_) => format!("[[Int({key})]]"),
+    }
+}
+
+fn exec_act(model: &Rc<Model>, idx: usize, act: &Act) {
+    if model.run_returned.get() {
+        model.note(format!("step {idx}: not run, run() had returned"));
+        return;
+    }
+    model.note(format!("step {idx}: {act:?}"));
+    match act {
+        Act::Run {
+            op,
+            plan,
+            timeout_ms,
+        } => issue_job(model, Some(idx), *op, *plan, *timeout_ms),
+        Act::Cancel(n) => {
+            let len = model.tracked.borrow().len();
+            if len == 0 {
+                return;
+            }
+            let target = n % len;
+            let closing = matches!(
+                model.tracked.borrow()[target].kind,
+                Kind::Close | Kind::FinalClose
+            );
+            if closing && !model.masks.unmasked("N1") {
+                model.note(format!("cancel #{target}: masked (new defect N1)"));
+                return;
+            }
+            let handle = {
+                let mut tracked = model.tracked.borrow_mut();
+                tracked[target].cancelled_by_program = true;
+                tracked[target].handle.take()
+            };
+            model.note(format!("cancel #{target}"));
+            if let Some(h) = handle {
+                h.cancel();
+                model.tracked.borrow_mut()[target].handle = Some(h);
+            }
+        }
+        Act::Close | Act::FinalClose => {
+            let Some(pool) = model.pool() else { return };
+            model.closed_by_program.set(true);
+            let (kind, d) = if *act == Act::Close {
+                (Kind::Close, pool.close())
+            } else {
+                (Kind::FinalClose, pool.final_close())
+            };
+            let i = push_tracked(model, Some(idx), kind, false);
+            track(model, i, d, |()| "()".to_owned());
+        }
+        Act::DropPool => {
+            model.dropped.set(true);
+            drop(model.pool.borrow_mut().take());
+        }
+        Act::Stop => {
+            model.stopped.set(true);
+            let _ = model.reactor.stop();
+        }
+        Act::Adjust { min, max } => {
+            if let Some(pool) = model.pool() {
+                let r = pool.threadpool().adjust_pool_size(Some(*min), Some(*max));
+                model.note(format!("adjust -> {r:?}"));
+            }
+        }
+        Act::Pause(_) => {}
+    }
+}
+
+/// Runs the program's steps from `from` on; pauses continue from a timer.
+fn drive(model: &Rc<Model>, steps: &Rc<Vec<Step>>, from: usize) {
+    for i in from..steps.len() {
+        let step = &steps[i];
+        if let Act::Pause(ms) = step.act {
+            let (m, s) = (Rc::clone(model), Rc::clone(steps));
+            model
+                .reactor
+                .call_later(Duration::from_millis(u64::from(ms)), move || {
+                    drive(&m, &s, i + 1)
+                });
+            return;
+        }
+        match step.at {
+            At::Now => exec_act(model, i, &step.act),
+            At::AfterJob(n) => {
+                let len = model.tracked.borrow().len();
+                let target = (len > 0).then(|| n % len);
+                let fired = target.is_none_or(|t| model.tracked.borrow()[t].fired > 0);
+                if fired {
+                    exec_act(model, i, &step.act);
+                } else {
+                    let (m, a) = (Rc::clone(model), step.act.clone());
+                    model
+                        .hooks
+                        .borrow_mut()
+                        .entry(target.expect("some"))
+                        .or_default()
+                        .push(Box::new(move || exec_act(&m, i, &a)));
+                }
+            }
+            At::Timer(ms) => {
+                let (m, a) = (Rc::clone(model), step.act.clone());
+                model
+                    .reactor
+                    .call_later(Duration::from_millis(u64::from(ms)), move || {
+                        exec_act(&m, i, &a)
+                    });
+            }
+        }
+    }
+    finish(model);
+}
+
+/// The program's end: a last query on a pool it left open, then stop.
+fn finish(model: &Rc<Model>) {
+    if model.stopped.get() {
+        return;
+    }
+    let open = !model.closed_by_program.get() && !model.dropped.get();
+    if open {
+        model.module.faults().disarm();
+        let len = model.tracked.borrow().len();
+        issue_job(model, None, Op::Query, JobPlan::default(), None);
+        let m = Rc::clone(model);
+        model
+            .hooks
+            .borrow_mut()
+            .entry(len)
+            .or_default()
+            .push(Box::new(move || {
+                m.stopped.set(true);
+                let _ = m.reactor.stop();
+            }));
+    } else {
+        model.stopped.set(true);
+        let _ = model.reactor.stop();
+    }
+}
+
+/// Runs one program to completion and checks it; `Err` says what is wrong.
+fn run_program(prog: &Program, masks: Masks) -> Result<(), String> {
+    quiet_injected_panics();
+    let dir = TempDir::new("pool-model");
+    let db = dir.file("model.db");
+    {
+        let c = adbapi::dbapi::connect("sqlite3", &[db.as_str().into()], &[])
+            .map_err(|e| e.to_string())?;
+        c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)", ())
+            .map_err(|e| e.to_string())?;
+        c.commit().map_err(|e| e.to_string())?;
+        c.close().map_err(|e| e.to_string())?;
+    }
+    let name = unique_name("pool-model");
+    let module = PlanModule::register(&name);
+    for g in &prog.global {
+        module.faults().arm(g.step, When::Nth(g.nth), g.fault);
+    }
+    let reactor = Reactor::new().map_err(|e| e.to_string())?;
+    let pool = ConnectionPool::new(
+        &name,
+        args![db.as_str()],
+        kwargs! {
+            "cp_min" => prog.min as i64,
+            "cp_max" => prog.max as i64,
+            "cp_reconnect" => prog.reconnect,
+            "cp_name" => name.as_str(),
+            "cp_reactor" => Arg::reactor(reactor.clone()),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let model = Rc::new(Model {
+        reactor: reactor.clone(),
+        module: Arc::clone(&module),
+        pool: RefCell::new(Some(pool)),
+        tracked: RefCell::new(Vec::new()),
+        hooks: RefCell::new(HashMap::new()),
+        next_key: Cell::new(1),
+        stopped: Cell::new(false),
+        closed_by_program: Cell::new(false),
+        dropped: Cell::new(false),
+        run_returned: Cell::new(false),
+        timed_out: Cell::new(false),
+        after_shutdown: RefCell::new(None),
+        trace: RefCell::new(Vec::new()),
+        masks,
+    });
+    // Known defect 10: the pool must have closed before the after phase.
+    let m = Rc::clone(&model);
+    reactor.add_system_event_trigger(Phase::After, "shutdown", move || {
+        let mut wrong = Vec::new();
+        let unfired: Vec<usize> = m
+            .tracked
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.fired == 0)
+            .map(|(i, _)| i)
+            .collect();
+        if !unfired.is_empty() {
+            wrong.push(format!("Deferreds {unfired:?} had not fired"));
+        }
+        if let Some(p) = m.pool() {
+            if p.threadpool().workers() != 0 {
+                wrong.push(format!("{} workers were alive", p.threadpool().workers()));
+            }
+            if m.module.faults().live() != 0 {
+                wrong.push(format!(
+                    "{} connections were open",
+                    m.module.faults().live()
+                ));
+            }
+        }
+        if !wrong.is_empty() {
+            *m.after_shutdown.borrow_mut() = Some(wrong.join("; "));
+        }
+    });
+    let steps = Rc::new(prog.steps.clone());
+    let (m, s) = (Rc::clone(&model), Rc::clone(&steps));
+    reactor.call_when_running(move || drive(&m, &s, 0));
+    let (m, r) = (Rc::clone(&model), reactor.clone());
+    let watchdog = reactor.call_later(WATCHDOG, move || {
+        m.timed_out.set(true);
+        let _ = r.stop();
+    });
+    reactor.run().map_err(|e| e.to_string())?;
+    model.run_returned.set(true);
+    if watchdog.active() {
+        let _ = watchdog.cancel();
+    }
+    // Nothing may fire after run() returned.
+    for _ in 0..5 {
+        reactor.iterate(Duration::from_millis(2));
+    }
+    let result = check(prog, &model, &db);
+    // The hooks and the handles hold the model: break the cycles.
+    model.hooks.borrow_mut().clear();
+    for t in model.tracked.borrow_mut().iter_mut() {
+        t.handle = None;
+    }
+    drop(model.pool.borrow_mut().take());
+    result.map_err(|problems| {
+        format!(
+            "{}\ntrace:\n  {}",
+            problems.join("\n"),
+            model.trace.borrow().join("\n  ")
+        )
+    })
+}
+
+fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    if model.timed_out.get() {
+        problems.push(format!(
+            "watchdog: the program had not ended after {WATCHDOG:?}"
+        ));
+    }
+    let committed = committed_keys(db);
+    let reached = model.module.commits_reached();
+    let severs = prog.severs();
+    let has_global = !prog.global.is_empty();
+    for (i, t) in model.tracked.borrow().iter().enumerate() {
+        let what = format!("#{i} {t:?}");
+        if t.fired == 0 || t.fired_late {
+            let masked = (!model.masks.unmasked("8") && (t.after_stop || t.refused_expected))
+                || (!model.masks.unmasked("9") && model.dropped.get());
+            if !masked {
+                let when = if t.fired_late {
+                    "fired only after run() returned"
+                } else {
+                    "never fired"
+                };
+                problems.push(format!("{what}: {when}"));
+            }
+            continue;
+        }
+        if t.fired != 1 {
+            problems.push(format!("{what}: fired {} times", t.fired));
+        }
+        let outcome = t.outcome.clone().expect("fired");
+        match &t.kind {
+            Kind::Close | Kind::FinalClose => {
+                if let Outcome::Failed {
+                    text, cancelled, ..
+                } = &outcome
+                {
+                    if !(t.cancelled_by_program && *cancelled) {
+                        problems.push(format!("{what}: closing failed: {text}"));
+                    }
+                }
+            }
+            Kind::Run { key, .. } | Kind::Final { key } => {
+                let (op, plan) = match &t.kind {
+                    Kind::Run { op, plan, .. } => (*op, *plan),
+                    _ => (Op::Query, JobPlan::default()),
+                };
+                let is_committed = committed.contains(key);
+                match &outcome {
+                    Outcome::Value(v) => {
+                        if !is_committed {
+                            problems.push(format!(
+                                "{what}: succeeded ({v}) but key {key} is not committed"
+                            ));
+                        }
+                        if *v != expected_value(op, *key) {
+                            problems.push(format!(
+                                "{what}: succeeded with {v}, expected {}",
+                                expected_value(op, *key)
+                            ));
+                        }
+                        if plan.makes_job_fail()
+                            || matches!(op, Op::Interaction(Body::Error | Body::Panic))
+                        {
+                            problems
+                                .push(format!("{what}: succeeded although its plan makes it fail"));
+                        }
+                        if t.refused_expected {
+                            problems.push(format!(
+                                "{what}: succeeded although issued on a closed pool"
+                            ));
+                        }
+                    }
+                    Outcome::Failed {
+                        cancelled,
+                        timed_out,
+                        pool_closed,
+                        text,
+                    } => {
+                        let known_11 = !model.masks.unmasked("11")
+                            && (*cancelled || *timed_out)
+                            && reached.contains(key);
+                        if is_committed && !plan.ambiguous() && !known_11 {
+                            problems.push(format!(
+                                "{what}: failed ({text}) but key {key} is committed"
+                            ));
+                        }
+                        if t.refused_expected && !pool_closed && !cancelled && !timed_out {
+                            problems.push(format!(
+                                "{what}: issued on a closed pool, failed with {text} instead of PoolClosed"
+                            ));
+                        }
+                        let clean = !plan.makes_job_fail()
+                            && matches!(
+                                op,
+                                Op::Query
+                                    | Op::Operation
+                                    | Op::Interaction(Body::Ok | Body::Slow(_))
+                            );
+                        let expect_success = clean
+                            && !t.refused_expected
+                            && !t.cancelled_by_program
+                            && !*cancelled
+                            && !*timed_out
+                            && !has_global
+                            && (prog.reconnect || !severs);
+                        if expect_success {
+                            problems.push(format!(
+                                "{what}: a clean job on an open pool failed: {text}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if model.masks.unmasked("10") {
+        if let Some(w) = model.after_shutdown.borrow().as_ref() {
+            problems.push(format!(
+                "the after/shutdown triggers ran before the pool had closed: {w}"
+            ));
+        }
+    }
+    // Leaks.
+    let faults = model.module.faults();
+    if let Some(pool) = model.pool() {
+        if pool.threadpool().workers() != 0 {
+            problems.push(format!(
+                "{} worker threads alive after run() returned",
+                pool.threadpool().workers()
+            ));
+        }
+        if faults.live() != 0 {
+            problems.push(format!(
+                "{} connections open after run() returned",
+                faults.live()
+            ));
+        }
+    } else {
+        // A dropped pool's workers finish and close their connections on
+        // their own: wait for that (bounded; only a leak reaches the limit).
+        let deadline = Instant::now() + DROPPED_POOL_GRACE;
+        while faults.live() != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if faults.live() != 0 {
+            problems.push(format!(
+                "{} connections of the dropped pool never closed",
+                faults.live()
+            ));
+        }
+    }
+    for c in faults.connections() {
+        if c.close_calls > 1 {
+            problems.push(format!(
+                "connection #{} closed {} times",
+                c.id, c.close_calls
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Runs `prog` on a thread of its own, so a hang fails the case.
+fn run_guarded(prog: &Program, masks: Masks) -> Result<(), String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let p = prog.clone();
+    std::thread::Builder::new()
+        .name("pool-model-case".to_owned())
+        .spawn(move || {
+            let r = std::panic::catch_unwind(|| run_program(&p, masks))
+                .unwrap_or_else(|_| Err("the case panicked (see stderr)".to_owned()));
+            let _ = tx.send(r);
+        })
+        .map_err(|e| e.to_string())?;
+    rx.recv_timeout(HANG).unwrap_or_else(|_| {
+        Err(format!(
+            "hang: run() had not returned after {HANG:?} (the watchdog's stop did not end it)"
+        ))
+    })
+}
+
+fn cases() -> u32 {
+    std::env::var("ADBAPI_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+#[test]
+fn pool_model() {
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        max_shrink_time: 180_000,
+        ..Config::default()
+    });
+    // Timing decides whether a program fails: once one has failed, each
+    // shrinking candidate runs several times, so the search keeps shrinking
+    // instead of stopping at the first candidate that happened to pass.
+    let shrinking = Cell::new(false);
+    let result = runner.run(&program(), |prog| {
+        let tries = if shrinking.get() { SHRINK_TRIES } else { 1 };
+        for _ in 0..tries {
+            if let Err(why) = run_guarded(&prog, Masks::from_env()) {
+                shrinking.set(true);
+                return Err(TestCaseError::fail(why));
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(why, prog)) => {
+            panic!("minimal failing program:\n{prog:#?}\n{why}")
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+// ------------------------------------------------- minimal failing programs
+//
+// The minimal programs the search shrank to, pinned with their masks open.
+// Each is `#[ignore]`d while its defect is open; remove the `ignore` (and
+// the mask) once the fix lands.
+
+fn q() -> Act {
+    Act::Run {
+        op: Op::Query,
+        plan: JobPlan::default(),
+        timeout_ms: None,
+    }
+}
+
+fn now(act: Act) -> Step {
+    Step { at: At::Now, act }
+}
+
+fn assert_program(prog: Program, open: &[&str]) {
+    if let Err(why) = run_guarded(&prog, Masks::default().with(open)) {
+        panic!("program:\n{prog:#?}\n{why}");
+    }
+}
+
+/// NEW defect N1: cancelling the Deferred of `close()` (or `final_close()`)
+/// runs the pool's close continuation at once: it closes every connection
+/// while a job still runs on it, marks the pool closed and drops its
+/// shutdown hold, so `run()` returns before the job's Deferred fires.
+#[test]
+#[ignore = "NEW defect N1: cancelling close()'s Deferred releases the shutdown hold"]
+fn cancelling_close_keeps_the_shutdown_hold() {
+    assert_program(
+        Program {
+            min: 1,
+            max: 1,
+            reconnect: false,
+            global: vec![],
+            steps: vec![now(q()), now(Act::Close), now(Act::Cancel(1))],
+        },
+        &["N1"],
+    );
+}
+
+/// NEW defect N2 (Twisted does the same): a rollback that fails without the
+/// connection being lost leaves the job's transaction open on a connection
+/// the pool keeps. Its write is committed by the next job's commit on that
+/// connection although its Deferred failed, and under SQLite its write lock
+/// blocks every other worker's writes for the busy timeout (here the final
+/// query waits until the watchdog stops the reactor and the pool closes
+/// the connection).
+#[test]
+#[ignore = "NEW defect N2: a failed rollback keeps the transaction open on a pooled connection"]
+fn a_failed_rollback_does_not_keep_the_transaction_open() {
+    assert_program(
+        Program {
+            min: 1,
+            max: 2,
+            reconnect: false,
+            global: vec![],
+            steps: vec![now(Act::Run {
+                op: Op::Interaction(Body::Slow(6)),
+                plan: JobPlan {
+                    rollback: StepFault::Fail,
+                    ..JobPlan::default()
+                },
+                timeout_ms: Some(1),
+            })],
+        },
+        &["N2"],
+    );
+}
+
+fn one_worker(steps: Vec<Step>) -> Program {
+    Program {
+        min: 1,
+        max: 1,
+        reconnect: false,
+        global: vec![],
+        steps,
+    }
+}
+
+/// Known defect 8: a `run_*` refused from `close()`'s callback, in the turn
+/// the program stops the reactor, fires only after `run()` returned.
+#[test]
+#[ignore = "known defect 8: a run_* refused during shutdown never fires"]
+fn a_refused_job_fires_before_run_returns() {
+    assert_program(
+        one_worker(vec![
+            now(Act::Close),
+            Step {
+                at: At::AfterJob(0),
+                act: q(),
+            },
+        ]),
+        &["8"],
+    );
+}
+
+/// Known defect 9: a job in flight when the last pool handle is dropped
+/// fires only after `run()` returned (the dropped pool does not hold
+/// shutdown).
+#[test]
+#[ignore = "known defect 9: a dropped pool does not hold shutdown"]
+fn a_dropped_pool_holds_shutdown() {
+    assert_program(one_worker(vec![now(q()), now(Act::DropPool)]), &["9"]);
+}
+
+/// Known defect 10: the `after`/`shutdown` triggers run while the pool's
+/// worker is still alive.
+#[test]
+#[ignore = "known defect 10: after/shutdown triggers run before the pool has closed"]
+fn after_shutdown_triggers_wait_for_the_pool() {
+    assert_program(one_worker(vec![now(q())]), &["10"]);
+}
+
+/// Known defect 11: a timeout (a cancel) landing while the job commits is
+/// reported as `TimeoutError` although the job committed.
+#[test]
+#[ignore = "known defect 11: a cancel during commit reports CancelledError for a committed job"]
+fn a_cancel_during_commit_reports_the_real_outcome() {
+    assert_program(
+        // The commit stalls 200 ms; the timeout fires 20 ms after issue,
+        // while the job commits (or, on a very slow machine, before it
+        // started, which passes).
+        one_worker(vec![now(Act::Run {
+            op: Op::Interaction(Body::Ok),
+            plan: JobPlan {
+                commit: CommitFault::Slow(200),
+                ..JobPlan::default()
+            },
+            timeout_ms: Some(20),
+        })]),
+        &["11"],
+    );
+}
