@@ -607,12 +607,13 @@ impl ConnectionPool {
         if matches!(*self.inner.close_state.borrow(), CloseState::Open) {
             return None;
         }
-        Some(
-            self.inner
-                .reactor
-                .loop_queue()
-                .resolve_later(Err(Failure::new(self.closed_error()))),
-        )
+        // Held until it fires: a shutdown in progress (its `after` phase, and
+        // `run()`) waits for the refusal too.
+        let reactor = &self.inner.reactor;
+        Some(reactor.loop_queue().resolve_later_holding(
+            Err(Failure::new(self.closed_error())),
+            reactor.hold_shutdown(),
+        ))
     }
 
     /// Runs `interaction` on a worker, in a transaction on that worker's

@@ -228,6 +228,8 @@ pub struct LoopQueue {
     /// Drained messages not yet dispatched.
     current: RefCell<VecDeque<Msg>>,
     pending: Rc<RefCell<Slab<AnyResolver>>>,
+    /// Shutdown holds kept until the pending entry of that key is fired.
+    holds: RefCell<std::collections::HashMap<usize, crate::ShutdownHold>>,
     tasks: Rc<RefCell<Slab<TaskSlot>>>,
 }
 
@@ -250,6 +252,7 @@ impl LoopQueue {
             spare: RefCell::new(Vec::with_capacity(INITIAL_CAPACITY)),
             current: RefCell::new(VecDeque::with_capacity(INITIAL_CAPACITY)),
             pending: Rc::new(RefCell::new(Slab::new())),
+            holds: RefCell::new(std::collections::HashMap::new()),
             tasks: Rc::new(RefCell::new(Slab::new())),
         }
     }
@@ -300,6 +303,21 @@ impl LoopQueue {
     /// as thread results do (for errors detected before any job was queued).
     pub fn resolve_later<T: Send + 'static>(&self, result: Result<T, Failure>) -> Deferred<T> {
         let (d, key) = self.register(|_| Deferred::new());
+        self.handle()
+            .complete(key, result.map(|v| Box::new(v) as Box<dyn Any + Send>));
+        d
+    }
+
+    /// [`resolve_later`](Self::resolve_later), keeping `hold` until the
+    /// Deferred has been fired (whatever its callbacks do, paused or not),
+    /// so a shutdown in progress waits for it.
+    pub fn resolve_later_holding<T: Send + 'static>(
+        &self,
+        result: Result<T, Failure>,
+        hold: crate::ShutdownHold,
+    ) -> Deferred<T> {
+        let (d, key) = self.register(|_| Deferred::new());
+        self.holds.borrow_mut().insert(key, hold);
         self.handle()
             .complete(key, result.map(|v| Box::new(v) as Box<dyn Any + Send>));
         d
@@ -357,11 +375,19 @@ impl LoopQueue {
             }
             Msg::Complete(key, outcome) => {
                 let resolver = self.pending.borrow_mut().try_remove(key);
+                // Taken out before the callbacks run: they may register a new
+                // entry, which can reuse this key.
+                let hold = if self.holds.borrow().is_empty() {
+                    None
+                } else {
+                    self.holds.borrow_mut().remove(&key)
+                };
                 if let Some(r) = resolver {
                     // Already called means it was cancelled while running: the
                     // late result is dropped without error.
                     let _ = r.resolve(outcome.map(|v| v as Box<dyn Any>));
                 }
+                drop(hold);
             }
             Msg::Wake(key) => self.poll_task(key),
         }

@@ -233,6 +233,7 @@ where
 /// jobs, which travel the same queue). Twisted's `ThreadPool.stop()` blocks
 /// the caller instead. With no worker to wait for and no job result in
 /// flight (a pool never started, or a second call) it has fired already.
+/// Cancelling it does nothing: stopping cannot be undone or cut short.
 pub fn stop_thread_pool<R>(reactor: &R, pool: &ThreadPool) -> Deferred<()>
 where
     R: ReactorFromThreads + ?Sized,
@@ -244,7 +245,10 @@ where
         // shutdown fired without a running loop completes in the call.
         return deferred::succeed(());
     }
-    let (d, key) = queue.register(|_| Deferred::new());
+    // Cancelling it cannot stop workers that are finishing their jobs: the
+    // cancel is declined, so the Deferred still means "the pool has stopped"
+    // (a close() continuation must not run while workers still work).
+    let (d, key) = queue.register(|_| Deferred::with_canceller(|r| r.decline_cancel()));
     let handle = queue.handle();
     if threads.is_empty() {
         // After the results already queued (FIFO).

@@ -269,3 +269,33 @@ fn after_shutdown_triggers_run_once_the_pool_has_closed() {
         );
     });
 }
+
+/// Found by the model test: `close()`, a `run_*` from close's callback, and
+/// `stop()` right after `close()`: the refusal fires before the `after`
+/// phase of shutdown, not only before `run()` returns.
+#[test]
+fn refusal_from_close_callback_fires_before_after_triggers() {
+    bounded(|| {
+        let dir = TempDir::new("shutdown-refused-close");
+        let reactor = Reactor::new().unwrap();
+        let pool = file_pool(&reactor, &dir, 1);
+        let log: Log = Rc::default();
+        let l = log.clone();
+        reactor.add_system_event_trigger(Phase::After, "shutdown", move || {
+            l.borrow_mut().push("after".into());
+        });
+        let (p, r, l) = (pool.clone(), reactor.clone(), log.clone());
+        reactor.call_when_running(move || {
+            let p2 = p.clone();
+            let _ = p.close().add_callback(move |()| {
+                let _ = p2.run_query("select 1", ()).add_both(move |res| {
+                    l.borrow_mut().push(outcome(&res));
+                    Ok(())
+                });
+            });
+            r.stop().unwrap();
+        });
+        reactor.run().unwrap();
+        assert_eq!(*log.borrow(), ["PoolClosed", "after"]);
+    });
+}
