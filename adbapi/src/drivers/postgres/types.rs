@@ -222,6 +222,8 @@ pub(crate) fn decode(raw: Option<&[u8]>, ty: &Type, column: &str) -> DbResult<Va
         return Ok(Value::Null);
     };
     Ok(match *ty {
+        // `void_send` writes nothing: there is no value, as psycopg2's None.
+        Type::VOID => Value::Null,
         Type::BOOL => Value::Bool(fixed::<1>(raw, column, ty)?[0] != 0),
         Type::INT2 => Value::Int(i64::from(i16::from_be_bytes(fixed(raw, column, ty)?))),
         Type::INT4 => Value::Int(i64::from(i32::from_be_bytes(fixed(raw, column, ty)?))),
