@@ -276,6 +276,9 @@ impl DbApiModule for PostgresModule {
     }
 }
 
+/// The most parameters a Bind message can carry (a 16-bit count).
+const MAX_PARAMETERS: usize = u16::MAX as usize;
+
 /// Cached prepared statements per connection, at most this many.
 const STATEMENT_CACHE: usize = 256;
 
@@ -520,6 +523,15 @@ impl DriverConnection for PgConnection {
             ));
         }
         let t = paramstyle::translate(sql, params)?;
+        if t.values.len() > MAX_PARAMETERS {
+            return Err(programming(
+                format!(
+                    "the query has {} parameters; PostgreSQL's protocol carries at most {MAX_PARAMETERS}",
+                    t.values.len()
+                ),
+                sql,
+            ));
+        }
         let fresh = !self.in_transaction;
         if fresh {
             self.check_no_cancel_in_flight(sql)?;
@@ -654,7 +666,14 @@ pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
     } else if e.to_string().contains("parameters but") {
         DbError::new(ErrorKind::ProgrammingError, e.to_string())
     } else if e.to_string().starts_with("error serializing") {
-        DbError::new(ErrorKind::DataError, e.to_string())
+        // The crate's message names only the parameter's index; the reason
+        // is its source.
+        let why = std::error::Error::source(&e).map(ToString::to_string);
+        let msg = match why {
+            Some(w) if !e.to_string().contains(&w) => format!("{e}: {w}"),
+            _ => e.to_string(),
+        };
+        DbError::new(ErrorKind::DataError, msg)
     } else {
         DbError::new(ErrorKind::OperationalError, e.to_string())
     };
