@@ -20,6 +20,9 @@ use reactor::Reactor;
 
 use integration_tests::pg::{direct_to, exec, sharing_server, url};
 
+/// A case's name, result, follow-up query rows and the table's contents.
+type CaseOutcome = (String, Result<Vec<Row>, Failure>, Vec<Row>, Vec<Row>);
+
 /// What a case must give.
 enum Expect {
     /// A `DbError` of this kind whose message contains the text.
@@ -253,14 +256,13 @@ fn hostile_input_table() {
     let outcomes = run(&reactor, Duration::from_secs(300), move || {
         // One case after the other, each followed by a follow-up query and
         // the table's contents.
-        let mut chain: Deferred<Vec<(String, Result<Vec<Row>, Failure>, Vec<Row>, Vec<Row>)>> =
-            deferred::succeed(Vec::new());
+        let mut chain: Deferred<Vec<CaseOutcome>> = deferred::succeed(Vec::new());
         for cs in cases {
             let (p2, check) = (p.clone(), check_sql.clone());
             chain = chain.add_callback_deferred(move |mut acc| {
                 let (p3, p4) = (p2.clone(), p2.clone());
                 p2.run_query(&cs.sql, cs.params)
-                    .add_both(move |r| Ok(r))
+                    .add_both(Ok)
                     .add_callback_deferred(move |r| {
                         p3.run_query("SELECT 1", ()).add_callback(move |f| (r, f))
                     })
