@@ -471,8 +471,9 @@ impl PoolCore {
     }
 
     /// Commits after a successful body; otherwise rolls back and returns the
-    /// original failure (or [`ConnectionLost`] around it if the rollback found
-    /// the connection dead). A connection that saw a panic is discarded.
+    /// original failure, or [`ConnectionLost`] around it if the rollback
+    /// failed (the connection is then discarded, with or without
+    /// `cp_reconnect`). A connection that saw a panic is discarded.
     fn finish<T>(
         runner: Option<&PoolCore>,
         conn: &mut Connection,
@@ -491,11 +492,17 @@ impl PoolCore {
             Ok(()) => err,
             Err(rb) => {
                 tracing::error!(failure = %rb, "Rollback failed");
-                if rb.check::<ConnectionLost>().is_some() {
-                    Failure::new(ConnectionLost::from_failure(&err))
-                } else {
-                    err
+                // Its transaction may still be open (and aborted) on the
+                // server, so every later job would fail: the connection is
+                // discarded with or without cp_reconnect, and the next job
+                // on this thread reconnects. (With cp_reconnect the
+                // rollback has already done it; a custom factory's foreign
+                // connection is not this pool's to forget.)
+                let raw = conn.raw().clone();
+                if !raw.is_closed() {
+                    let _ = runner.unwrap_or(conn.pool()).disconnect(Some(&raw));
                 }
+                Failure::new(ConnectionLost::from_failure(&err))
             }
         };
         if err.is_panic() {

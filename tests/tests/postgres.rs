@@ -512,3 +512,294 @@ fn pyformat_and_native_placeholders() {
     assert!(f.check::<ProgrammingError>().is_some());
     c.rollback().unwrap();
 }
+
+/// The `SKIPPED` reason of every test here.
+macro_rules! pg_test {
+    ($(#[$m:meta])* fn $name:ident() $body:block) => {
+        $(#[$m])*
+        #[test]
+        #[cfg_attr(
+            not(pg_available),
+            ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+        )]
+        fn $name() $body
+    };
+}
+
+pg_test! {
+    /// Issue 9, defect 7: a `void` column (`pg_sleep`, `NULL::void`) is
+    /// `Null`, as the driver's type table says, not a `NotSupportedError`.
+    fn void_columns_are_null() {
+        let _server = sharing_server();
+        let c = direct();
+        let mut cur = c.cursor().unwrap();
+        cur.execute("SELECT pg_sleep(0.01)", ()).unwrap();
+        assert_eq!(cur.fetchall().unwrap()[0].values(), &[Value::Null][..]);
+        assert_eq!(cur.description().unwrap()[0].type_code.as_deref(), Some("void"));
+        cur.execute("SELECT NULL::void, ''::void AS v, 1", ()).unwrap();
+        assert_eq!(
+            cur.fetchall().unwrap()[0].values(),
+            &[Value::Null, Value::Null, Value::Int(1)][..]
+        );
+        c.rollback().unwrap();
+        let reactor = Reactor::new().unwrap();
+        let p = pool(&reactor, adbapi::kwargs! { "cp_max" => 1 });
+        let rows = run(&reactor, Duration::from_secs(60), move || {
+            p.run_query("SELECT pg_sleep(0.01)", ())
+        })
+        .unwrap();
+        assert_eq!(rows[0].values(), &[Value::Null][..]);
+    }
+}
+
+pg_test! {
+    /// Issue 9, defect 6: several statements without parameters run, as in
+    /// psycopg2 (one simple Query message); the cursor reports the last one.
+    fn multiple_statements_without_parameters_run() {
+        let _server = sharing_server();
+        let c = direct();
+        let mut cur = c.cursor().unwrap();
+        cur.execute(
+            "CREATE TEMP TABLE m (k text, n int); INSERT INTO m VALUES ('a', 1); INSERT INTO m VALUES ('b', 2), ('c;', 3)",
+            (),
+        )
+        .unwrap();
+        assert_eq!(cur.rowcount(), 2, "the last INSERT's row count");
+        assert!(cur.description().is_none());
+        cur.execute("UPDATE m SET n = n + 1; SELECT k, n FROM m ORDER BY k -- trailing; comment", ())
+            .unwrap();
+        assert_eq!(cur.rowcount(), 3);
+        let desc = cur.description().unwrap();
+        assert_eq!(
+            desc.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            ["k", "n"]
+        );
+        let rows = cur.fetchall().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].values(), &[Value::from("a"), Value::from("2")][..]);
+        assert_eq!(rows[2].values(), &[Value::from("c;"), Value::from("4")][..]);
+        // A `;` inside literals, comments and dollar quotes is not a separator:
+        // these stay on the typed path.
+        cur.execute("SELECT 'x;y', $$;$$, 2 /* ; */ ;", ()).unwrap();
+        assert_eq!(
+            cur.fetchall().unwrap()[0].values(),
+            &[Value::from("x;y"), Value::from(";"), Value::Int(2)][..]
+        );
+        c.rollback().unwrap();
+
+        let reactor = Reactor::new().unwrap();
+        let p = pool(&reactor, adbapi::kwargs! { "cp_max" => 1 });
+        let name = format!("pg_multi_{}", std::process::id());
+        exec(&c, &format!("DROP TABLE IF EXISTS {name}"), ());
+        let drop_table = format!("DROP TABLE {name}");
+        let (p2, n2) = (p.clone(), name.clone());
+        let rows = run(&reactor, Duration::from_secs(60), move || {
+            p.run_operation(
+                &format!("CREATE TABLE {name} (k text); INSERT INTO {name} VALUES ('a')"),
+                (),
+            )
+            .add_callback_deferred(move |()| p2.run_query(&format!("SELECT k FROM {n2}"), ()))
+        })
+        .unwrap();
+        assert_eq!(rows[0].values(), &[Value::from("a")][..]);
+        exec(&c, &drop_table, ());
+    }
+}
+
+pg_test! {
+    /// Issue 9, defect 6: with parameters, several statements are a clear
+    /// `ProgrammingError` (the extended protocol runs one statement), and
+    /// nothing runs.
+    fn multiple_statements_with_parameters_are_a_clear_error() {
+        let _server = sharing_server();
+        let c = direct();
+        let mut cur = c.cursor().unwrap();
+        let e = cur
+            .execute("CREATE TEMP TABLE mp (k text); INSERT INTO mp VALUES (%s)", ("a",))
+            .unwrap_err();
+        assert_eq!(e.kind(), dbapi::ErrorKind::ProgrammingError, "{e}");
+        assert!(e.message().contains("multiple statements"), "{e}");
+        assert!(e.sql().is_some_and(|s| s.contains("CREATE TEMP TABLE mp")));
+        c.rollback().unwrap();
+        assert_eq!(
+            exec(&c, "SELECT to_regclass('pg_temp.mp') IS NULL", ())[0][0],
+            Value::Bool(true)
+        );
+    }
+}
+
+pg_test! {
+    /// Issue 9, defect 5: a transaction left open and aborted on the server
+    /// while the driver thinks none is open (here: `BEGIN` sent by hand in
+    /// autocommit mode) does not wedge the connection: the next statement
+    /// meets 25P02, rolls back and runs again, once.
+    fn stale_aborted_transaction_is_rolled_back_and_retried() {
+        let _server = sharing_server();
+        let c = direct();
+        c.set_autocommit(true).unwrap();
+        let mut cur = c.cursor().unwrap();
+        cur.execute("BEGIN", ()).unwrap();
+        cur.execute("SELECT 1/0", ()).unwrap_err();
+        c.rollback().unwrap(); // psycopg2: nothing to roll back in autocommit
+        cur.execute("SELECT 1", ()).expect("the first statement retries after 25P02");
+        assert_eq!(cur.fetchall().unwrap()[0][0], Value::Int(1));
+        // The same through BEGIN: leave an aborted transaction, then turn
+        // autocommit off so the driver sends BEGIN.
+        cur.execute("BEGIN", ()).unwrap();
+        cur.execute("SELECT 1/0", ()).unwrap_err();
+        c.set_autocommit(false).unwrap();
+        cur.execute("SELECT 2", ()).expect("BEGIN retries after 25P02");
+        assert_eq!(cur.fetchall().unwrap()[0][0], Value::Int(2));
+        c.commit().unwrap();
+        // Inside a transaction the driver began, 25P02 is the caller's error:
+        // no silent retry, which would drop the transaction's earlier work.
+        cur.execute("SELECT 1/0", ()).unwrap_err();
+        let e = cur.execute("SELECT 3", ()).unwrap_err();
+        assert_eq!(e.code(), Some("25P02"), "{e}");
+        c.rollback().unwrap();
+        cur.execute("SELECT 4", ()).unwrap();
+    }
+}
+
+pg_test! {
+    /// Issue 9, defect 5 (pool side): a rollback that fails leaves no wedged
+    /// connection behind, with or without `cp_reconnect`: the failed job
+    /// reports `ConnectionLost` around its own error and the next job on the
+    /// same worker gets a fresh connection.
+    fn failed_rollback_discards_the_connection_without_reconnect() {
+        let _server = sharing_server();
+        let reactor = Reactor::new().unwrap();
+        let p = pool(&reactor, adbapi::kwargs! { "cp_min" => 1, "cp_max" => 1 });
+        let p2 = p.clone();
+        let (old, first, new) = run(&reactor, Duration::from_secs(60), move || {
+            let p3 = p2.clone();
+            pid_of(&p2).add_callback_deferred(move |pid| {
+                let p4 = p3.clone();
+                // The job's statement fails, then the backend dies before the
+                // pool's ROLLBACK, so the rollback fails too.
+                p3.run_interaction(move |t| {
+                    let e = t.execute("SELECT 1/0", ()).unwrap_err();
+                    kill(pid);
+                    Err(Failure::new(e))
+                })
+                .add_both(|r: Result<(), Failure>| Ok(r.unwrap_err()))
+                .add_callback_deferred(move |f| pid_of(&p4).add_callback(move |n| (pid, f, n)))
+            })
+        })
+        .unwrap();
+        assert!(first.check::<ConnectionLost>().is_some(), "{first:?}");
+        let db = first.check::<dbapi::DbError>().expect("the original error is the source");
+        assert_eq!(db.code(), Some("22012"), "{db}");
+        assert_ne!(old, new, "the next job runs on a fresh connection");
+    }
+}
+
+pg_test! {
+    /// Issue 9, defect 4: a cancel affects only the job it was meant for. A
+    /// storm of cancels over short jobs on four workers: every job that was
+    /// not cancelled succeeds (before the fix a cancel request could be
+    /// delivered after its statement ended and cancel the pool's ROLLBACK or
+    /// the next job's statement).
+    fn cancel_storm_hits_only_cancelled_jobs() {
+        let _server = sharing_server();
+        let reactor = Reactor::new().unwrap();
+        let p = pool(&reactor, adbapi::kwargs! { "cp_min" => 4, "cp_max" => 4 });
+        const N: usize = 1500;
+        let (p2, r) = (p.clone(), reactor.clone());
+        let (stats, ok) = run(&reactor, Duration::from_secs(180), move || {
+            storm(&r, &p2, N).add_callback_deferred(move |stats| {
+                // No worker is left failing.
+                let jobs: Vec<Deferred<i64>> = (0..20)
+                    .map(|_| p2.run_query("SELECT 1", ()).add_callback(|r| r[0].get::<i64>(0).unwrap()))
+                    .collect();
+                gather_results(jobs, true).add_callback(move |ok| (stats, ok))
+            })
+        })
+        .unwrap();
+        assert_eq!(stats.fired, N, "every Deferred fired exactly once");
+        assert!(stats.cancelled > 50, "the storm cancelled jobs: {stats:?}");
+        assert!(
+            stats.uncancelled_failures.is_empty(),
+            "{} jobs nobody cancelled failed: {:?}",
+            stats.uncancelled_failures.len(),
+            &stats.uncancelled_failures[..stats.uncancelled_failures.len().min(5)]
+        );
+        assert_eq!(ok, vec![1; 20]);
+    }
+}
+
+#[derive(Debug, Default)]
+struct StormStats {
+    fired: usize,
+    cancelled: usize,
+    uncancelled_failures: Vec<String>,
+}
+
+/// Runs `n` short jobs, at most eight at a time on the pool, and cancels
+/// about a third of them after a short, varying delay (so most cancels reach
+/// a running statement); fires with what happened once every job's Deferred
+/// fired.
+fn storm(r: &Reactor, p: &ConnectionPool, n: usize) -> Deferred<StormStats> {
+    struct St {
+        stats: StormStats,
+        n: usize,
+        next: usize,
+        seed: u64,
+        done: Option<deferred::Resolver<()>>,
+    }
+    fn submit(st: &Rc<RefCell<St>>, r: &Reactor, p: &ConnectionPool) {
+        let (i, roll) = {
+            let mut s = st.borrow_mut();
+            s.seed = s
+                .seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            s.next += 1;
+            (s.next - 1, (s.seed >> 33) % 300)
+        };
+        let cancel = roll < 100;
+        let sql = match i % 3 {
+            0 => "SELECT 1 FROM pg_sleep(0.001)",
+            1 => "SELECT count(*) FROM generate_series(1, 3000)",
+            _ => "SELECT 1",
+        };
+        let (st2, r2, p2) = (st.clone(), r.clone(), p.clone());
+        let d = p.run_query(sql, ()).add_both(move |out| {
+            let (more, finished) = {
+                let mut s = st2.borrow_mut();
+                s.stats.fired += 1;
+                match out {
+                    Err(f) if f.check::<CancelledError>().is_some() => s.stats.cancelled += 1,
+                    Err(f) if !cancel => s.stats.uncancelled_failures.push(f.to_string()),
+                    _ => {}
+                }
+                (s.next < s.n, s.stats.fired == s.n)
+            };
+            if more {
+                submit(&st2, &r2, &p2);
+            }
+            if finished {
+                let done = st2.borrow_mut().done.take();
+                if let Some(d) = done {
+                    let _ = d.callback(());
+                }
+            }
+            Ok(())
+        });
+        if cancel {
+            r.call_later(Duration::from_micros(roll * 20), move || d.cancel());
+        }
+    }
+    let (all, resolver) = Deferred::<()>::new();
+    let st = Rc::new(RefCell::new(St {
+        stats: StormStats::default(),
+        n,
+        next: 0,
+        seed: 0x9e37_79b9_7f4a_7c15,
+        done: Some(resolver),
+    }));
+    for _ in 0..8.min(n) {
+        submit(&st, r, p);
+    }
+    all.add_callback(move |()| std::mem::take(&mut st.borrow_mut().stats))
+}

@@ -32,6 +32,60 @@
 //! [`DbConnection::set_autocommit`](crate::dbapi::DbConnection::set_autocommit)
 //! (psycopg2's `autocommit = True`) no transaction is begun.
 //!
+//! # Several statements in one query
+//! As psycopg2, which sends every query as one simple `Query` message: SQL
+//! holding several statements (separated by `;` outside literals, comments
+//! and dollar quotes) and no parameters runs through the simple query
+//! protocol; `rowcount`, `description` and the rows are the last
+//! statement's, as libpq's `PQexec` reports them. Difference: those rows come
+//! back as PostgreSQL's text (`Value::Text`, `NULL` as `Null`) and
+//! `description`'s `type_code` is `None`, because the simple protocol does
+//! not give column types; a single statement stays on the typed, prepared
+//! path. With parameters, several statements are a `ProgrammingError` (a
+//! prepared statement holds one). SQL holding no statement is psycopg2's
+//! `ProgrammingError: can't execute an empty query`, and a NUL character in
+//! the SQL a `ProgrammingError` before anything is sent.
+//!
+//! # Cancelling a statement
+//! [`StatementCanceller::cancel`] sends PostgreSQL's `CancelRequest` on a new
+//! connection. The server answers nothing: the postmaster's child for that
+//! connection signals the backend (`SIGINT`, in PostgreSQL 15 through
+//! `signal_child`, which signals the backend and then its process group) and
+//! closes the socket. The `postgres` crate returns as soon as the request is
+//! written, without waiting for the server to close that socket (libpq's
+//! `PQcancel` waits for it precisely so that "we might issue another
+//! command only to find that our cancel zaps that command instead"). So the
+//! signal can reach the backend after the statement it was meant for has
+//! ended, and cancel whatever runs then: the pool's `ROLLBACK` (leaving an
+//! aborted transaction open) or the next job's statement. A backend that is
+//! idle, reading the next command, ignores a cancel (`ProcessInterrupts`
+//! drops it while `DoingCommandRead`), so the danger is a signal arriving
+//! after the next command was read; and even a statement that failed with
+//! 57014 does not prove that the second signal of the pair is not still on
+//! its way.
+//!
+//! The driver therefore never starts another transaction on a connection a
+//! cancel request was sent on: once a request was sent, `rollback` (the
+//! pool always rolls back a cancelled job) and the first statement of a new
+//! transaction close the session instead (the server rolls back what was
+//! open) and fail with an `OperationalError` marked as a lost connection;
+//! the pool then discards the connection and the worker's next job connects
+//! afresh. One cancelled job costs one reconnect, and a cancel can only ever
+//! interrupt the job it was sent for. (The pool sends at most one request per
+//! job, and only before the job's own work is over.)
+//!
+//! # Failed COMMIT and ROLLBACK
+//! The driver's idea of "in a transaction" is cleared only when `COMMIT` or
+//! `ROLLBACK` succeeded. A failed `COMMIT` is followed by a `ROLLBACK` (the
+//! transaction may still be open and aborted); a failed `ROLLBACK` closes
+//! the session, as above, so no connection is left whose every later
+//! statement fails with 25P02. If a transaction nonetheless is found open
+//! and aborted where the driver begins one (25P02 at `BEGIN`, or at the
+//! first statement in autocommit mode, e.g. after a hand-written `BEGIN`),
+//! the driver rolls it back and tries once more. Inside a transaction it
+//! began, 25P02 is the caller's (a retry would silently drop the
+//! transaction's earlier statements).
+//!
 //! # Errors
 //! Server errors map to PEP 249 kinds by SQLSTATE class, as psycopg2 maps
 //! them: `23` → `IntegrityError`; `42`, `21`, `44`, `3D`, `3F`, `26`, `2F`
@@ -47,11 +101,12 @@ pub mod types;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::config::SslMode;
-use postgres::{CancelToken, Client, Config, NoTls, Statement};
+use postgres::{CancelToken, Client, Config, NoTls, SimpleQueryMessage, Statement};
 
 use crate::dbapi::{
     Column, ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind, ExecResult,
@@ -213,16 +268,24 @@ impl DbApiModule for PostgresModule {
             in_transaction: false,
             autocommit: false,
             statements: HashMap::new(),
-            canceller: Arc::new(PgCanceller { token }),
+            canceller: Arc::new(PgCanceller {
+                token,
+                sent: AtomicBool::new(false),
+            }),
         }))
     }
 }
+
+/// The most parameters a Bind message can carry (a 16-bit count).
+const MAX_PARAMETERS: usize = u16::MAX as usize;
 
 /// Cached prepared statements per connection, at most this many.
 const STATEMENT_CACHE: usize = 256;
 
 struct PgConnection {
+    /// `None` once closed or discarded.
     client: Option<Client>,
+    /// Cleared only when `COMMIT` or `ROLLBACK` succeeded.
     in_transaction: bool,
     autocommit: bool,
     statements: HashMap<String, Statement>,
@@ -231,6 +294,10 @@ struct PgConnection {
 
 struct PgCanceller {
     token: CancelToken,
+    /// A cancel request was sent: the backend may still be signalled at any
+    /// time, so the connection must not start another transaction (see the
+    /// module docs).
+    sent: AtomicBool,
 }
 
 impl fmt::Debug for PgCanceller {
@@ -241,6 +308,9 @@ impl fmt::Debug for PgCanceller {
 
 impl StatementCanceller for PgCanceller {
     fn cancel(&self) -> DbResult<()> {
+        // Set before the request leaves; a request that fails may still have
+        // reached the server, so it counts too.
+        self.sent.store(true, Ordering::SeqCst);
         self.token
             .cancel_query(NoTls)
             .map_err(|e| map_error(e, None))
@@ -251,6 +321,10 @@ fn closed() -> DbError {
     DbError::new(ErrorKind::InterfaceError, "connection already closed").with_connection_lost(true)
 }
 
+fn programming(msg: impl Into<String>, sql: &str) -> DbError {
+    DbError::new(ErrorKind::ProgrammingError, msg).with_sql(sql)
+}
+
 impl PgConnection {
     fn client(&mut self) -> DbResult<&mut Client> {
         match self.client.as_mut() {
@@ -259,14 +333,44 @@ impl PgConnection {
         }
     }
 
+    fn cancel_in_flight(&self) -> bool {
+        self.canceller.sent.load(Ordering::SeqCst)
+    }
+
+    /// Closes the session for good: the server rolls back whatever was open.
+    /// Later calls fail with a lost-connection error, so the pool replaces it.
+    fn discard(&mut self, why: &str) {
+        tracing::warn!(why, "postgres connection discarded");
+        self.statements.clear();
+        self.in_transaction = false;
+        if let Some(c) = self.client.take() {
+            if !c.is_closed() {
+                // Terminate is best effort: the session is dropped either way.
+                let _ = c.close();
+            }
+        }
+    }
+
+    /// Discards the connection if a cancel request may still reach it.
+    fn check_no_cancel_in_flight(&mut self, sql: &str) -> DbResult<()> {
+        if !self.cancel_in_flight() {
+            return Ok(());
+        }
+        let why = "a cancel request was sent on this connection and the server may still deliver it to a \
+                   later statement, so the connection was closed (the server rolled back what was open); \
+                   reconnect";
+        self.discard(why);
+        Err(DbError::new(ErrorKind::OperationalError, why)
+            .with_sql(sql)
+            .with_connection_lost(true))
+    }
+
     fn statement(&mut self, sql: &str) -> DbResult<Statement> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let stmt = self
-            .client()?
-            .prepare(sql)
-            .map_err(|e| map_error(e, Some(sql)))?;
+        let res = self.client()?.prepare(sql);
+        let stmt = res.map_err(|e| map_error(e, Some(sql)))?;
         if self.statements.len() >= STATEMENT_CACHE {
             self.statements.clear();
         }
@@ -274,31 +378,30 @@ impl PgConnection {
         Ok(stmt)
     }
 
+    fn simple(&mut self, sql: &str) -> DbResult<()> {
+        let res = self.client()?.batch_execute(sql);
+        res.map_err(|e| map_error(e, Some(sql)))
+    }
+
     fn begin(&mut self) -> DbResult<()> {
-        if !self.in_transaction && !self.autocommit {
-            self.client()?
-                .batch_execute("BEGIN")
-                .map_err(|e| map_error(e, Some("BEGIN")))?;
-            self.in_transaction = true;
+        if self.in_transaction || self.autocommit {
+            return Ok(());
         }
+        match self.simple("BEGIN") {
+            // The server still holds an aborted transaction the driver
+            // thought was over: end it and begin again, once.
+            Err(e) if e.code() == Some("25P02") => {
+                tracing::warn!("BEGIN met an aborted transaction (25P02): rolling it back");
+                self.simple("ROLLBACK")?;
+                self.simple("BEGIN")?;
+            }
+            other => other?,
+        }
+        self.in_transaction = true;
         Ok(())
     }
 
-    fn end(&mut self, sql: &'static str) -> DbResult<()> {
-        if !self.in_transaction {
-            return Ok(());
-        }
-        // Whatever happens, the transaction is over (a failed COMMIT rolls back).
-        self.in_transaction = false;
-        self.client()?
-            .batch_execute(sql)
-            .map_err(|e| map_error(e, Some(sql)))
-    }
-}
-
-impl DriverConnection for PgConnection {
-    fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
-        let t = paramstyle::translate(sql, params)?;
+    fn run(&mut self, sql: &str, t: &paramstyle::Translated<'_>) -> DbResult<ExecResult> {
         self.begin()?;
         let stmt = self.statement(&t.sql)?;
         for c in stmt.columns() {
@@ -311,11 +414,9 @@ impl DriverConnection for PgConnection {
             .iter()
             .map(|p| p as &(dyn postgres::types::ToSql + Sync))
             .collect();
-        let client = self.client()?;
         if stmt.columns().is_empty() {
-            let n = client
-                .execute(&stmt, &refs)
-                .map_err(|e| map_error(e, Some(sql)))?;
+            let res = self.client()?.execute(&stmt, &refs);
+            let n = res.map_err(|e| map_error(e, Some(sql)))?;
             return Ok(ExecResult {
                 description: None,
                 rows: Vec::new(),
@@ -323,9 +424,8 @@ impl DriverConnection for PgConnection {
                 lastrowid: None,
             });
         }
-        let rows = client
-            .query(&stmt, &refs)
-            .map_err(|e| map_error(e, Some(sql)))?;
+        let res = self.client()?.query(&stmt, &refs);
+        let rows = res.map_err(|e| map_error(e, Some(sql)))?;
         let columns = stmt.columns();
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -352,12 +452,150 @@ impl DriverConnection for PgConnection {
         })
     }
 
+    /// Several statements in one simple Query message, as psycopg2 sends
+    /// every query; the result is the last statement's, with values as text.
+    fn run_many(&mut self, sql: &str) -> DbResult<ExecResult> {
+        self.begin()?;
+        let res = self.client()?.simple_query(sql);
+        let messages = res.map_err(|e| map_error(e, Some(sql)))?;
+        let mut last = ExecResult {
+            description: None,
+            rows: Vec::new(),
+            rowcount: -1,
+            lastrowid: None,
+        };
+        let mut description = None;
+        let mut rows = Vec::new();
+        for m in messages {
+            match m {
+                SimpleQueryMessage::RowDescription(cols) => {
+                    description = Some(
+                        cols.iter()
+                            .map(|c| Column {
+                                name: c.name().to_owned(),
+                                type_code: None,
+                            })
+                            .collect(),
+                    );
+                }
+                SimpleQueryMessage::Row(r) => rows.push(Row::new(
+                    (0..r.len())
+                        .map(|i| r.get(i).map_or(Value::Null, |s| Value::Text(s.to_owned())))
+                        .collect(),
+                )),
+                SimpleQueryMessage::CommandComplete(n) => {
+                    last = ExecResult {
+                        description: description.take(),
+                        rows: std::mem::take(&mut rows),
+                        rowcount: i64::try_from(n).unwrap_or(i64::MAX),
+                        lastrowid: None,
+                    };
+                }
+                _ => {}
+            }
+        }
+        Ok(last)
+    }
+}
+
+impl DriverConnection for PgConnection {
+    fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        if sql.contains('\0') {
+            return Err(programming(
+                "the query contains a NUL character (0x00), which PostgreSQL does not accept in SQL text",
+                sql,
+            ));
+        }
+        let statements = paramstyle::statement_count(sql);
+        if statements == 0 {
+            return Err(programming(
+                "can't execute an empty query (the SQL holds no statement, only whitespace, comments or ';')",
+                sql,
+            ));
+        }
+        if statements > 1 && !matches!(params, Params::None) {
+            return Err(programming(
+                format!(
+                    "the query holds multiple statements ({statements}), which cannot take parameters \
+                     (PostgreSQL prepares one statement at a time): execute them one by one, or pass no parameters"
+                ),
+                sql,
+            ));
+        }
+        let t = paramstyle::translate(sql, params)?;
+        if t.values.len() > MAX_PARAMETERS {
+            return Err(programming(
+                format!(
+                    "the query has {} parameters; PostgreSQL's protocol carries at most {MAX_PARAMETERS}",
+                    t.values.len()
+                ),
+                sql,
+            ));
+        }
+        let fresh = !self.in_transaction;
+        if fresh {
+            self.check_no_cancel_in_flight(sql)?;
+        }
+        let run = |c: &mut Self| {
+            if statements > 1 {
+                c.run_many(sql)
+            } else {
+                c.run(sql, &t)
+            }
+        };
+        match run(self) {
+            // First statement outside a driver-begun transaction (autocommit)
+            // met an aborted transaction left on the server: end it, run
+            // again, once. Inside a transaction the driver began, 25P02 is
+            // the caller's to handle (a retry would drop earlier work).
+            Err(e) if fresh && self.autocommit && e.code() == Some("25P02") => {
+                tracing::warn!("a statement met an aborted transaction (25P02): rolling it back");
+                self.simple("ROLLBACK")?;
+                run(self)
+            }
+            other => other,
+        }
+    }
+
     fn commit(&mut self) -> DbResult<()> {
-        self.end("COMMIT")
+        if !self.in_transaction {
+            return Ok(());
+        }
+        match self.simple("COMMIT") {
+            Ok(()) => {
+                self.in_transaction = false;
+                Ok(())
+            }
+            Err(e) => {
+                // The transaction may still be open and aborted (a COMMIT
+                // cancelled before it ran): end it now, or drop the session.
+                if self.simple("ROLLBACK").is_ok() {
+                    self.in_transaction = false;
+                } else {
+                    self.discard("COMMIT and the ROLLBACK after it failed");
+                }
+                Err(e)
+            }
+        }
     }
 
     fn rollback(&mut self) -> DbResult<()> {
-        self.end("ROLLBACK")
+        self.check_no_cancel_in_flight("ROLLBACK")?;
+        if !self.in_transaction {
+            return Ok(());
+        }
+        match self.simple("ROLLBACK") {
+            Ok(()) => {
+                self.in_transaction = false;
+                Ok(())
+            }
+            Err(e) => {
+                // The server may still hold the transaction, aborted: every
+                // later statement would fail with 25P02. Drop the session.
+                self.discard("ROLLBACK failed");
+                Err(e.with_connection_lost(true))
+            }
+        }
     }
 
     fn close(&mut self) -> DbResult<()> {
@@ -428,7 +666,14 @@ pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
     } else if e.to_string().contains("parameters but") {
         DbError::new(ErrorKind::ProgrammingError, e.to_string())
     } else if e.to_string().starts_with("error serializing") {
-        DbError::new(ErrorKind::DataError, e.to_string())
+        // The crate's message names only the parameter's index; the reason
+        // is its source.
+        let why = std::error::Error::source(&e).map(ToString::to_string);
+        let msg = match why {
+            Some(w) if !e.to_string().contains(&w) => format!("{e}: {w}"),
+            _ => e.to_string(),
+        };
+        DbError::new(ErrorKind::DataError, msg)
     } else {
         DbError::new(ErrorKind::OperationalError, e.to_string())
     };

@@ -250,6 +250,101 @@ fn is_ident(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 
+/// How many statements `sql` holds: pieces between top-level `;` that have
+/// anything but whitespace and comments in them. A `;` inside a string
+/// literal, a quoted identifier, a comment or a dollar-quoted string does not
+/// separate statements (the same lexing as [`translate`]).
+pub(crate) fn statement_count(sql: &str) -> usize {
+    let b = sql.as_bytes();
+    let (mut count, mut content) = (0, false);
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\'' => {
+                let escapes = i > 0
+                    && (b[i - 1] == b'E' || b[i - 1] == b'e')
+                    && (i < 2 || !is_ident(b[i - 2]));
+                content = true;
+                i += 1;
+                while i < b.len() {
+                    if escapes && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if b[i] == b'\'' {
+                        if b.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'"' => {
+                content = true;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 1;
+                i += 2;
+                while i < b.len() && depth > 0 {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'$' => {
+                content = true;
+                let start = i;
+                let mut j = i + 1;
+                while j < b.len() && is_ident(b[j]) && !b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if (i == 0 || !is_ident(b[i - 1])) && b.get(j) == Some(&b'$') {
+                    let tag = &sql[start..=j];
+                    match sql[j + 1..].find(tag) {
+                        Some(end) => i = j + 1 + end + tag.len(),
+                        None => i = b.len(),
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            b';' => {
+                if content {
+                    count += 1;
+                }
+                content = false;
+                i += 1;
+            }
+            c => {
+                if !c.is_ascii_whitespace() {
+                    content = true;
+                }
+                i += 1;
+            }
+        }
+    }
+    count + usize::from(content)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +424,25 @@ mod tests {
         let p = pos(1);
         let t = translate(r"SELECT E'it\'s %s' , %s", &p).unwrap();
         assert_eq!(t.sql, r"SELECT E'it\'s %s' , $1");
+    }
+
+    #[test]
+    fn statements_are_counted_outside_literals_and_comments() {
+        use super::statement_count as n;
+        assert_eq!(n(""), 0);
+        assert_eq!(n("  \n\t"), 0);
+        assert_eq!(n("-- only a comment"), 0);
+        assert_eq!(n("/* a /* nested */ comment */ ;;"), 0);
+        assert_eq!(n("SELECT 1"), 1);
+        assert_eq!(n("SELECT 1;"), 1);
+        assert_eq!(n("SELECT 1; -- done"), 1);
+        assert_eq!(n("SELECT ';', \";\", $$;$$, $t$ ; $t$ /* ; */"), 1);
+        assert_eq!(n("SELECT E'\\';', 1"), 1);
+        assert_eq!(n("SELECT 1; SELECT 2"), 2);
+        assert_eq!(
+            n("CREATE TABLE m (k text); INSERT INTO m VALUES ('a;b');"),
+            2
+        );
+        assert_eq!(n("SELECT $1; SELECT 2"), 2);
     }
 }

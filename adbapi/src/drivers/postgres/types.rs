@@ -8,6 +8,8 @@
 //! with the type's own input function, as it parses psycopg2's literals. So
 //! `Value::Text("2024-05-01")` binds to a `date` column and
 //! `Value::Text("12.50")` to a `numeric` one. `NULL` binds to anything.
+//! `Bytes` binds only to `bytea` (anything else is a `DataError`, never
+//! the bytes' hex text stored as a value).
 //!
 //! # Results
 //!
@@ -101,6 +103,15 @@ impl ToSql for Param<'_> {
             Value::Int(i) => out.put_slice(i.to_string().as_bytes()),
             Value::Float(x) => out.put_slice(float_text(*x).as_bytes()),
             Value::Text(s) => out.put_slice(s.as_bytes()),
+            Value::Bytes(_) if *ty != Type::BYTEA => {
+                // Sending the hex text would store "\\x..." as the value, and
+                // bytes are not text: psycopg2 sends them as bytea.
+                return Err(format!(
+                    "a bytes value can only be bound to a bytea parameter, not {ty} \
+                     (cast the placeholder if the server cannot infer it: %s::bytea)"
+                )
+                .into());
+            }
             Value::Bytes(b) => {
                 let mut s = String::with_capacity(2 + 2 * b.len());
                 s.push_str("\\x");
@@ -222,6 +233,8 @@ pub(crate) fn decode(raw: Option<&[u8]>, ty: &Type, column: &str) -> DbResult<Va
         return Ok(Value::Null);
     };
     Ok(match *ty {
+        // `void_send` writes nothing: there is no value, as psycopg2's None.
+        Type::VOID => Value::Null,
         Type::BOOL => Value::Bool(fixed::<1>(raw, column, ty)?[0] != 0),
         Type::INT2 => Value::Int(i64::from(i16::from_be_bytes(fixed(raw, column, ty)?))),
         Type::INT4 => Value::Int(i64::from(i32::from_be_bytes(fixed(raw, column, ty)?))),
