@@ -255,13 +255,9 @@ fn commit_fault() -> impl Strategy<Value = CommitFault> {
 }
 
 fn rollback_fault() -> impl Strategy<Value = StepFault> {
-    // New defect N2: a rollback that fails without losing the connection
-    // leaves the job's transaction open on a connection the pool keeps.
-    if Masks::from_env().unmasked("N2") {
-        step_fault().boxed()
-    } else {
-        prop_oneof![12 => Just(StepFault::None), 1 => Just(StepFault::Sever)].boxed()
-    }
+    // A rollback that fails without losing the connection used to leave the
+    // job's transaction open on a connection the pool kept (found here as N2).
+    step_fault()
 }
 
 fn plan() -> impl Strategy<Value = JobPlan> {
@@ -406,8 +402,6 @@ struct Tracked {
     cancelled_by_program: bool,
     /// The pool was not running (closed or closing) when it was issued.
     refused_expected: bool,
-    /// `reactor.stop()` had been called when it was issued.
-    after_stop: bool,
     /// The program had dropped its pool handle when it fired (or never).
     pool_dropped_before: bool,
 }
@@ -511,7 +505,6 @@ fn push_tracked(model: &Model, step: Option<usize>, kind: Kind, refused_expected
         outcome: None,
         cancelled_by_program: false,
         refused_expected,
-        after_stop: model.stopped.get(),
         pool_dropped_before: false,
     });
     tracked.len() - 1
@@ -610,14 +603,6 @@ fn exec_act(model: &Rc<Model>, idx: usize, act: &Act) {
                 return;
             }
             let target = n % len;
-            let closing = matches!(
-                model.tracked.borrow()[target].kind,
-                Kind::Close | Kind::FinalClose
-            );
-            if closing && !model.masks.unmasked("N1") {
-                model.note(format!("cancel #{target}: masked (new defect N1)"));
-                return;
-            }
             let handle = {
                 let mut tracked = model.tracked.borrow_mut();
                 tracked[target].cancelled_by_program = true;
@@ -846,22 +831,17 @@ fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>>
         ));
     }
     let committed = committed_keys(db);
-    let reached = model.module.commits_reached();
     let severs = prog.severs();
     let has_global = !prog.global.is_empty();
     for (i, t) in model.tracked.borrow().iter().enumerate() {
         let what = format!("#{i} {t:?}");
         if t.fired == 0 || t.fired_late {
-            let masked = (!model.masks.unmasked("8") && (t.after_stop || t.refused_expected))
-                || (!model.masks.unmasked("9") && model.dropped.get());
-            if !masked {
-                let when = if t.fired_late {
-                    "fired only after run() returned"
-                } else {
-                    "never fired"
-                };
-                problems.push(format!("{what}: {when}"));
-            }
+            let when = if t.fired_late {
+                "fired only after run() returned"
+            } else {
+                "never fired"
+            };
+            problems.push(format!("{what}: {when}"));
             continue;
         }
         if t.fired != 1 {
@@ -916,10 +896,7 @@ fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>>
                         pool_closed,
                         text,
                     } => {
-                        let known_11 = !model.masks.unmasked("11")
-                            && (*cancelled || *timed_out)
-                            && reached.contains(key);
-                        if is_committed && !plan.ambiguous() && !known_11 {
+                        if is_committed && !plan.ambiguous() {
                             problems.push(format!(
                                 "{what}: failed ({text}) but key {key} is committed"
                             ));
@@ -953,12 +930,10 @@ fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>>
             }
         }
     }
-    if model.masks.unmasked("10") {
-        if let Some(w) = model.after_shutdown.borrow().as_ref() {
-            problems.push(format!(
-                "the after/shutdown triggers ran before the pool had closed: {w}"
-            ));
-        }
+    if let Some(w) = model.after_shutdown.borrow().as_ref() {
+        problems.push(format!(
+            "the after/shutdown triggers ran before the pool had closed: {w}"
+        ));
     }
     // Leaks.
     let faults = model.module.faults();
@@ -1090,7 +1065,6 @@ fn assert_program(prog: Program, open: &[&str]) {
 /// while a job still runs on it, marks the pool closed and drops its
 /// shutdown hold, so `run()` returns before the job's Deferred fires.
 #[test]
-#[ignore = "NEW defect N1: cancelling close()'s Deferred releases the shutdown hold"]
 fn cancelling_close_keeps_the_shutdown_hold() {
     assert_program(
         Program {
@@ -1112,7 +1086,6 @@ fn cancelling_close_keeps_the_shutdown_hold() {
 /// query waits until the watchdog stops the reactor and the pool closes
 /// the connection).
 #[test]
-#[ignore = "NEW defect N2: a failed rollback keeps the transaction open on a pooled connection"]
 fn a_failed_rollback_does_not_keep_the_transaction_open() {
     assert_program(
         Program {
@@ -1146,7 +1119,6 @@ fn one_worker(steps: Vec<Step>) -> Program {
 /// Known defect 8: a `run_*` refused from `close()`'s callback, in the turn
 /// the program stops the reactor, fires only after `run()` returned.
 #[test]
-#[ignore = "known defect 8: a run_* refused during shutdown never fires"]
 fn a_refused_job_fires_before_run_returns() {
     assert_program(
         one_worker(vec![
@@ -1164,7 +1136,6 @@ fn a_refused_job_fires_before_run_returns() {
 /// fires only after `run()` returned (the dropped pool does not hold
 /// shutdown).
 #[test]
-#[ignore = "known defect 9: a dropped pool does not hold shutdown"]
 fn a_dropped_pool_holds_shutdown() {
     assert_program(one_worker(vec![now(q()), now(Act::DropPool)]), &["9"]);
 }
@@ -1172,7 +1143,6 @@ fn a_dropped_pool_holds_shutdown() {
 /// Known defect 10: the `after`/`shutdown` triggers run while the pool's
 /// worker is still alive.
 #[test]
-#[ignore = "known defect 10: after/shutdown triggers run before the pool has closed"]
 fn after_shutdown_triggers_wait_for_the_pool() {
     assert_program(one_worker(vec![now(q())]), &["10"]);
 }
@@ -1180,7 +1150,6 @@ fn after_shutdown_triggers_wait_for_the_pool() {
 /// Known defect 11: a timeout (a cancel) landing while the job commits is
 /// reported as `TimeoutError` although the job committed.
 #[test]
-#[ignore = "known defect 11: a cancel during commit reports CancelledError for a committed job"]
 fn a_cancel_during_commit_reports_the_real_outcome() {
     assert_program(
         // The commit stalls 200 ms; the timeout fires 20 ms after issue,
