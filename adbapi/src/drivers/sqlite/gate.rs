@@ -18,6 +18,11 @@
 //!   through the owner, thread exit): a [`Writer`] releases on drop;
 //! - waiters are served in arrival order, and a waiter whose statement is
 //!   cancelled leaves the queue;
+//! - a statement that meets `SQLITE_BUSY` before it has written, outside a
+//!   transaction (preparing it reads the schema; a read needs a shared lock
+//!   while another connection commits in rollback-journal mode), is run once
+//!   more in the process's turn, when no connection of this process holds a
+//!   lock;
 //! - a connection never waits for a gate held by another connection on the
 //!   same thread (it could never be released): it fails at once with
 //!   `OperationalError: database is locked`, the error SQLite itself would

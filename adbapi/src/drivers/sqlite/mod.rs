@@ -49,7 +49,11 @@
 //! write, first come first served (the `gate` module): a connection waits for its
 //! turn before the first write of a transaction, and gives it back as soon as
 //! the transaction ends. So writers of one pool never fail each other with
-//! "database is locked"; the `timeout` only applies to other processes.
+//! "database is locked"; the `timeout` only applies to other processes. A
+//! second connection to the same file on a thread whose first connection
+//! has an open write transaction (opened inside an interaction, say) cannot
+//! wait for it: its write fails at once with `OperationalError: database is
+//! locked`, which SQLite would have said after the timeout.
 //!
 //! # Statements
 //! SQL containing a NUL character is a `ProgrammingError` ("the query
@@ -62,7 +66,7 @@
 //!
 //! # Parameters and values
 //! `paramstyle` is `qmark` (`?`); named placeholders (`:name`, `@name`,
-//! `$name`) take [`Params::Named`](crate::dbapi::Params::Named). Values are
+//! `$name`) take [`Params::Named`]. Values are
 //! always bound (a NUL inside a bound text is stored exactly). The errors for
 //! a wrong number of bindings or a missing name have Python's wording. Text
 //! that is not valid UTF-8 (e.g. `CAST(x'ff' AS TEXT)`) is an
