@@ -76,7 +76,8 @@ impl fmt::Display for ErrorKind {
 pub struct ErrorDetails {
     /// The message (the driver's, or ours).
     pub message: String,
-    /// The SQL being executed, if any.
+    /// The SQL being executed, if any, as [`DbError::with_sql`] quotes it:
+    /// at most its first 300 characters.
     pub sql: Option<String>,
     /// The driver's error code (SQLSTATE for PostgreSQL, the extended result
     /// code for SQLite).
@@ -103,9 +104,35 @@ impl fmt::Display for ErrorDetails {
             write!(f, " [code {code}]")?;
         }
         if let Some(sql) = &self.sql {
-            write!(f, " [SQL: {sql}]")?;
+            // `with_sql` has shortened it already; SQL put in the public
+            // field directly is shortened here, so a multi-megabyte
+            // statement never reaches a log line whole.
+            let slack = SQL_QUOTE_CHARS + 40;
+            if sql.char_indices().nth(slack).is_some() {
+                write!(f, " [SQL: {}]", quote_sql(sql))?;
+            } else {
+                write!(f, " [SQL: {sql}]")?;
+            }
         }
         Ok(())
+    }
+}
+
+/// How many characters of a statement an error quotes; the rest is counted,
+/// not kept: `SELECT ... (12345 more characters)`. CPython's exceptions carry
+/// no SQL at all; SQLAlchemy's `[SQL: ...]` is the model, with its length
+/// limit.
+pub(crate) const SQL_QUOTE_CHARS: usize = 300;
+
+/// The first [`SQL_QUOTE_CHARS`] characters of `sql`, followed by
+/// `... (N more characters)` if there are more.
+fn quote_sql(sql: &str) -> String {
+    match sql.char_indices().nth(SQL_QUOTE_CHARS) {
+        None => sql.to_owned(),
+        Some((cut, _)) => {
+            let more = sql[cut..].chars().count();
+            format!("{}... ({more} more characters)", &sql[..cut])
+        }
     }
 }
 
@@ -301,7 +328,8 @@ impl DbError {
         &self.details().message
     }
 
-    /// The SQL that failed, if known.
+    /// The SQL that failed, if known, shortened as
+    /// [`with_sql`](Self::with_sql) shortens it.
     pub fn sql(&self) -> Option<&str> {
         self.details().sql.as_deref()
     }
@@ -316,11 +344,14 @@ impl DbError {
         self.details().connection_lost
     }
 
-    /// Records the SQL that failed (kept if already set).
+    /// Records the SQL that failed (kept if already set): its first 300
+    /// characters, then `... (N more characters)` if it
+    /// is longer. An error never holds a copy of a huge statement, and its
+    /// `Display` quotes it short.
     pub fn with_sql(mut self, sql: &str) -> Self {
         let d = self.details_mut();
         if d.sql.is_none() {
-            d.sql = Some(sql.to_owned());
+            d.sql = Some(quote_sql(sql));
         }
         self
     }
@@ -380,3 +411,42 @@ impl StdError for DbError {
 
 /// The result type of DB-API operations.
 pub type DbResult<T> = Result<T, DbError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_is_quoted_short() {
+        let e = DbError::new(ErrorKind::ProgrammingError, "bad").with_sql("SELECT 1");
+        assert_eq!(e.sql(), Some("SELECT 1"));
+        assert_eq!(e.to_string(), "ProgrammingError: bad [SQL: SELECT 1]");
+        let exact = "é".repeat(SQL_QUOTE_CHARS);
+        let e = DbError::new(ErrorKind::ProgrammingError, "bad").with_sql(&exact);
+        assert_eq!(e.sql(), Some(exact.as_str()), "nothing to cut");
+        let long = format!("{exact}xyz");
+        let e = DbError::new(ErrorKind::ProgrammingError, "bad").with_sql(&long);
+        assert_eq!(
+            e.sql(),
+            Some(format!("{exact}... (3 more characters)").as_str())
+        );
+        let huge = "x".repeat(10_000_000);
+        let shown = DbError::new(ErrorKind::OperationalError, "bad")
+            .with_sql(&huge)
+            .to_string();
+        assert!(shown.len() < 400, "{} bytes", shown.len());
+        assert!(shown.ends_with("... (9999700 more characters)]"), "{shown}");
+        // SQL put in the public field directly is shortened by Display.
+        let raw = DbError::from_details(
+            ErrorKind::OperationalError,
+            ErrorDetails {
+                message: "bad".into(),
+                sql: Some(huge),
+                code: None,
+                source: None,
+                connection_lost: false,
+            },
+        );
+        assert!(raw.to_string().len() < 400);
+    }
+}

@@ -1,0 +1,553 @@
+//! The `sqlite3` driver: Python's `sqlite3` module on rusqlite with bundled
+//! SQLite (no system library needed).
+//!
+//! # Connect arguments
+//! As `sqlite3.connect(database, timeout=5.0, detect_types=0,
+//! isolation_level="", check_same_thread=True, factory=None,
+//! cached_statements=128, uri=False)`, positional or by keyword:
+//!
+//! | argument | meaning here |
+//! |---|---|
+//! | `database` | file name, `":memory:"`, or a `file:` URI when `uri` is true (required) |
+//! | `timeout` | seconds to wait on a database locked by another process (busy timeout), default 5.0; at most 2147483 (SQLite counts milliseconds in a C `int`) |
+//! | `detect_types` | accepted; only `0` is supported (values are returned as SQLite stores them) |
+//! | `isolation_level` | `""`/`"DEFERRED"`, `"IMMEDIATE"`, `"EXCLUSIVE"`, or `None` for autocommit |
+//! | `check_same_thread` | accepted and ignored: a connection is only ever used by one thread at a time, and the pool closes it on its own thread |
+//! | `cached_statements` | size of the prepared-statement cache, default 128 |
+//! | `uri` | open `database` as a URI |
+//!
+//! Anything else is an `InterfaceError` naming the argument.
+//!
+//! # Transactions
+//! As Python's `sqlite3` in its legacy `isolation_level` mode, with one
+//! difference: whether a statement writes is SQLite's own verdict
+//! (`sqlite3_stmt_readonly`), not its first keyword. A `BEGIN` (of the
+//! `isolation_level` flavour) is issued implicitly before a statement that
+//! writes when no transaction is open, so everything a pool interaction does
+//! is one transaction that its failure rolls back: `WITH ... INSERT`,
+//! `REPLACE`, upserts and statements behind comments included, which
+//! CPython's keyword check lets autocommit.
+//!
+//! - Read-only statements never begin a transaction, so a read-only
+//!   `run_query` costs no `BEGIN`/`COMMIT`.
+//! - DDL (`CREATE`, `DROP`, `ALTER`, ...) writes, so it begins a transaction
+//!   too and is rolled back with the rest: CPython 3.6+ no longer commits
+//!   before DDL, and this is what its PEP 249 mode (`autocommit=False`,
+//!   3.12) does; CPython's legacy mode would run DDL outside a transaction
+//!   when none is open. Commit, as for any write.
+//! - `VACUUM`, `ATTACH`, `DETACH` and `PRAGMA` never begin one: SQLite
+//!   refuses the first three in a transaction and some pragmas fail or do
+//!   nothing there (`journal_mode=WAL`, `foreign_keys=ON`). Outside a
+//!   transaction they run in autocommit mode; inside one, in it.
+//! - `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE` issued as SQL do
+//!   what they say (SQLite calls them read-only; they begin nothing).
+//! - `commit` and `rollback` do nothing when no transaction is open. With
+//!   `isolation_level=None` no implicit `BEGIN` is issued at all.
+//!
+//! # Concurrent writers
+//! Connections of this process to the same database file take turns to
+//! write, first come first served (the `gate` module): a connection waits for its
+//! turn before the first write of a transaction, and gives it back as soon as
+//! the transaction ends. So writers of one pool never fail each other with
+//! "database is locked"; the `timeout` only applies to other processes. A
+//! second connection to the same file on a thread whose first connection
+//! has an open write transaction (opened inside an interaction, say) cannot
+//! wait for it: its write fails at once with `OperationalError: database is
+//! locked`, which SQLite would have said after the timeout.
+//!
+//! # Statements
+//! SQL containing a NUL character is a `ProgrammingError` ("the query
+//! contains a null character"), as in CPython: SQLite would silently stop
+//! reading at the NUL. More than one statement is a `ProgrammingError`
+//! ("You can only execute one statement at a time."). Empty SQL (or only
+//! whitespace and comments) does nothing and has no description, as in
+//! CPython. Statements longer than [`CACHED_SQL_MAX`] bytes are prepared
+//! afresh each time instead of being kept in the statement cache.
+//!
+//! # Parameters and values
+//! `paramstyle` is `qmark` (`?`); named placeholders (`:name`, `@name`,
+//! `$name`) take [`Params::Named`]. Values are
+//! always bound (a NUL inside a bound text is stored exactly). The errors for
+//! a wrong number of bindings or a missing name have Python's wording. Text
+//! that is not valid UTF-8 (e.g. `CAST(x'ff' AS TEXT)`) is an
+//! `OperationalError` naming the column, as CPython's "Could not decode to
+//! UTF-8"; read such a column `CAST(... AS BLOB)` to get its bytes.
+//!
+//! # Errors
+//! SQLite result codes map onto PEP 249 kinds as CPython's `sqlite3` maps them:
+//! `SQLITE_CONSTRAINT`/`MISMATCH` → `IntegrityError`; `SQLITE_ERROR` (syntax
+//! errors, missing tables), `BUSY`, `LOCKED`, `IOERR`, `CANTOPEN`, `READONLY`,
+//! `FULL`, ... → `OperationalError`; `TOOBIG` → `DataError`; `INTERNAL`,
+//! `NOTFOUND`, `NOMEM` → `InternalError`; `MISUSE`, `RANGE` → `InterfaceError`.
+//! The extended result code is kept as the error's `code`.
+
+mod connect;
+mod descriptions;
+mod errors;
+mod gate;
+mod sql;
+mod values;
+
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rusqlite::OpenFlags;
+
+use self::descriptions::Descriptions;
+use self::errors::{check_sql, closed, is_busy, map_error};
+use self::gate::{Cancel, Gate, Writer};
+use self::sql::Shape;
+use self::values::{bind, value_of};
+use crate::dbapi::{
+    ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind, ExecResult, Params,
+    Row, StatementCanceller,
+};
+
+/// Statements longer than this many bytes are not kept in the statement or
+/// description caches: a cached statement keeps its text and its compiled
+/// program (which holds every literal of the text), so a few distinct
+/// multi-megabyte statements would otherwise pin gigabytes until the
+/// connection closes. Preparing such a statement again costs little next to
+/// parsing it.
+pub const CACHED_SQL_MAX: usize = 16 * 1024;
+
+/// The `sqlite3` module. Registered under `"sqlite3"`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SqliteModule;
+
+/// The key of the file's writer gate: its canonical path, or `None` for a
+/// database no other connection can open (`:memory:`, a temporary one).
+fn gate_key(conn: &rusqlite::Connection) -> Option<PathBuf> {
+    let path = conn.path().filter(|p| !p.is_empty())?;
+    Some(std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path)))
+}
+
+impl DbApiModule for SqliteModule {
+    fn name(&self) -> &str {
+        "sqlite3"
+    }
+
+    fn paramstyle(&self) -> &str {
+        "qmark"
+    }
+
+    fn connect(&self, args: &ConnectArgs) -> DbResult<Box<dyn DriverConnection>> {
+        let o = connect::parse(args)?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if o.uri {
+            flags |= OpenFlags::SQLITE_OPEN_URI;
+        }
+        let database = &o.database;
+        let conn = rusqlite::Connection::open_with_flags(database, flags).map_err(|e| {
+            map_error(e, None).context(format!("unable to open database {database:?}"))
+        })?;
+        conn.busy_timeout(o.timeout)
+            .map_err(|e| map_error(e, None))?;
+        conn.set_prepared_statement_cache_capacity(o.cached_statements);
+        let writer = Writer::new(gate_key(&conn).map(|p| Gate::for_file(&p)));
+        let (cancel, gate) = writer.canceller();
+        let interrupt = Arc::new(SqliteInterrupt {
+            handle: conn.get_interrupt_handle(),
+            cancel,
+            gate,
+        });
+        Ok(Box::new(SqliteConnection {
+            conn: Some(conn),
+            writer,
+            isolation: o.isolation,
+            interrupt,
+            descriptions: Descriptions::default(),
+        }))
+    }
+}
+
+/// One open SQLite connection.
+struct SqliteConnection {
+    // Declared before `writer`, so a connection dropped unclosed ends its
+    // transaction before its turn to write passes on.
+    conn: Option<rusqlite::Connection>,
+    writer: Writer,
+    /// `None`: autocommit; otherwise the `BEGIN` flavour ("" = DEFERRED).
+    isolation: Option<String>,
+    interrupt: Arc<SqliteInterrupt>,
+    descriptions: Descriptions,
+}
+
+/// `sqlite3_interrupt` from any thread: the running statement fails with
+/// `SQLITE_INTERRUPT` (an `OperationalError`); a wait for the writer gate
+/// gives up.
+struct SqliteInterrupt {
+    handle: rusqlite::InterruptHandle,
+    cancel: Arc<Cancel>,
+    gate: Option<Arc<Gate>>,
+}
+
+impl std::fmt::Debug for SqliteInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteInterrupt")
+    }
+}
+
+impl StatementCanceller for SqliteInterrupt {
+    fn cancel(&self) -> DbResult<()> {
+        self.handle.interrupt();
+        gate::cancel_wait(&self.cancel, self.gate.as_deref());
+        Ok(())
+    }
+    /// `sqlite3_interrupt` sets a flag and the gate's wake-up notifies a
+    /// condvar: cheap enough for the loop thread.
+    fn blocks(&self) -> bool {
+        false
+    }
+}
+
+/// A prepared statement, from the cache or not.
+enum Prepared<'c> {
+    Cached(rusqlite::CachedStatement<'c>),
+    Fresh(rusqlite::Statement<'c>),
+}
+
+impl<'c> Deref for Prepared<'c> {
+    type Target = rusqlite::Statement<'c>;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Prepared::Cached(s) => s,
+            Prepared::Fresh(s) => s,
+        }
+    }
+}
+
+impl DerefMut for Prepared<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Prepared::Cached(s) => s,
+            Prepared::Fresh(s) => s,
+        }
+    }
+}
+
+/// Prepares `sql`, through the statement cache unless it is longer than
+/// [`CACHED_SQL_MAX`]. `None` for empty or comment-only SQL.
+fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str) -> DbResult<Option<Prepared<'c>>> {
+    let r = if sql.len() <= CACHED_SQL_MAX {
+        conn.prepare_cached(sql).map(Prepared::Cached)
+    } else {
+        conn.prepare(sql).map(Prepared::Fresh)
+    };
+    match r {
+        Ok(s) => Ok(Some(s)),
+        Err(rusqlite::Error::Empty) => Ok(None),
+        Err(e) => Err(map_error(e, Some(sql))),
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whether the last statement prepared on this thread was one used
+    /// before (SQLite's run counter of a fresh statement is 0).
+    static REUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `BEGIN` of the `isolation_level` flavour (`""` = deferred).
+fn begin(conn: &rusqlite::Connection, level: &str) -> DbResult<()> {
+    let begin = if level.is_empty() {
+        "BEGIN".to_owned()
+    } else {
+        format!("BEGIN {level}")
+    };
+    conn.execute_batch(&begin)
+        .map_err(|e| map_error(e, Some(&begin)))
+}
+
+/// Runs one statement: takes the writer gate and begins a transaction first
+/// if it writes. The caller gives the gate back if the connection ends up
+/// outside a transaction.
+fn run(
+    conn: &rusqlite::Connection,
+    isolation: Option<&str>,
+    writer: &mut Writer,
+    descriptions: &mut Descriptions,
+    sql: &str,
+    params: &Params,
+) -> DbResult<ExecResult> {
+    let Some(mut stmt) = prepare(conn, sql)? else {
+        return Ok(ExecResult {
+            description: None,
+            rows: Vec::new(),
+            rowcount: -1,
+            lastrowid: None,
+        });
+    };
+    #[cfg(test)]
+    REUSED.with(|r| r.set(stmt.get_status(rusqlite::StatementStatus::Run) > 0));
+    bind(&mut stmt, params, sql)?;
+    let shape = Shape::of(sql);
+    let writes = !stmt.readonly();
+    if writes || shape.locks_for_writing {
+        writer.acquire().map_err(|e| e.with_sql(sql))?;
+    }
+    if writes && shape.implicit_begin && conn.is_autocommit() {
+        if let Some(level) = isolation {
+            begin(conn, level)?;
+        }
+    }
+    let dml = writes && shape.dml;
+    let ncols = stmt.column_count();
+    if ncols == 0 {
+        let changed = stmt.raw_execute().map_err(|e| map_error(e, Some(sql)))?;
+        return Ok(ExecResult {
+            description: None,
+            rows: Vec::new(),
+            rowcount: if dml {
+                i64::try_from(changed).unwrap_or(i64::MAX)
+            } else {
+                -1
+            },
+            lastrowid: dml.then(|| conn.last_insert_rowid()),
+        });
+    }
+    let mut rows = Vec::new();
+    let mut q = stmt.raw_query();
+    while let Some(row) = q.next().map_err(|e| map_error(e, Some(sql)))? {
+        // Counted after the step: a cached statement is recompiled by its
+        // first step after a schema change, and `SELECT *` may have
+        // gained or lost columns (CPython reads them after the step too).
+        let row_stmt = row.as_ref();
+        let ncols = row_stmt.column_count();
+        let mut values = Vec::with_capacity(ncols);
+        for i in 0..ncols {
+            let v = row.get_ref(i).map_err(|e| map_error(e, Some(sql)))?;
+            values.push(value_of(v, i, || row_stmt.column_name(i).unwrap_or("?"))?);
+        }
+        rows.push(Row::new(values));
+    }
+    drop(q);
+    let description = descriptions.get(sql, &stmt);
+    Ok(ExecResult {
+        description: Some(description),
+        rows,
+        // `INSERT ... RETURNING` and the like: complete once every row is
+        // read.
+        rowcount: if dml {
+            i64::try_from(conn.changes()).unwrap_or(i64::MAX)
+        } else {
+            -1
+        },
+        lastrowid: dml.then(|| conn.last_insert_rowid()),
+    })
+}
+
+impl SqliteConnection {
+    /// Gives the writer gate back if the connection is outside a
+    /// transaction (committed, rolled back, ended by an error, autocommit).
+    fn settle(&mut self) {
+        if self
+            .conn
+            .as_ref()
+            .is_none_or(rusqlite::Connection::is_autocommit)
+        {
+            self.writer.release();
+        }
+    }
+
+    /// Runs `sql` (`COMMIT`/`ROLLBACK`) if a transaction is open.
+    fn end_transaction(&mut self, sql: &str) -> DbResult<()> {
+        let conn = self.conn.as_ref().ok_or_else(closed)?;
+        let r = if conn.is_autocommit() {
+            Ok(())
+        } else {
+            conn.execute_batch(sql).map_err(|e| map_error(e, Some(sql)))
+        };
+        self.settle();
+        r
+    }
+}
+
+impl DriverConnection for SqliteConnection {
+    fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        check_sql(sql)?;
+        let conn = self.conn.as_ref().ok_or_else(closed)?;
+        let mut r = run(
+            conn,
+            self.isolation.as_deref(),
+            &mut self.writer,
+            &mut self.descriptions,
+            sql,
+            params,
+        );
+        // A statement that found the file busy before it wrote anything
+        // (preparing it read the schema, or a read needed its shared lock
+        // while another connection was committing) is run once more in
+        // this process's turn to write: then no connection of this process
+        // holds a lock, and the busy timeout waits for other processes only.
+        // Only outside a transaction, where this connection holds no lock a
+        // waiting turn could be stuck behind.
+        if r.as_ref().is_err_and(is_busy)
+            && conn.is_autocommit()
+            && !self.writer.held()
+            && self.writer.has_gate()
+        {
+            r = self
+                .writer
+                .acquire()
+                .map_err(|e| e.with_sql(sql))
+                .and_then(|()| {
+                    run(
+                        conn,
+                        self.isolation.as_deref(),
+                        &mut self.writer,
+                        &mut self.descriptions,
+                        sql,
+                        params,
+                    )
+                });
+        }
+        self.settle();
+        r
+    }
+
+    fn executemany(&mut self, sql: &str, seq: &[Params]) -> DbResult<ExecResult> {
+        check_sql(sql)?;
+        let mut total = 0i64;
+        let mut last = None;
+        for p in seq {
+            let r = self.execute(sql, p)?;
+            if r.description.is_some() {
+                return Err(DbError::new(
+                    ErrorKind::ProgrammingError,
+                    "executemany() can only execute DML statements.",
+                )
+                .with_sql(sql));
+            }
+            total += r.rowcount.max(0);
+            last = r.lastrowid.or(last);
+        }
+        Ok(ExecResult {
+            description: None,
+            rows: Vec::new(),
+            rowcount: total,
+            lastrowid: last,
+        })
+    }
+
+    fn commit(&mut self) -> DbResult<()> {
+        self.end_transaction("COMMIT")
+    }
+
+    fn rollback(&mut self) -> DbResult<()> {
+        self.end_transaction("ROLLBACK")
+    }
+
+    fn close(&mut self) -> DbResult<()> {
+        let r = match self.conn.take() {
+            Some(c) => c.close().map_err(|(_, e)| map_error(e, None)),
+            None => Ok(()),
+        };
+        self.writer.release();
+        r
+    }
+
+    fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
+        Some(Arc::clone(&self.interrupt) as Arc<dyn StatementCanceller>)
+    }
+
+    fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
+        // Python's sqlite3: isolation_level None is autocommit; turning it on
+        // commits an open transaction, as assigning isolation_level does.
+        if on {
+            self.commit()?;
+            self.isolation = None;
+        } else if self.isolation.is_none() {
+            self.isolation = Some(String::new());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dbapi::Value;
+
+    /// Statements longer than `CACHED_SQL_MAX` are not kept by the statement
+    /// cache (SQLite's run counter says each execution prepared a new one)
+    /// nor by the description cache, while short ones still are.
+    #[test]
+    fn huge_statements_are_not_cached() {
+        let conn = crate::dbapi::connect("sqlite3", &[Value::from(":memory:")], &[]).unwrap();
+        let mut c = conn.cursor().unwrap();
+        let reused = || REUSED.with(std::cell::Cell::get);
+        let short = "SELECT 1 AS a";
+        c.execute(short, ()).unwrap();
+        assert!(!reused(), "first use");
+        c.execute(short, ()).unwrap();
+        assert!(reused(), "a short statement is cached");
+        let huge = |i: usize| format!("SELECT '{}' AS big{i}", "x".repeat(CACHED_SQL_MAX));
+        for round in 0..2 {
+            for i in 0..40 {
+                c.execute(&huge(i), ()).unwrap();
+                assert!(!reused(), "round {round}: huge statement {i} was kept");
+                assert_eq!(c.fetchall().unwrap()[0].len(), 1);
+            }
+        }
+        c.execute(short, ()).unwrap();
+        assert!(reused(), "the short statement is still cached");
+        c.execute(&huge(0)[..CACHED_SQL_MAX], ()).unwrap_err();
+
+        let raw = rusqlite::Connection::open_in_memory().unwrap();
+        let mut d = Descriptions::default();
+        let sql = huge(1);
+        d.get(&sql, &raw.prepare(&sql).unwrap());
+        assert_eq!(d.sql_bytes(), 0, "the description cache keeps no huge SQL");
+        d.get(short, &raw.prepare(short).unwrap());
+        assert_eq!(d.sql_bytes(), short.len());
+    }
+
+    fn names(c: &crate::dbapi::Cursor) -> Vec<String> {
+        c.description()
+            .expect("a SELECT has a description")
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// A cached description is shared by repeated queries, and is rebuilt
+    /// when the statement's columns change under the same SQL text.
+    #[test]
+    fn descriptions_are_shared_and_follow_schema_changes() {
+        let conn = crate::dbapi::connect("sqlite3", &[Value::from(":memory:")], &[]).unwrap();
+        let mut c = conn.cursor().unwrap();
+        c.execute("CREATE TABLE t (a INTEGER, b TEXT)", ()).unwrap();
+        c.execute("INSERT INTO t VALUES (1, 'x')", ()).unwrap();
+        c.execute("SELECT * FROM t", ()).unwrap();
+        assert_eq!(names(&c), ["a", "b"]);
+        let first = c.description().unwrap().as_ptr();
+        c.execute("SELECT * FROM t", ()).unwrap();
+        assert_eq!(
+            c.description().unwrap().as_ptr(),
+            first,
+            "shared, not rebuilt"
+        );
+        c.execute("ALTER TABLE t ADD COLUMN c REAL", ()).unwrap();
+        c.execute("SELECT * FROM t", ()).unwrap();
+        assert_eq!(names(&c), ["a", "b", "c"]);
+        let rows = c.fetchall().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].len(), 3);
+        c.execute("SELECT b AS renamed FROM t", ()).unwrap();
+        assert_eq!(names(&c), ["renamed"]);
+        // More distinct statements than the cache holds: each still gets
+        // its own columns.
+        for i in 0..(descriptions::DESCRIPTIONS * 2) {
+            c.execute(&format!("SELECT a AS col{i} FROM t"), ())
+                .unwrap();
+            assert_eq!(names(&c), [format!("col{i}")]);
+        }
+        c.execute("SELECT * FROM t", ()).unwrap();
+        assert_eq!(names(&c), ["a", "b", "c"]);
+    }
+}
