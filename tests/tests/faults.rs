@@ -16,10 +16,12 @@
 //! checks that
 //!
 //! 1. the job's Deferred fired exactly once, with the outcome [`TABLE`] gives
-//!    (from TWISTED.md 1.8's error precedence table and the documented
-//!    differences of this port: a panic becomes a failure, a rollback that
-//!    finds the connection lost gives `ConnectionLost` around the original
-//!    error, a connection whose `cp_openfun` failed is closed);
+//!    (from the error precedence of Twisted's
+//!    `ConnectionPool._runInteraction` and the documented differences of this
+//!    port: a panic becomes a failure, a rollback that fails gives
+//!    `ConnectionLost` around the original error and discards the connection
+//!    with or without `cp_reconnect`, a connection whose `cp_openfun` failed
+//!    is closed);
 //! 2. the fault fired (or, if the operation never reaches that step, did not);
 //! 3. the case's threads logged exactly the expected warnings and errors;
 //! 4. the worker survived: a follow-up query succeeds;
@@ -32,10 +34,12 @@
 //!    insert is there exactly when the job succeeded.
 //!
 //! [`SEVERED`] covers a connection that dies for good (the server goes away):
-//! with `cp_reconnect` false every later job on that worker fails (Twisted's
-//! known weakness 4, reproduced: no follow-up ever succeeds until the pool is
-//! closed); with it true the failing job reports `ConnectionLost` (or a failed
-//! cursor reconnects at once) and the next job succeeds.
+//! a job whose statement or commit meets it fails with `ConnectionLost` (its
+//! rollback fails, so the connection is discarded) and the next job
+//! reconnects, with or without `cp_reconnect`. Only a failed cursor creation
+//! without `cp_reconnect` keeps the dead connection (Twisted's known
+//! weakness 4, still reproduced there: no follow-up succeeds until the pool
+//! is closed); with it a failed cursor reconnects at once.
 //!
 //! [`COMPOUND`] covers two faults in one job and a panicking interaction.
 //!
@@ -183,10 +187,10 @@ enum Outcome {
     /// The injected fault at the case's step: its `DbError` (Fail) or a panic
     /// failure naming it (Panic); never `ConnectionLost`.
     Raised,
-    /// Rollback cases: the *primary* failure (a `DbError` injected at the
-    /// operation's first statement), unchanged, whatever the rollback did.
-    Primary,
-    /// Rollback cases: `ConnectionLost` whose source is the primary failure.
+    /// Rollback cases: `ConnectionLost` whose source is the *primary* failure
+    /// (the `DbError` injected at the operation's first statement, or at
+    /// commit), whatever made the rollback fail. A failed rollback never
+    /// reports the primary failure bare: the connection is discarded.
     LostPrimary,
 }
 
@@ -282,8 +286,10 @@ const TABLE: &[Row] = &[
         "1.8: commit raises C: failure C after a successful rollback"),
     row(Step::Commit, PANIC, ANY_RECONNECT, ALL_OPS, Outcome::Raised, true, NO_LOGS, 2,
         "difference: a panicking commit is a failure, rolled back, and the connection is replaced"),
-    row(Step::Rollback, ANY_MODE, NO_RECONNECT, ALL_OPS, Outcome::Primary, true, ROLLBACK_FAILED, 1,
-        "1.8: the function raised E, rollback raises R (reconnect=False): failure E, log.err(R, 'Rollback failed'); connection kept"),
+    row(Step::Rollback, ANY_MODE, NO_RECONNECT, ALL_OPS, Outcome::LostPrimary, true, ROLLBACK_FAILED, 2,
+        "difference (Twisted keeps the connection and fails with E): the function raised E, rollback raises R without \
+         reconnect: 'Rollback failed' once, the connection (its transaction maybe still open) is closed and forgotten, \
+         the caller gets ConnectionLost whose source is E; the follow-up connects afresh"),
     row(Step::Rollback, ANY_MODE, RECONNECT, ALL_OPS, Outcome::LostPrimary, true, ROLLBACK_FAILED_TWICE, 2,
         "1.8 + difference (#4404): rollback fails with reconnect: 'Rollback failed' twice, connection dropped, \
          and the caller gets ConnectionLost whose source is E; the next job reconnects"),
@@ -359,7 +365,7 @@ impl fmt::Display for Case {
 struct Expect {
     outcome: Outcome,
     /// For `Raised`: the step (and mode) whose fault the job reports. For
-    /// `Primary`/`LostPrimary`: the step of the primary failure (a `Fail`).
+    /// `LostPrimary`: the step of the primary failure (a `Fail`).
     step: Step,
     mode: Mode,
     /// The reported error is the severed-connection error.
@@ -729,7 +735,7 @@ fn check_outcome(case: &Case, tag: &str, o: &Observed, x: &Expect) -> Result<(),
             case.op.success_value()
         )),
         (Some(Err(f)), Outcome::Success) => Err(format!("failed with {f:?}, expected success")),
-        (Some(Err(f)), Outcome::Raised | Outcome::Primary) if lost(f) => Err(format!(
+        (Some(Err(f)), Outcome::Raised) if lost(f) => Err(format!(
             "expected the error itself, got ConnectionLost {f:?}"
         )),
         (Some(Err(f)), Outcome::LostPrimary) if !lost(f) => {
@@ -1042,8 +1048,8 @@ struct SeverRow {
     why: &'static str,
 }
 
-/// Outcomes for a connection that dies (`Fault::Sever`). `Raised`, `Primary`
-/// and `LostPrimary` refer to the severed-connection `OperationalError`.
+/// Outcomes for a connection that dies (`Fault::Sever`). `Raised` and
+/// `LostPrimary` refer to the severed-connection `OperationalError`.
 #[rustfmt::skip]
 const SEVERED: &[SeverRow] = &[
     SeverRow { step: Step::Cursor, reconnect: false, outcome: Outcome::Raised, followups_succeed: false,
@@ -1053,21 +1059,22 @@ const SEVERED: &[SeverRow] = &[
     SeverRow { step: Step::Cursor, reconnect: true, outcome: Outcome::Success, followups_succeed: true,
         logs: CURSOR_FAILED, connects: 2,
         why: "1.9 (1): reopen reconnects and the job itself succeeds" },
-    SeverRow { step: Step::Execute, reconnect: false, outcome: Outcome::Primary, followups_succeed: false,
-        logs: ROLLBACK_FAILED, connects: 1,
-        why: "weakness 4: the rollback fails and is logged, the dead connection stays: every later job fails" },
+    SeverRow { step: Step::Execute, reconnect: false, outcome: Outcome::LostPrimary, followups_succeed: true,
+        logs: ROLLBACK_FAILED, connects: 2,
+        why: "difference (Twisted's weakness 4 kept the dead connection): the rollback fails and is logged once, the \
+              connection is discarded without reconnect too, the job gets ConnectionLost around the error, the next job reconnects" },
     SeverRow { step: Step::Execute, reconnect: true, outcome: Outcome::LostPrimary, followups_succeed: true,
         logs: ROLLBACK_FAILED_TWICE, connects: 2,
         why: "1.9 (2): the job that meets the dead connection fails (ConnectionLost around the error here), the next reconnects" },
-    SeverRow { step: Step::Fetch, reconnect: false, outcome: Outcome::Primary, followups_succeed: false,
-        logs: ROLLBACK_FAILED, connects: 1,
-        why: "weakness 4, after the insert ran: it is never committed" },
+    SeverRow { step: Step::Fetch, reconnect: false, outcome: Outcome::LostPrimary, followups_succeed: true,
+        logs: ROLLBACK_FAILED, connects: 2,
+        why: "difference, after the insert ran: the connection is discarded with the insert uncommitted, the next job reconnects" },
     SeverRow { step: Step::Fetch, reconnect: true, outcome: Outcome::LostPrimary, followups_succeed: true,
         logs: ROLLBACK_FAILED_TWICE, connects: 2,
         why: "1.9 (2), after the insert ran: the connection is dropped with the insert uncommitted" },
-    SeverRow { step: Step::Commit, reconnect: false, outcome: Outcome::Primary, followups_succeed: false,
-        logs: ROLLBACK_FAILED, connects: 1,
-        why: "weakness 4 at commit" },
+    SeverRow { step: Step::Commit, reconnect: false, outcome: Outcome::LostPrimary, followups_succeed: true,
+        logs: ROLLBACK_FAILED, connects: 2,
+        why: "difference at commit: the failed rollback discards the connection, the next job reconnects" },
     SeverRow { step: Step::Commit, reconnect: true, outcome: Outcome::LostPrimary, followups_succeed: true,
         logs: ROLLBACK_FAILED_TWICE, connects: 2,
         why: "1.9 (2) at commit" },
@@ -1178,9 +1185,10 @@ const COMPOUND: &[Compound] = &[
         why: "1.8: commit fails, then rollback fails with reconnect: the connection and its open transaction are dropped" },
     Compound { reconnect: false, op: Op::Interaction,
         arms: &[FAIL_COMMIT, FAIL_ROLLBACK],
-        outcome: Outcome::Raised, step: Step::Commit, mode: Mode::Fail, logs: ROLLBACK_FAILED, connects: 1, row2: true,
-        why: "1.8 + twisted#4664, kept faithfully: commit and rollback both fail without reconnect, so the connection keeps \
-              the failed job's open transaction, and the follow-up query's commit makes the failed job's insert durable" },
+        outcome: Outcome::LostPrimary, step: Step::Commit, mode: Mode::Fail, logs: ROLLBACK_FAILED, connects: 2, row2: false,
+        why: "difference, fixes twisted#4664: commit and rollback both fail without reconnect; the connection and the failed \
+              job's open transaction are discarded (ConnectionLost around C), so the follow-up query's commit on a fresh \
+              connection does not make the failed job's insert durable" },
     Compound { reconnect: true, op: Op::Interaction,
         arms: &[FAIL_CURSOR, first(Step::Close, Fault::Panic)],
         outcome: Outcome::Success, step: Step::Cursor, mode: Mode::Fail,
