@@ -196,12 +196,12 @@ impl Reactor {
     }
 
     /// True while the loop must keep turning: started; or shut down by `stop`
-    /// with a [`ShutdownHold`] still held, the `after` phase of `shutdown`
-    /// not yet run, or calls and results still queued (so a Deferred fired
-    /// through the queue during shutdown fires before `run` returns).
+    /// with a [`ShutdownHold`] still held or the `after` phase of `shutdown`
+    /// not yet run. Other calls still queued then are left behind, as in
+    /// Twisted: whoever needs a result delivered during shutdown holds it.
     fn keep_turning(&self) -> bool {
         let s = self.state();
-        s.started || (s.stopped && (self.inner.shutdown.pending() || !self.inner.queue.is_empty()))
+        s.started || (s.stopped && self.inner.shutdown.pending())
     }
 
     fn main_loop(&self) {
