@@ -223,6 +223,7 @@ fn cancel_while_running_rolls_back_and_runs_the_driver_cancel_where_it_should() 
         let (o, r, p) = (outcome.clone(), reactor.clone(), pool.clone());
         let ran_after_cancel = Arc::new(AtomicUsize::new(0));
         let rac = Arc::clone(&ran_after_cancel);
+        let cancels = Arc::clone(&gate.cancel_threads);
         reactor.call_when_running(move || {
             let d = p.run_interaction(move |txn| {
                 txn.execute("insert into t values (1)", ())?;
@@ -239,6 +240,13 @@ fn cancel_while_running_rolls_back_and_runs_the_driver_cancel_where_it_should() 
             in_job.recv_timeout(TIMEOUT).unwrap();
             d.cancel();
             assert!(d.called(), "a cancel before the job finishes fires at once");
+            // A blocking driver cancel runs on its own thread; it only acts
+            // while the job still runs, so let it land before the job goes on.
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while cancels.lock().unwrap().is_empty() {
+                assert!(std::time::Instant::now() < deadline, "the driver cancel never ran");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             go_tx.send(()).unwrap();
             let _ = d.add_both(move |res| {
                 *o.borrow_mut() = Some(res);
