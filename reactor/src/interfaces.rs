@@ -12,7 +12,7 @@ use deferred::ReactorTime;
 
 use crate::errors::{PoolStopped, ReactorNotRunning, TriggerError};
 use crate::remote::{LoopQueue, RemoteHandle};
-use crate::threadpool::{Job, PoolSizeError, ThreadPool};
+use crate::threadpool::{Job, PoolConfigError, ThreadPool};
 use crate::triggers::{Phase, TriggerFn, TriggerId};
 
 /// Startup, shutdown and system events. Mirrors `IReactorCore`.
@@ -101,7 +101,7 @@ pub trait ReactorThreads: ReactorFromThreads {
         min: usize,
         max: usize,
         name: &str,
-    ) -> Result<ThreadPool, PoolSizeError>;
+    ) -> Result<ThreadPool, PoolConfigError>;
 }
 
 /// Everything above in one trait, for `Rc<dyn AnyReactor>` injection

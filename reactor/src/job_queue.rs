@@ -19,9 +19,9 @@
 //! check sees it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
 
 struct State<M> {
     msgs: VecDeque<M>,
@@ -110,11 +110,22 @@ impl<M> JobQueue<M> {
         self.pop_locked(&mut self.lock())
     }
 
-    /// Every queued message, oldest first (the queue is left empty).
-    pub(crate) fn take_all(&self) -> VecDeque<M> {
+    /// Removes and returns, oldest first, every queued message for which
+    /// `take` is true; the others stay queued in their order.
+    pub(crate) fn take_matching(&self, mut take: impl FnMut(&M) -> bool) -> Vec<M> {
         let mut st = self.lock();
-        self.len.store(0, Ordering::SeqCst);
-        std::mem::take(&mut st.msgs)
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(st.msgs.len());
+        for m in st.msgs.drain(..) {
+            if take(&m) {
+                taken.push(m);
+            } else {
+                kept.push_back(m);
+            }
+        }
+        st.msgs = kept;
+        self.len.store(st.msgs.len(), Ordering::SeqCst);
+        taken
     }
 
     /// Waits for a message: spins for at most `spin` if no other worker is
@@ -162,11 +173,28 @@ impl<M> JobQueue<M> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
     use std::thread;
+
+    #[test]
+    fn take_matching_keeps_the_rest_in_order() {
+        let q = JobQueue::new();
+        for i in 0..6 {
+            q.push(i).unwrap();
+        }
+        assert_eq!(q.take_matching(|m| m % 2 == 0), vec![0, 2, 4]);
+        assert_eq!(q.len(), 3);
+        q.close();
+        let rest: Vec<i32> = std::iter::from_fn(|| match q.pop_blocking(Duration::ZERO) {
+            Next::Msg(m) => Some(m),
+            Next::Closed => None,
+        })
+        .collect();
+        assert_eq!(rest, vec![1, 3, 5]);
+    }
 
     #[test]
     fn fifo_and_close() {

@@ -58,6 +58,7 @@ mod reactor;
 mod remote;
 mod shutdown;
 mod spin;
+mod sync;
 pub mod testing;
 mod threadpool;
 mod threads;
@@ -74,7 +75,9 @@ pub use crate::interfaces::{
 };
 pub use crate::reactor::Reactor;
 pub use crate::remote::{BoxedOutcome, LoopQueue, RemoteHandle};
-pub use crate::threadpool::{ExitHook, Job, PoolMode, PoolSizeError, ThreadPool};
+pub use crate::threadpool::{
+    ExitHook, Job, PoolConfigError, PoolMode, PoolSizeError, ThreadPool, ThreadSpawnError,
+};
 pub use crate::threads::{
     blocking_call_from_thread, call_multiple_in_thread, defer_to_thread, defer_to_thread_pool,
     defer_to_thread_pool_with_interrupt, stop_thread_pool, Interrupt,
@@ -82,6 +85,11 @@ pub use crate::threads::{
 pub use crate::time::{monotonic_seconds, DelayedCall};
 pub use crate::triggers::{trigger_fn, Phase, TriggerFn, TriggerId, TriggerOutput};
 pub use deferred::ReactorTime;
+
+/// Entry points for the loom models (`--cfg loom` builds only).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use crate::sync::loom_model;
 
 /// Runs `future` on this thread's [`default_reactor`] and returns a Deferred
 /// for its output. Mirrors `defer.ensureDeferred(coro)`.

@@ -16,7 +16,7 @@ use crate::errors::{
 use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold};
 use crate::remote::{LoopQueue, RemoteHandle};
 use crate::shutdown::ShutdownGate;
-use crate::threadpool::{PoolSizeError, ThreadPool};
+use crate::threadpool::{PoolConfigError, ThreadPool};
 use crate::time::{monotonic_seconds, DelayedCall, Runner, TimerQueue};
 use crate::triggers::{trigger_fn, Phase, SystemEvents, TriggerFn, TriggerId, TriggerOutput};
 
@@ -546,7 +546,7 @@ impl ReactorThreads for Reactor {
         min: usize,
         max: usize,
         name: &str,
-    ) -> Result<ThreadPool, PoolSizeError> {
+    ) -> Result<ThreadPool, PoolConfigError> {
         ThreadPool::new(min, max, name)
     }
 }

@@ -39,13 +39,14 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, ThreadId};
 
 use deferred::{AnyResolver, Deferred, Failure, Resolver};
 use slab::Slab;
+
+use crate::sync::{fence, AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// A boxed result of a thread-pool job, on its way to the loop thread.
 pub type BoxedOutcome = Result<Box<dyn Any + Send>, Failure>;
@@ -74,6 +75,9 @@ struct Shared {
     /// `inbox.msgs.len()`, readable without the lock (written under it).
     queued: AtomicUsize,
     waker: Option<mio::Waker>,
+    /// Under loom, the model of `waker` (a mio waker is invisible to loom).
+    #[cfg(loom)]
+    model_waker: Option<Arc<crate::sync::loom_model::ModelWaker>>,
     sleeping: AtomicBool,
     loop_thread: ThreadId,
 }
@@ -152,6 +156,10 @@ impl RemoteHandle {
                 if let Err(e) = w.wake() {
                     tracing::error!(error = %e, "failed to wake the reactor");
                 }
+            }
+            #[cfg(loom)]
+            if let Some(w) = &self.shared.model_waker {
+                w.wake();
             }
         }
     }
@@ -238,6 +246,24 @@ impl LoopQueue {
     /// sleeping loop; without one (the test reactor), the loop is expected to
     /// drain when told to.
     pub fn new(waker: Option<mio::Waker>) -> Self {
+        Self::with_wakers(
+            waker,
+            #[cfg(loom)]
+            None,
+        )
+    }
+
+    /// A queue whose sleeping loop is woken through a loom model of the mio
+    /// waker (`--cfg loom` only).
+    #[cfg(loom)]
+    pub(crate) fn with_model_waker(waker: Arc<crate::sync::loom_model::ModelWaker>) -> Self {
+        Self::with_wakers(None, Some(waker))
+    }
+
+    fn with_wakers(
+        waker: Option<mio::Waker>,
+        #[cfg(loom)] model_waker: Option<Arc<crate::sync::loom_model::ModelWaker>>,
+    ) -> Self {
         LoopQueue {
             shared: Arc::new(Shared {
                 inbox: Mutex::new(Inbox {
@@ -246,6 +272,8 @@ impl LoopQueue {
                 }),
                 queued: AtomicUsize::new(0),
                 waker,
+                #[cfg(loom)]
+                model_waker,
                 sleeping: AtomicBool::new(false),
                 loop_thread: thread::current().id(),
             }),

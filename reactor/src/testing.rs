@@ -13,7 +13,7 @@ use crate::errors::{ReactorNotRunning, TriggerError};
 use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold};
 use crate::remote::{LoopQueue, RemoteHandle};
 use crate::shutdown::ShutdownGate;
-use crate::threadpool::{PoolMode, PoolSizeError, ThreadPool};
+use crate::threadpool::{PoolConfigError, PoolMode, ThreadPool};
 use crate::time::{DelayedCall, Runner, TimerQueue};
 use crate::triggers::{trigger_fn, Phase, SystemEvents, TriggerFn, TriggerId, TriggerOutput};
 
@@ -345,7 +345,7 @@ impl FakeReactor {
         pool
     }
 
-    fn make_pool(&self, min: usize, max: usize, name: &str) -> Result<ThreadPool, PoolSizeError> {
+    fn make_pool(&self, min: usize, max: usize, name: &str) -> Result<ThreadPool, PoolConfigError> {
         let pool = ThreadPool::with_mode(min, max, name, self.inner.pool_mode)?;
         self.inner.pools.borrow_mut().push(pool.clone());
         Ok(pool)
@@ -415,7 +415,7 @@ impl ReactorThreads for FakeReactor {
         min: usize,
         max: usize,
         name: &str,
-    ) -> Result<ThreadPool, PoolSizeError> {
+    ) -> Result<ThreadPool, PoolConfigError> {
         self.make_pool(min, max, name)
     }
 }

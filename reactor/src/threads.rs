@@ -145,7 +145,10 @@ where
 
 /// Travels with a job. If the job is dropped without having run (its pool was
 /// stopped before starting, or dropped), it fails the job's Deferred with
-/// [`PoolStopped`](crate::PoolStopped), so no Deferred is left hanging.
+/// [`PoolStopped`](crate::PoolStopped), or with
+/// [`ThreadSpawnError`](crate::ThreadSpawnError) if the pool dropped it
+/// because it could not start a thread to run it, so no Deferred is left
+/// hanging.
 struct JobGuard {
     handle: RemoteHandle,
     key: usize,
@@ -160,10 +163,13 @@ impl Drop for JobGuard {
             .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            let stopped = crate::PoolStopped {
-                name: self.pool.to_string(),
+            let failure = match crate::threadpool::unrun_reason() {
+                Some(spawn_error) => Failure::new(spawn_error),
+                None => Failure::new(crate::PoolStopped {
+                    name: self.pool.to_string(),
+                }),
             };
-            self.handle.complete(self.key, Err(Failure::new(stopped)));
+            self.handle.complete(self.key, Err(failure));
         }
     }
 }

@@ -22,7 +22,7 @@ use std::thread;
 use common::{capture_logs, global_logs, pool_logs, wait_until, TIMEOUT};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use deferred::Failure;
-use reactor::{PoolMode, PoolSizeError, PoolStopped, ThreadPool};
+use reactor::{PoolConfigError, PoolMode, PoolSizeError, PoolStopped, ThreadPool};
 use tracing::Level;
 
 #[derive(Debug, thiserror::Error)]
@@ -637,7 +637,11 @@ fn test_start_after_stop_is_an_error() {
 fn test_min_greater_than_max() {
     assert_eq!(
         ThreadPool::new(5, 2, "bad").unwrap_err(),
-        PoolSizeError { min: 5, max: 2 }
+        PoolConfigError::Size(PoolSizeError { min: 5, max: 2 })
+    );
+    assert_eq!(
+        ThreadPool::new(5, 2, "bad").unwrap_err().to_string(),
+        "thread pool minimum 5 is greater than maximum 2"
     );
     let pool = ThreadPool::new(1, 3, "bad-adjust").unwrap();
     assert_eq!(
@@ -769,4 +773,132 @@ fn test_manual_mode_runs_jobs_when_told() {
     assert!(pool.thread_names().is_empty());
     pool.stop();
     assert!(pool.call_in_thread(|| ()).is_err());
+}
+
+// Tracker issue 9, defect 12: a second resize while a worker is still
+// running its exit hooks counted that leaving worker as live, queued a second
+// Quit that took the last real worker, and left the next job queued with no
+// worker to run it (a ConnectionPool under random resizing hung).
+#[test]
+fn test_resize_while_a_worker_runs_its_exit_hooks_strands_no_job() {
+    let pool = ThreadPool::new(2, 2, "resize-exiting").unwrap();
+    let (in_hook_tx, in_hook_rx) = bounded::<()>(1);
+    let (release_tx, release_rx) = bounded::<()>(1);
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    pool.add_worker_exit_hook(Arc::new(move || {
+        // Only the first worker to leave blocks in its hook.
+        if first.swap(false, Ordering::SeqCst) {
+            in_hook_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(TIMEOUT);
+        }
+    }));
+    pool.start().unwrap();
+    assert_eq!(pool.workers(), 2);
+    pool.adjust_pool_size(Some(0), Some(1)).unwrap();
+    recv(&in_hook_rx); // one worker took its Quit and is still leaving
+                       // A second resize to the same size must not ask another worker to leave.
+    pool.adjust_pool_size(Some(0), Some(1)).unwrap();
+    let (tx, rx) = bounded::<u32>(1);
+    pool.call_in_thread(move || tx.send(7).unwrap()).unwrap();
+    assert_eq!(recv(&rx), 7);
+    release_tx.send(()).unwrap();
+    pool.stop();
+    assert_eq!(pool.workers(), 0);
+}
+
+// Defect 12, the other half: shrinking to no thread at all and growing again
+// must start a worker for the jobs that queued meanwhile, even with min 0.
+#[test]
+fn test_growing_back_from_max_zero_runs_the_backlog() {
+    let pool = ThreadPool::new(0, 1, "regrow").unwrap();
+    pool.start().unwrap();
+    pool.adjust_pool_size(Some(0), Some(0)).unwrap();
+    let (tx, rx) = bounded::<u32>(1);
+    pool.call_in_thread(move || tx.send(1).unwrap()).unwrap();
+    assert!(rx.try_recv().is_err());
+    pool.adjust_pool_size(Some(0), Some(1)).unwrap();
+    assert_eq!(recv(&rx), 1);
+    pool.stop();
+}
+
+// Defect 12 under load: random resizes between jobs never strand one.
+#[test]
+fn test_random_resizing_never_strands_jobs() {
+    let pool = ThreadPool::new(1, 3, "random-resize").unwrap();
+    pool.add_worker_exit_hook(Arc::new(thread::yield_now));
+    pool.start().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    const JOBS: usize = 2_000;
+    for _ in 0..JOBS {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let max = 1 + (seed % 3) as usize;
+        let min = (seed >> 8) as usize % (max + 1);
+        pool.adjust_pool_size(Some(min), Some(max)).unwrap();
+        let r = ran.clone();
+        pool.call_in_thread(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    wait_until("every job ran", || ran.load(Ordering::SeqCst) == JOBS);
+    pool.stop();
+}
+
+// Tracker issue 9, defect 13: `submit` racing `stop` on another thread could
+// return Ok for a job queued behind the workers' Quit messages, which never
+// ran. Every accepted job must run.
+#[test]
+fn test_submit_racing_stop_runs_every_accepted_job() {
+    for round in 0..300 {
+        let pool = ThreadPool::new(1, 1, format!("submit-vs-stop-{round}")).unwrap();
+        pool.start().unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (go_tx, go_rx) = bounded::<()>(1);
+        let submitter = {
+            let (pool, ran) = (pool.clone(), ran.clone());
+            thread::spawn(move || {
+                let mut accepted = 0usize;
+                go_tx.send(()).unwrap();
+                loop {
+                    let r = ran.clone();
+                    let job = move || {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    };
+                    match pool.call_in_thread(job) {
+                        Ok(()) => accepted += 1,
+                        Err(_) => return accepted,
+                    }
+                }
+            })
+        };
+        recv(&go_rx);
+        pool.stop();
+        let accepted = submitter.join().unwrap();
+        // `stop` joined the worker: whatever it will ever run has run.
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            accepted,
+            "round {round}: accepted jobs that never ran"
+        );
+    }
+}
+
+// Tracker issue 9, defect 14: `std::thread::Builder::spawn` panics on a name
+// with a NUL byte, and it did so inside the pool's lock at `start`: the pool
+// never ran its jobs. The name is refused up front, with a typed error.
+#[test]
+fn test_name_with_nul_is_refused() {
+    let err = ThreadPool::new(1, 1, "db\0pool").unwrap_err();
+    assert_eq!(
+        err,
+        PoolConfigError::InvalidName {
+            name: "db\0pool".into(),
+            position: 2
+        }
+    );
+    assert!(err.to_string().contains("NUL"), "{err}");
+    assert!(ThreadPool::with_mode(0, 1, "\0", PoolMode::Manual).is_err());
 }
