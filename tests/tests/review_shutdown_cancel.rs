@@ -296,12 +296,25 @@ fn held_cancel_after_delivery_and_second_cancel_do_nothing() {
         let p = pool.clone();
         let got = run_async(&reactor, TIMEOUT, move || async move {
             p.run_operation("CREATE TABLE t (x INTEGER)", ()).await?;
-            let d = p.run_operation("INSERT INTO t VALUES (1)", ());
-            let d = d.add_both(|r| r);
-            let res = d.await;
-            Ok(outcome(&res))
+            let seen: Log = Rc::default();
+            let s = seen.clone();
+            let d = p
+                .run_operation("INSERT INTO t VALUES (1)", ())
+                .add_both(move |r| {
+                    s.borrow_mut().push(outcome(&r));
+                    r
+                });
+            // One worker, FIFO: once this query is back, the insert's
+            // result has been delivered.
+            p.run_query("select 1", ()).await?;
+            d.cancel();
+            d.cancel();
+            let rows = p.run_query("SELECT count(*) FROM t", ()).await?;
+            let count: i64 = rows[0].get(0).unwrap();
+            let got = seen.borrow().clone();
+            Ok(format!("{got:?} {count}"))
         });
-        assert_eq!(got.unwrap(), "ok ()");
+        assert_eq!(got.unwrap(), "[\"ok ()\"] 1");
         drop(pool);
     });
 }
@@ -387,5 +400,192 @@ fn held_drop_last_handle_in_own_callback_during_shutdown() {
         reactor.run().unwrap();
         assert_eq!(log.borrow().len(), 1);
         assert_eq!(threadpool.workers(), 0);
+    });
+}
+
+/// On a `FakeReactor` whose pool runs jobs on demand (`PoolMode::Manual`),
+/// the `after`/`shutdown` phase waits for the pool's job Deferreds too.
+/// (Held for the order; note the queued job is dropped with `PoolStopped`
+/// where a real pool would run it: Manual mode's stop discards its queue.)
+#[test]
+fn held_fake_reactor_manual_pool_after_phase_waits_for_jobs() {
+    bounded(|| {
+        let reactor = FakeReactor::with_pool_mode(true, reactor::PoolMode::Manual);
+        let pool = ConnectionPool::new(
+            "sqlite3",
+            args![":memory:"],
+            kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+        )
+        .unwrap();
+        let log: Log = Rc::default();
+        let l = log.clone();
+        let _ = pool.run_query("select 1", ()).add_both(move |r| {
+            l.borrow_mut()
+                .push(format!("job {}", outcome(&r.map(|rows| rows.len()))));
+            Ok(())
+        });
+        let l = log.clone();
+        let _ = pool.close().add_both(move |r| {
+            l.borrow_mut().push(format!("close {}", outcome(&r)));
+            Ok(())
+        });
+        let l = log.clone();
+        reactor.add_system_event_trigger(Phase::After, "shutdown", move || {
+            l.borrow_mut().push("after".into());
+        });
+        reactor.stop().unwrap();
+        reactor.run_until_idle();
+        reactor.run_until_idle();
+        let got = log.borrow().clone();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].starts_with("job "), "{got:?}");
+        assert_eq!(got[1..], ["close ok ()", "after"], "{got:?}");
+        drop(pool);
+    });
+}
+
+/// Defect: firing `shutdown` by hand (`fire_system_event`, as Twisted
+/// allows) while a pool job runs. The reactor's own `during` trigger
+/// crashes the loop; `stopped` was never set, so `keep_turning` ignores the
+/// pool's hold and the parked `after` phase, and `run()` returns before the
+/// job's Deferred fired (and before the `after` triggers ran).
+#[test]
+fn defect_shutdown_fired_by_hand_returns_before_pool_deferreds_fire() {
+    bounded(|| {
+        let dir = TempDir::new("review-manual-shutdown");
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(&reactor, &dir, 1);
+        let log: Log = Rc::default();
+        let (p, r, l) = (pool.clone(), reactor.clone(), log.clone());
+        reactor.call_when_running(move || {
+            let l1 = l.clone();
+            let _ = p
+                .run_interaction(|_t| {
+                    std::thread::sleep(Duration::from_millis(30));
+                    Ok(1)
+                })
+                .add_both(move |r| {
+                    l1.borrow_mut().push(format!("job {}", outcome(&r)));
+                    Ok(())
+                });
+            r.fire_system_event("shutdown");
+        });
+        reactor.run().unwrap();
+        assert_eq!(*log.borrow(), ["job ok 1"], "fired before run() returned");
+        drop(pool);
+    });
+}
+
+/// Nested `iterate()` from a job callback while the pool closes at
+/// shutdown: no double borrow, no lost Deferred, `run()` returns.
+#[test]
+fn held_nested_iterate_from_a_callback_during_shutdown() {
+    bounded(|| {
+        let dir = TempDir::new("review-nested-iterate");
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(&reactor, &dir, 2);
+        let log: Log = Rc::default();
+        let (p, r, l) = (pool.clone(), reactor.clone(), log.clone());
+        reactor.call_when_running(move || {
+            for i in 0..4 {
+                let (l1, r1) = (l.clone(), r.clone());
+                let _ = p
+                    .run_interaction(move |_t| {
+                        std::thread::sleep(Duration::from_millis(5));
+                        Ok(i)
+                    })
+                    .add_both(move |res| {
+                        l1.borrow_mut().push(outcome(&res));
+                        for _ in 0..3 {
+                            r1.iterate(Duration::from_millis(1));
+                        }
+                        Ok(())
+                    });
+            }
+            let l2 = l.clone();
+            let _ = p.close().add_both(move |res| {
+                l2.borrow_mut().push(format!("close {}", outcome(&res)));
+                Ok(())
+            });
+            r.stop().unwrap();
+        });
+        let l = log.clone();
+        reactor.add_system_event_trigger(Phase::After, "shutdown", move || {
+            l.borrow_mut().push("after".into());
+        });
+        reactor.run().unwrap();
+        let got = log.borrow().clone();
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(got[4..], ["close ok ()", "after"], "{got:?}");
+        drop(pool);
+    });
+}
+
+/// Two live reactors, none installed: a pool without `cp_reactor` is a
+/// `PoolError` naming `cp_reactor`; once one is dropped, the other is used.
+#[test]
+fn held_default_reactor_ambiguity_and_a_reactor_dropped_midway() {
+    bounded(|| {
+        let a = Reactor::new().unwrap();
+        let b = Reactor::new().unwrap();
+        let Err(err) = ConnectionPool::new("sqlite3", args![":memory:"], kwargs! { "cp_max" => 1 })
+        else {
+            panic!("two live reactors and none installed: expected a PoolError");
+        };
+        assert!(err.to_string().contains("cp_reactor"), "{err}");
+        drop(a);
+        let pool = ConnectionPool::new("sqlite3", args![":memory:"], kwargs! { "cp_max" => 1 })
+            .expect("one live reactor");
+        let (p, r) = (pool.clone(), b.clone());
+        b.call_when_running(move || {
+            assert!(p.reactor().running());
+            r.stop().unwrap();
+        });
+        b.run().unwrap();
+        drop(pool);
+    });
+}
+
+/// `add_timeout` firing while the job commits is declined: the Deferred
+/// reports the committed result, and a second cancel does nothing.
+#[test]
+fn held_timeout_during_commit_is_declined() {
+    bounded(|| {
+        let dir = TempDir::new("review-timeout-commit");
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(&reactor, &dir, 1);
+        let p = pool.clone();
+        let r = reactor.clone();
+        let got = run_async(&reactor, TIMEOUT, move || async move {
+            p.run_operation("CREATE TABLE t (x INTEGER)", ()).await?;
+            let (finishing_tx, finishing_rx) = channel::<()>(1);
+            let (release_tx, release_rx) = channel::<()>(1);
+            // Returns from the body, then the pool commits: the body's last
+            // act tells the loop, which cancels while the worker is finishing.
+            let d = p.run_interaction(move |txn| {
+                txn.execute("INSERT INTO t VALUES (1)", ())?;
+                let _ = finishing_tx.send(());
+                let _ = release_rx.recv_timeout(TIMEOUT);
+                Ok(7)
+            });
+            let d = d.add_timeout(Duration::from_secs(3600), &r);
+            finishing_rx.recv_timeout(TIMEOUT).expect("the body ran");
+            let _ = release_tx.send(());
+            // Give the worker the chance to pass begin_finish; whether it
+            // has or not, the outcome must agree with the table.
+            std::thread::sleep(Duration::from_millis(20));
+            d.cancel();
+            d.cancel();
+            let job = outcome(&d.await);
+            let rows = p.run_query("SELECT count(*) FROM t", ()).await?;
+            let count: i64 = rows[0].get(0).unwrap();
+            Ok((job, count))
+        });
+        let (job, count) = got.unwrap();
+        assert!(
+            (job == "ok 7" && count == 1) || (job == "CancelledError" && count == 0),
+            "{job} with {count} rows"
+        );
+        drop(pool);
     });
 }
