@@ -439,21 +439,20 @@ impl ConnectionPool {
             .name
             .clone()
             .unwrap_or_else(|| format!("adbapi-{}", cfg.dbapi_name));
-        if pool_name.contains('\0') {
-            // It names the worker threads, and the OS takes no NUL there.
-            return Err(PoolError::InvalidOption {
-                option: "cp_name".to_owned(),
-                expected: "a name without NUL characters (it names the worker threads)",
-                got: format!("{pool_name:?}"),
-            });
-        }
-        let threadpool = reactor.new_thread_pool(min, max, &pool_name).map_err(|e| {
-            PoolError::InvalidOption {
-                option: "cp_min".to_owned(),
-                expected: "at most cp_max",
-                got: e.to_string(),
-            }
-        })?;
+        let threadpool = reactor
+            .new_thread_pool(min, max, &pool_name)
+            .map_err(|e| match e {
+                reactor::PoolConfigError::InvalidName { .. } => PoolError::InvalidOption {
+                    option: "cp_name".to_owned(),
+                    expected: "a name without NUL characters (it names the worker threads)",
+                    got: e.to_string(),
+                },
+                other => PoolError::InvalidOption {
+                    option: "cp_min".to_owned(),
+                    expected: "at most cp_max",
+                    got: other.to_string(),
+                },
+            })?;
         let core = PoolCore::new(CoreConfig {
             dbapi_name: cfg.dbapi_name,
             dbapi,
@@ -572,7 +571,8 @@ impl ConnectionPool {
             match &mut *st {
                 CloseState::Closed => return succeed(()),
                 CloseState::Closing(waiters) => {
-                    let (d, r) = Deferred::new();
+                    // Cancelling it cannot cut the close short either.
+                    let (d, r) = Deferred::with_canceller(|r| r.decline_cancel());
                     waiters.push(r);
                     return d;
                 }

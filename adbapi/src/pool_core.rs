@@ -44,6 +44,10 @@ pub(crate) struct JobSlot {
 #[derive(Default)]
 struct JobState {
     conn: Option<DbConnection>,
+    /// `conn`'s commit count when the job got it.
+    commits_at_attach: u64,
+    /// The job committed on a connection it has since left (a reconnect).
+    committed_before: bool,
     cancelled: bool,
     /// The job's own work is over; the pool is committing or rolling back.
     finishing: bool,
@@ -61,7 +65,19 @@ impl JobSlot {
             return Err(Failure::new(deferred::CancelledError));
         }
         st.conn = Some(conn.clone());
+        st.commits_at_attach = conn.commits_begun();
         Ok(())
+    }
+
+    /// True if the job has begun a commit of its own (a `run_with_connection`
+    /// function calling `commit()`): its work is partly durable, so a cancel
+    /// can no longer mean "nothing committed".
+    fn has_committed(st: &JobState) -> bool {
+        st.committed_before
+            || st
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.commits_begun() > st.commits_at_attach)
     }
 
     /// The job is over: a cancel request arriving now does nothing.
@@ -76,9 +92,11 @@ impl JobSlot {
     /// connection starts interrupted, so the job's next statement fails.
     pub(crate) fn reattach(&self, conn: &DbConnection) {
         let mut st = self.lock();
+        st.committed_before = Self::has_committed(&st);
         if let Some(old) = st.conn.replace(conn.clone()) {
             old.clear_interrupt();
         }
+        st.commits_at_attach = conn.commits_begun();
         if st.cancelled {
             // Already cancelled: the job's next statement on the new
             // connection fails too.
@@ -116,11 +134,20 @@ impl JobSlot {
         if st.finishing {
             return CancelAction::TooLate;
         }
-        st.cancelled = true;
         let conn = st.conn.clone();
         if let Some(c) = &conn {
+            // Interrupt first, then look for a commit of the job's own: a
+            // commit that began before the interrupt is seen here, and one
+            // that begins after it fails (see `DbConnection::commit`).
             c.mark_interrupted();
+            if Self::has_committed(&st) {
+                c.clear_interrupt();
+                return CancelAction::TooLate;
+            }
+        } else if st.committed_before {
+            return CancelAction::TooLate;
         }
+        st.cancelled = true;
         CancelAction::Cancelled(conn)
     }
 

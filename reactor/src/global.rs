@@ -10,7 +10,9 @@
 //! 2. else the one reactor this thread made with [`Reactor::new`] that is
 //!    still alive (so `let r = Reactor::new()?; ConnectionPool::new(..)`
 //!    binds the pool to `r`, which the program then runs);
-//! 3. else, when the thread has made none, a new one, kept as the default;
+//! 3. else, when the thread has made none, a new one, kept as the default
+//!    (and so alive: a reactor the program makes after it makes the default
+//!    ambiguous, since something may already be bound to the first);
 //! 4. with several alive and none installed, the choice is ambiguous:
 //!    [`try_default_reactor`] says so ([`AmbiguousReactor`]), and
 //!    [`default_reactor`] logs an error and takes the oldest.
@@ -64,20 +66,17 @@ pub struct AmbiguousReactor {
 /// [`AmbiguousReactor`] if several are alive and none was installed.
 pub fn try_default_reactor() -> Result<Reactor, AmbiguousReactor> {
     let current = DEFAULT.with(|d| d.borrow().as_ref().map(|d| (d.reactor.clone(), d.explicit)));
-    if let Some((r, true)) = &current {
-        return Ok(r.clone());
+    if let Some((r, true)) = current {
+        return Ok(r);
     }
     let live = live();
-    match (live.len(), current) {
-        (0, _) => Ok(make_default()),
-        (1, _) => Ok(live[0].clone()),
-        // Only the one made on demand, plus others the program made: the
-        // program surely means one of its own.
-        (2, Some((made, false))) => Ok(live
-            .into_iter()
-            .find(|r| !Reactor::ptr_eq(r, &made))
-            .expect("two live reactors, one of them the default")),
-        (count, _) => Err(AmbiguousReactor { count }),
+    // A reactor made on demand counts like any other: something may already
+    // be bound to it (a pool made before the program made its own), so a
+    // second live reactor makes the choice ambiguous.
+    match live.len() {
+        0 => Ok(make_default()),
+        1 => Ok(live[0].clone()),
+        count => Err(AmbiguousReactor { count }),
     }
 }
 

@@ -31,6 +31,11 @@ struct RunState {
     stopped: bool,
     just_stopped: bool,
     started_before: bool,
+    /// The `shutdown` event has fired (by `stop`, or by hand with
+    /// `fire_system_event`): shutdown holds keep the loop turning.
+    shutting_down: bool,
+    /// `crash()` was called: the loop ends at once, holds or not.
+    crashed: bool,
 }
 
 struct ReactorPool {
@@ -126,7 +131,8 @@ impl Reactor {
         let weak = reactor.weak();
         reactor.add_system_event_trigger(Phase::During, "shutdown", move || {
             if let Some(r) = upgrade(&weak) {
-                r.crash();
+                r.end_started();
+                r.update(|s| s.shutting_down = true);
             }
         });
         Ok(reactor)
@@ -190,6 +196,8 @@ impl Reactor {
         self.update(|s| {
             s.started = true;
             s.stopped = false;
+            s.crashed = false;
+            s.shutting_down = false;
         });
         self.fire_system_event("startup");
         Ok(())
@@ -201,7 +209,7 @@ impl Reactor {
     /// Twisted: whoever needs a result delivered during shutdown holds it.
     fn keep_turning(&self) -> bool {
         let s = self.state();
-        s.started || (s.stopped && self.inner.shutdown.pending())
+        s.started || (!s.crashed && (s.stopped || s.shutting_down) && self.inner.shutdown.pending())
     }
 
     fn main_loop(&self) {
@@ -310,7 +318,17 @@ impl Reactor {
 
     /// Leaves the loop after the current turn without firing `shutdown`;
     /// `run` may be called again. Mirrors `reactor.crash()`.
+    ///
+    /// A crash ends the loop even while shutdown holds are held (their work
+    /// is abandoned, as everything else is by a crash).
     pub fn crash(&self) {
+        self.update(|s| s.crashed = true);
+        self.end_started();
+    }
+
+    /// What the `during`/`shutdown` trigger and `crash` share: the loop is
+    /// no longer started (Twisted's shutdown trigger is `crash` itself).
+    fn end_started(&self) {
         self.update(|s| {
             s.started = false;
             s.running = false;

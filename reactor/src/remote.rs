@@ -120,7 +120,7 @@ impl RemoteHandle {
     }
 
     /// Delivers the result of the pending job `key` (from
-    /// [`LoopQueue::register`]) to the loop thread, which fires its Deferred.
+    /// `LoopQueue::register`) to the loop thread, which fires its Deferred.
     /// A result for a job that was cancelled meanwhile is dropped.
     pub fn complete(&self, key: usize, outcome: BoxedOutcome) {
         self.send(Msg::Complete(key, outcome));
@@ -516,7 +516,12 @@ impl LoopQueue {
     /// Announces that the loop is about to sleep; returns false (and takes the
     /// announcement back) if something arrived meanwhile.
     pub(crate) fn prepare_sleep(&self) -> bool {
-        self.shared.sleeping.store(true, Ordering::Relaxed);
+        // A read-modify-write rather than a store: it is ordered after any
+        // sender's `swap(false)` in the flag's modification order without
+        // relying on the fence rules (which loom does not model fully, so a
+        // plain store made it report a lost wakeup the C11 model forbids).
+        // It runs once per sleep, so the cost does not matter.
+        self.shared.sleeping.swap(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if self.shared.queued.load(Ordering::Relaxed) == 0 {
             true

@@ -22,8 +22,9 @@ use crate::interfaces::ShutdownHold;
 #[derive(Debug, Default)]
 pub(crate) struct ShutdownGate {
     holds: Rc<Cell<usize>>,
-    /// The parked `after` phase of `shutdown`, while holds are held.
-    waiter: RefCell<Option<Resolver<()>>>,
+    /// The parked `after` phases of `shutdown` (one per firing), while holds
+    /// are held.
+    waiters: RefCell<Vec<Resolver<()>>>,
 }
 
 impl ShutdownGate {
@@ -35,7 +36,7 @@ impl ShutdownGate {
     /// True while a hold is held or the `after` phase is still parked: the
     /// loop of a stopped reactor must keep turning.
     pub(crate) fn pending(&self) -> bool {
-        self.holds.get() > 0 || self.waiter.borrow().is_some()
+        self.holds.get() > 0 || !self.waiters.borrow().is_empty()
     }
 
     /// The triggers' gate before an event's `after` phase: for `shutdown`
@@ -45,7 +46,7 @@ impl ShutdownGate {
             return None;
         }
         let (d, r) = Deferred::new();
-        *self.waiter.borrow_mut() = Some(r);
+        self.waiters.borrow_mut().push(r);
         Some(d)
     }
 
@@ -55,8 +56,8 @@ impl ShutdownGate {
         if self.holds.get() > 0 {
             return;
         }
-        let waiter = self.waiter.borrow_mut().take();
-        if let Some(r) = waiter {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for r in waiters {
             let _ = r.callback(());
         }
     }

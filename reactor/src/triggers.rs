@@ -364,8 +364,14 @@ impl SystemEvents {
         };
         match wait {
             Some(d) => {
-                let (this, event) = (Rc::clone(self), Rc::clone(event));
-                let _ = d.add_callback(move |()| this.run_phase(&event, Phase::After));
+                // Weak: the parked phase must not keep the events (and the
+                // triggers' captures) alive if the reactor is dropped first.
+                let (this, event) = (Rc::downgrade(self), Rc::clone(event));
+                let _ = d.add_callback(move |()| {
+                    if let Some(this) = this.upgrade() {
+                        this.run_phase(&event, Phase::After);
+                    }
+                });
             }
             None => self.run_phase(event, Phase::After),
         }

@@ -8,15 +8,13 @@
 //! ```
 //!
 //! (`LOOM_MAX_PREEMPTIONS` defaults to 2 below when unset; the whole file
-//! then takes about 10 s here.) With a bound of 3, the pool and job-queue
-//! models pass (about 3.5 minutes), but loom reports a lost wakeup in model
-//! (a) that the C11 model forbids: sender 1's `swap(false)` reads the loop's
-//! `false` and writes `false`, then the loop stores `true` and fences, then
-//! sender 2 fences and loads `sleeping`. The swap read the loop's earlier
-//! store, so it precedes the loop's `true` in the (total) modification
-//! order, and the fence rule makes sender 2 see `true`; loom keeps the two
-//! stores unordered (it orders stores by what the storing thread has seen)
-//! and lets the load return the swap's `false`. What is
+//! then takes about 10 s here; CI also runs the loop-queue model with 3.)
+//! With a bound of 3 the pool and job-queue models pass in about 3.5
+//! minutes. The loop queue's flag was once set with a plain store; at 3
+//! preemptions loom then reported a lost wakeup that the C11 model forbids
+//! (loom does not fully model SeqCst fences), so the loop now sets it with
+//! a `swap`, whose place in the flag's modification order loom does see.
+//! What is
 //! abstracted: a spin's time budget becomes two checks separated by
 //! `yield_now` (`src/spin.rs`); the mio waker of the loop queue becomes
 //! [`ModelWaker`], a flag and a condvar with an eventfd's semantics; the

@@ -1,7 +1,7 @@
 //! A fault-injection DB-API module for the fault and load tests.
 //!
 //! [`FaultModule`] wraps the real `sqlite3` driver
-//! ([`SqliteModule`](adbapi::drivers::sqlite::SqliteModule), through
+//! ([`adbapi::drivers::sqlite::SqliteModule`], through
 //! [`DbApiModule::connect`]), so the data is real, and lets every step a
 //! connection pool goes through be told to succeed, fail with a chosen
 //! [`ErrorKind`], panic, or sever the connection, on a given call or always:

@@ -2,7 +2,7 @@
 //! (`tests/tests/pool_model.rs`).
 //!
 //! [`PlanModule`] is a DB-API module layered over a
-//! [`FaultModule`](crate::faults::FaultModule) (which keeps the books on
+//! [`crate::faults::FaultModule`] (which keeps the books on
 //! connections opened and closed and applies its own step-counted rules).
 //! Where `FaultModule`'s rules are counted per step across the whole module,
 //! so with several workers nobody can tell which job an `Nth` fault hits,

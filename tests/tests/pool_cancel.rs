@@ -244,7 +244,10 @@ fn cancel_while_running_rolls_back_and_runs_the_driver_cancel_where_it_should() 
             // while the job still runs, so let it land before the job goes on.
             let deadline = std::time::Instant::now() + TIMEOUT;
             while cancels.lock().unwrap().is_empty() {
-                assert!(std::time::Instant::now() < deadline, "the driver cancel never ran");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the driver cancel never ran"
+                );
                 std::thread::sleep(Duration::from_millis(1));
             }
             go_tx.send(()).unwrap();

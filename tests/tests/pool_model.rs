@@ -3,12 +3,10 @@
 //! promises.
 //!
 //! ```sh
-//! # CI (a bounded number of cases, known-defect paths masked):
+//! # CI (a bounded number of cases):
 //! cargo test -p integration-tests --test pool_model
 //! # a long run:
 //! ADBAPI_MODEL_CASES=20000 cargo test -p integration-tests --test pool_model --release -- --nocapture
-//! # with the paths of the known defects 8-12 unmasked (all, or a list: 8,11):
-//! ADBAPI_MODEL_STRICT=1 cargo test -p integration-tests --test pool_model
 //! # reproduce one case:
 //! PROPTEST_RNG_SEED=<seed> ADBAPI_MODEL_CASES=1 ... (proptest prints the minimal program)
 //! ```
@@ -68,54 +66,6 @@ const HANG: Duration = Duration::from_secs(15);
 const SHRINK_TRIES: usize = 6;
 /// How long a dropped pool's workers get to close their connections.
 const DROPPED_POOL_GRACE: Duration = Duration::from_secs(10);
-
-/// Which masked paths are open: `ADBAPI_MODEL_STRICT` (`1`/`all`, or a
-/// comma-separated list of defect names such as `8,11,N1`), plus those a
-/// regression test opens. A masked path keeps CI green until its fix lands;
-/// remove the mask with the fix:
-///
-/// - `8` (known): a `run_*` refused while the reactor shuts down never fires.
-///   Masked: an unfired job issued after `stop()` or on a closed pool is not
-///   reported.
-/// - `9` (known): a dropped pool does not hold shutdown. Masked: unfired jobs
-///   are not reported once the program dropped the pool.
-/// - `10` (known): `after`/`shutdown` triggers run before the pool finished
-///   closing. Masked: the check in the `after` trigger is not reported.
-/// - `11` (known): a cancel landing during commit is reported as
-///   `CancelledError` although the job committed. Masked: a cancelled or
-///   timed-out job whose own commit reached the database is not reported.
-/// - `12` (known): `adjust_pool_size` strands jobs (a hang). Masked: no
-///   `Adjust` step is generated.
-/// - `N1` (new): cancelling `close()`'s Deferred drops the shutdown hold.
-///   Masked: a `Cancel` aimed at a `close`/`final_close` Deferred is skipped.
-/// - `N2` (new): a rollback failing without a lost connection keeps the
-///   transaction open on a pooled connection. Masked: rollback faults are
-///   only `Sever`.
-#[derive(Debug, Clone, Default)]
-struct Masks {
-    all: bool,
-    open: Vec<String>,
-}
-
-impl Masks {
-    fn from_env() -> Masks {
-        let v = std::env::var("ADBAPI_MODEL_STRICT").unwrap_or_default();
-        Masks {
-            all: v == "1" || v == "all",
-            open: v.split(',').map(|d| d.trim().to_owned()).collect(),
-        }
-    }
-
-    fn with(mut self, defects: &[&str]) -> Masks {
-        self.open.extend(defects.iter().map(|d| (*d).to_owned()));
-        self
-    }
-
-    /// True if the path to `defect` is not masked.
-    fn unmasked(&self, defect: &str) -> bool {
-        self.all || self.open.iter().any(|d| d == defect)
-    }
-}
 
 // ---------------------------------------------------------------- programs
 
@@ -290,12 +240,6 @@ fn act() -> impl Strategy<Value = Act> {
             plan,
             timeout_ms,
         });
-    // Known defect 12 (a hang) is masked: no Adjust step.
-    let adjust_weight = if Masks::from_env().unmasked("12") {
-        1
-    } else {
-        0
-    };
     prop_oneof![
         10 => run,
         4 => (0usize..8).prop_map(Act::Cancel),
@@ -303,7 +247,7 @@ fn act() -> impl Strategy<Value = Act> {
         1 => Just(Act::FinalClose),
         1 => Just(Act::DropPool),
         1 => Just(Act::Stop),
-        adjust_weight => (0usize..=3, 1usize..=3)
+        1 => (0usize..=3, 1usize..=3)
             .prop_map(|(min, max)| Act::Adjust { min: min.min(max), max }),
         2 => (0u8..=20).prop_map(Act::Pause),
     ]
@@ -431,7 +375,6 @@ struct Model {
     after_shutdown: RefCell<Option<String>>,
     /// What happened, in order, for the failure message.
     trace: RefCell<Vec<String>>,
-    masks: Masks,
 }
 
 impl Model {
@@ -714,7 +657,7 @@ fn finish(model: &Rc<Model>) {
 }
 
 /// Runs one program to completion and checks it; `Err` says what is wrong.
-fn run_program(prog: &Program, masks: Masks) -> Result<(), String> {
+fn run_program(prog: &Program) -> Result<(), String> {
     quiet_injected_panics();
     let dir = TempDir::new("pool-model");
     let db = dir.file("model.db");
@@ -758,7 +701,6 @@ fn run_program(prog: &Program, masks: Masks) -> Result<(), String> {
         timed_out: Cell::new(false),
         after_shutdown: RefCell::new(None),
         trace: RefCell::new(Vec::new()),
-        masks,
     });
     // Known defect 10: the pool must have closed before the after phase.
     let m = Rc::clone(&model);
@@ -980,13 +922,13 @@ fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>>
 }
 
 /// Runs `prog` on a thread of its own, so a hang fails the case.
-fn run_guarded(prog: &Program, masks: Masks) -> Result<(), String> {
+fn run_guarded(prog: &Program) -> Result<(), String> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let p = prog.clone();
     std::thread::Builder::new()
         .name("pool-model-case".to_owned())
         .spawn(move || {
-            let r = std::panic::catch_unwind(|| run_program(&p, masks))
+            let r = std::panic::catch_unwind(|| run_program(&p))
                 .unwrap_or_else(|_| Err("the case panicked (see stderr)".to_owned()));
             let _ = tx.send(r);
         })
@@ -1020,7 +962,7 @@ fn pool_model() {
     let result = runner.run(&program(), |prog| {
         let tries = if shrinking.get() { SHRINK_TRIES } else { 1 };
         for _ in 0..tries {
-            if let Err(why) = run_guarded(&prog, Masks::from_env()) {
+            if let Err(why) = run_guarded(&prog) {
                 shrinking.set(true);
                 return Err(TestCaseError::fail(why));
             }
@@ -1038,9 +980,8 @@ fn pool_model() {
 
 // ------------------------------------------------- minimal failing programs
 //
-// The minimal programs the search shrank to, pinned with their masks open.
-// Each is `#[ignore]`d while its defect is open; remove the `ignore` (and
-// the mask) once the fix lands.
+// The minimal programs the search shrank to, pinned as regression tests of
+// the defects they found (8-11 of the trust issue, and N1, N2 found here).
 
 fn q() -> Act {
     Act::Run {
@@ -1054,8 +995,8 @@ fn now(act: Act) -> Step {
     Step { at: At::Now, act }
 }
 
-fn assert_program(prog: Program, open: &[&str]) {
-    if let Err(why) = run_guarded(&prog, Masks::default().with(open)) {
+fn assert_program(prog: Program) {
+    if let Err(why) = run_guarded(&prog) {
         panic!("program:\n{prog:#?}\n{why}");
     }
 }
@@ -1066,16 +1007,13 @@ fn assert_program(prog: Program, open: &[&str]) {
 /// shutdown hold, so `run()` returns before the job's Deferred fires.
 #[test]
 fn cancelling_close_keeps_the_shutdown_hold() {
-    assert_program(
-        Program {
-            min: 1,
-            max: 1,
-            reconnect: false,
-            global: vec![],
-            steps: vec![now(q()), now(Act::Close), now(Act::Cancel(1))],
-        },
-        &["N1"],
-    );
+    assert_program(Program {
+        min: 1,
+        max: 1,
+        reconnect: false,
+        global: vec![],
+        steps: vec![now(q()), now(Act::Close), now(Act::Cancel(1))],
+    });
 }
 
 /// NEW defect N2 (Twisted does the same): a rollback that fails without the
@@ -1087,23 +1025,20 @@ fn cancelling_close_keeps_the_shutdown_hold() {
 /// the connection).
 #[test]
 fn a_failed_rollback_does_not_keep_the_transaction_open() {
-    assert_program(
-        Program {
-            min: 1,
-            max: 2,
-            reconnect: false,
-            global: vec![],
-            steps: vec![now(Act::Run {
-                op: Op::Interaction(Body::Slow(6)),
-                plan: JobPlan {
-                    rollback: StepFault::Fail,
-                    ..JobPlan::default()
-                },
-                timeout_ms: Some(1),
-            })],
-        },
-        &["N2"],
-    );
+    assert_program(Program {
+        min: 1,
+        max: 2,
+        reconnect: false,
+        global: vec![],
+        steps: vec![now(Act::Run {
+            op: Op::Interaction(Body::Slow(6)),
+            plan: JobPlan {
+                rollback: StepFault::Fail,
+                ..JobPlan::default()
+            },
+            timeout_ms: Some(1),
+        })],
+    });
 }
 
 fn one_worker(steps: Vec<Step>) -> Program {
@@ -1120,16 +1055,13 @@ fn one_worker(steps: Vec<Step>) -> Program {
 /// the program stops the reactor, fires only after `run()` returned.
 #[test]
 fn a_refused_job_fires_before_run_returns() {
-    assert_program(
-        one_worker(vec![
-            now(Act::Close),
-            Step {
-                at: At::AfterJob(0),
-                act: q(),
-            },
-        ]),
-        &["8"],
-    );
+    assert_program(one_worker(vec![
+        now(Act::Close),
+        Step {
+            at: At::AfterJob(0),
+            act: q(),
+        },
+    ]));
 }
 
 /// Known defect 9: a job in flight when the last pool handle is dropped
@@ -1137,14 +1069,14 @@ fn a_refused_job_fires_before_run_returns() {
 /// shutdown).
 #[test]
 fn a_dropped_pool_holds_shutdown() {
-    assert_program(one_worker(vec![now(q()), now(Act::DropPool)]), &["9"]);
+    assert_program(one_worker(vec![now(q()), now(Act::DropPool)]));
 }
 
 /// Known defect 10: the `after`/`shutdown` triggers run while the pool's
 /// worker is still alive.
 #[test]
 fn after_shutdown_triggers_wait_for_the_pool() {
-    assert_program(one_worker(vec![now(q())]), &["10"]);
+    assert_program(one_worker(vec![now(q())]));
 }
 
 /// Known defect 11: a timeout (a cancel) landing while the job commits is
@@ -1163,6 +1095,5 @@ fn a_cancel_during_commit_reports_the_real_outcome() {
             },
             timeout_ms: Some(20),
         })]),
-        &["11"],
     );
 }

@@ -140,8 +140,12 @@ struct ConnInner {
     module: String,
     id: u64,
     canceller: Option<Arc<dyn StatementCanceller>>,
-    /// Set by `interrupt`: the next `execute` fails instead of running.
+    /// Set by `interrupt`: the next `execute` (or `commit`) fails instead of
+    /// running.
     interrupted: AtomicBool,
+    /// How many commits were begun, so a canceller can tell that a job has
+    /// committed something and is past cancelling.
+    commits: AtomicU64,
 }
 
 /// An open DB-API connection: the raw connection Twisted's pool keeps per
@@ -168,6 +172,7 @@ impl DbConnection {
                 id: IDS.fetch_add(1, Ordering::Relaxed),
                 canceller,
                 interrupted: AtomicBool::new(false),
+                commits: AtomicU64::new(0),
             }),
         }
     }
@@ -196,9 +201,20 @@ impl DbConnection {
         Ok(Cursor::new(self.clone()))
     }
 
-    /// Commits. Mirrors `connection.commit()`.
+    /// Commits. Mirrors `connection.commit()`. Fails without committing if
+    /// the connection was interrupted (see [`interrupt`](Self::interrupt)).
     pub fn commit(&self) -> DbResult<()> {
+        // Counted before the interrupt check (both SeqCst), so a canceller
+        // that marks the connection interrupted and then reads the count
+        // either stops this commit or sees that it began.
+        self.inner.commits.fetch_add(1, Ordering::SeqCst);
+        self.check_interrupt("COMMIT")?;
         self.with_driver(|d| d.commit())
+    }
+
+    /// How many commits have been begun on this connection.
+    pub(crate) fn commits_begun(&self) -> u64 {
+        self.inner.commits.load(Ordering::SeqCst)
     }
 
     /// Rolls back. Mirrors `connection.rollback()`.
