@@ -62,7 +62,8 @@
 //! - default: the `sqlite3` driver (rusqlite with SQLite bundled: no system
 //!   library needed).
 //! - `postgres`: the PostgreSQL driver, registered as `psycopg2` and
-//!   `postgres` ([`drivers::postgres`]).
+//!   `postgres` (`drivers::postgres`; the docs on docs.rs show it, marked with
+//!   its feature).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
