@@ -14,7 +14,7 @@
 //! )
 //! .unwrap();
 //! let (p, r) = (pool.clone(), reactor.clone());
-//! pool.run_interaction(|txn| {
+//! let _ = pool.run_interaction(|txn| {
 //!     txn.execute("CREATE TABLE users (name TEXT, karma INTEGER)", ())?;
 //!     txn.executemany("INSERT INTO users VALUES (?, ?)", [("ann", 3), ("bob", 5)])?;
 //!     Ok(())

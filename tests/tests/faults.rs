@@ -413,7 +413,11 @@ fn rows_text(rows: &[DbRow]) -> String {
         .map(|r| {
             r.values()
                 .iter()
-                .map(ToString::to_string)
+                // Text quoted, so the expected strings tell "1" from 1.
+                .map(|v| match v {
+                    adbapi::Value::Text(s) => format!("{s:?}"),
+                    other => other.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         })

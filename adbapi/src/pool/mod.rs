@@ -157,7 +157,7 @@ impl Drop for PoolInner {
 /// let out = Rc::new(RefCell::new(Vec::new()));
 /// let (o, r) = (out.clone(), reactor.clone());
 /// let p = pool.clone();
-/// pool.run_operation("CREATE TABLE t (x INTEGER)", ())
+/// let _ = pool.run_operation("CREATE TABLE t (x INTEGER)", ())
 ///     .add_callback_deferred(move |()| {
 ///         p.run_interaction(|txn| {
 ///             txn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)])?;

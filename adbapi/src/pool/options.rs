@@ -25,6 +25,25 @@ use crate::dbapi::{DbConnection, Quoted, UnknownModule, Value};
 /// `kwargs! { "cp_good_sql" => Arg::None }` is `cp_good_sql=None` (no probe
 /// query). It is the same as `Value::Null` (and as `None::<&str>`), without
 /// having to import [`Value`] or name a type.
+///
+/// ```
+/// use adbapi::{args, kwargs, Arg, ConnectionPool};
+/// use reactor::testing::FakeReactor;
+/// let pool = ConnectionPool::new(
+///     "sqlite3",
+///     args![":memory:"],
+///     kwargs! { "cp_good_sql" => Arg::None, "cp_reactor" => Arg::reactor(FakeReactor::new(false)) },
+/// )
+/// .unwrap();
+/// assert_eq!(pool.good_sql(), None);
+/// // A reactor already shared (an `Rc<dyn AnyReactor>`) is passed the same way.
+/// let again = ConnectionPool::builder("sqlite3")
+///     .arg(":memory:")
+///     .reactor(pool.reactor().clone())
+///     .build()
+///     .unwrap();
+/// assert!(std::rc::Rc::ptr_eq(again.reactor(), pool.reactor()));
+/// ```
 pub enum Arg {
     /// A value.
     Value(Value),
