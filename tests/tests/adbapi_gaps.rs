@@ -352,11 +352,9 @@ fn from_state_logs_the_compliance_warnings_again() {
         kwargs! { "cp_reactor" => Arg::reactor(FakeReactor::new(false)) },
     )
     .expect("a pool");
-    let restored = ConnectionPool::from_state_with_reactor(
-        pool.get_state(),
-        Some(Rc::new(FakeReactor::new(false))),
-    )
-    .expect("from_state");
+    let restored =
+        ConnectionPool::from_state_with_reactor(pool.get_state(), FakeReactor::new(false))
+            .expect("from_state");
     assert_eq!(restored.dbapi_name(), module);
     assert_eq!(logs.count("DB API module not DB API 2.0 compliant."), 2);
     assert_eq!(logs.count("DB API module not sufficiently thread-safe."), 2);
@@ -421,7 +419,7 @@ fn quiet_pool_logs_no_connecting_or_closing() {
 #[test]
 fn disconnect_of_another_threads_connection_is_wrong_connection_for_thread() {
     let (_reactor, pool) = inline_sqlite_pool(kwargs! {});
-    let core = Arc::clone(pool.core());
+    let core = Arc::clone(pool.shared());
     let (to_main, from_thread) = bounded::<DbConnection>(1);
     let (to_thread, from_main) = bounded::<()>(1);
     std::thread::scope(|s| {

@@ -263,7 +263,7 @@ const TABLE: &[Row] = &[
         "1.2: openfun's error propagates; difference: the new connection is closed, not leaked; the follow-up connects afresh"),
     row(Step::Cursor, ANY_MODE, NO_RECONNECT, TXN_OPS, Outcome::Raised, true, NO_LOGS, 1,
         "1.8: cursor creation fails in Transaction construction, outside the try: no rollback, and the connection is kept \
-         (after a panic too: the Transaction is built before finish() runs, pool_core.rs run_interaction_blocking)"),
+         (after a panic too: the Transaction is built before finish() runs, pool/job.rs run_interaction_job)"),
     row(Step::Cursor, ANY_MODE, RECONNECT, TXN_OPS, Outcome::Success, true, CURSOR_FAILED, 2,
         "1.4/1.8: reopen logs 'Cursor creation failed', reconnects once and the job proceeds on the new connection"),
     row(Step::Cursor, FAIL, ANY_RECONNECT, &[Op::WithConnection], Outcome::Raised, true, NO_LOGS, 1,
@@ -413,7 +413,11 @@ fn rows_text(rows: &[DbRow]) -> String {
         .map(|r| {
             r.values()
                 .iter()
-                .map(ToString::to_string)
+                // Text quoted, so the expected strings tell "1" from 1.
+                .map(|v| match v {
+                    adbapi::Value::Text(s) => format!("{s:?}"),
+                    other => other.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         })

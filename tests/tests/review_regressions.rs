@@ -179,8 +179,7 @@ fn every_constructor_refuses_a_pool_of_no_threads() {
     let mut state = p.get_state();
     state.max = 0;
     state.min = 0;
-    let err = ConnectionPool::from_state_with_reactor(state, Some(Rc::new(reactor)))
-        .expect_err("refused");
+    let err = ConnectionPool::from_state_with_reactor(state, reactor).expect_err("refused");
     assert!(
         matches!(err, PoolError::InvalidOption { ref option, .. } if option == "cp_max"),
         "{err}"

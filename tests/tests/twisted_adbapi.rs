@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use adbapi::dbapi::{connect, DbConnection};
 use adbapi::{
-    args, kwargs, Arg, Connection, ConnectionLost, ConnectionPool, PoolCore, Transaction,
+    args, kwargs, Arg, Connection, ConnectionLost, ConnectionPool, SharedPool, Transaction,
 };
 use deferred::Failure;
 use integration_tests::backend::Sqlite3Backend;
@@ -121,7 +121,7 @@ fn assert_one_problem_logged(logs: &LogCapture, why: &str) {
 
 /// `DummyTransaction`: a transaction factory that opens no cursor.
 fn dummy_transaction<'c>(
-    pool: &Arc<PoolCore>,
+    pool: &'c Arc<SharedPool>,
     connection: &'c mut Connection,
 ) -> Result<Transaction<'c>, Failure> {
     Ok(Transaction::without_cursor(pool, connection))
@@ -131,7 +131,7 @@ fn dummy_transaction<'c>(
 /// new fake raw connection (whose `rollback` fails when the module says so).
 fn rollback_raise_factory(module: &str) -> adbapi::ConnectionFactory {
     let module = module.to_owned();
-    Arc::new(move |core: &Arc<PoolCore>| {
+    Arc::new(move |core: &Arc<SharedPool>| {
         Ok(Connection::with_raw(core, raw_fake_connection(&module)))
     })
 }
@@ -154,7 +154,7 @@ fn connection_tests_test_rollback_error_logged() {
     fail_rollback(&state);
     // FakePool: reconnect = True, noisy = True.
     let (_reactor, pool) = fake_pool(&module, false, true, true);
-    let mut connection = Connection::new(pool.core()).expect("Connection(pool)");
+    let mut connection = Connection::new(pool.shared()).expect("Connection(pool)");
 
     let err = connection
         .rollback()
@@ -199,12 +199,12 @@ fn transaction_tests_test_reopen_log_error_if_reconnect() {
     // ConnectionCursorRaise: cursor() raises on the first call only.
     state.cursor_failures.store(1, Ordering::SeqCst);
     let (_reactor, pool) = fake_pool(&module, false, true, true);
-    let mut conn = Connection::new(pool.core()).expect("a connection");
+    let mut conn = Connection::new(pool.shared()).expect("a connection");
     let first_raw = conn.raw().clone();
 
     {
         let mut transaction =
-            Transaction::new(pool.core(), &mut conn).expect("Transaction(pool, conn)");
+            Transaction::new(pool.shared(), &mut conn).expect("Transaction(pool, conn)");
         transaction
             .reopen()
             .expect("transaction.reopen() raises nothing");
@@ -263,7 +263,7 @@ fn connection_pool_tests_test_close_log_error() {
     let conn = raw_fake_connection(&module);
     state.fail_close.store(true, Ordering::SeqCst);
 
-    pool.core().close_connection(&conn); // no panic, no error escapes
+    pool.shared().close_connection(&conn); // no panic, no error escapes
 
     assert_one_problem_logged(&logs, "Connection close failed");
     assert_eq!(state.count("close"), 1);

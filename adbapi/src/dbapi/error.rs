@@ -153,6 +153,33 @@ macro_rules! leaf_error {
                 self.0.source_ref()
             }
         }
+
+        impl $name {
+            /// The details: message, SQL, code, source. Mirrors the
+            /// exception's attributes (psycopg2's `pgerror`, `pgcode`).
+            pub fn details(&self) -> &ErrorDetails {
+                &self.0
+            }
+
+            /// The message. Mirrors `str(e)` without the class name (CPython's
+            /// `e.args[0]`).
+            pub fn message(&self) -> &str {
+                &self.details().message
+            }
+
+            /// The driver's error code: SQLSTATE for PostgreSQL (psycopg2's
+            /// `pgcode`), the extended result code for SQLite
+            /// (`sqlite_errorcode`).
+            pub fn code(&self) -> Option<&str> {
+                self.details().code.as_deref()
+            }
+
+            /// The SQL that failed, if known (at most its first 300
+            /// characters).
+            pub fn sql(&self) -> Option<&str> {
+                self.details().sql.as_deref()
+            }
+        }
     };
 }
 
@@ -185,6 +212,33 @@ macro_rules! database_error {
         impl StdError for $name {
             fn source(&self) -> Option<&(dyn StdError + 'static)> {
                 Some(&self.0)
+            }
+        }
+
+        impl $name {
+            /// The details: message, SQL, code, source. Mirrors the
+            /// exception's attributes (psycopg2's `pgerror`, `pgcode`).
+            pub fn details(&self) -> &ErrorDetails {
+                self.0.details()
+            }
+
+            /// The message. Mirrors `str(e)` without the class name (CPython's
+            /// `e.args[0]`).
+            pub fn message(&self) -> &str {
+                &self.details().message
+            }
+
+            /// The driver's error code: SQLSTATE for PostgreSQL (psycopg2's
+            /// `pgcode`), the extended result code for SQLite
+            /// (`sqlite_errorcode`).
+            pub fn code(&self) -> Option<&str> {
+                self.details().code.as_deref()
+            }
+
+            /// The SQL that failed, if known (at most its first 300
+            /// characters).
+            pub fn sql(&self) -> Option<&str> {
+                self.details().sql.as_deref()
             }
         }
     };
@@ -241,6 +295,10 @@ enum Repr {
 /// let f = Failure::new(e);
 /// assert!(f.check::<IntegrityError>().is_some());   // except IntegrityError
 /// assert!(f.check::<DatabaseError>().is_some());    // except DatabaseError
+/// let e = f.check::<IntegrityError>().unwrap();
+/// assert_eq!(e.message(), "UNIQUE constraint failed: t.x");
+/// assert_eq!(e.sql(), Some("INSERT INTO t VALUES (?)"));
+/// assert_eq!(e.code(), None);
 /// assert!(f.error_message().contains("INSERT INTO t"));
 /// ```
 #[derive(Debug, Clone)]
@@ -323,7 +381,7 @@ impl DbError {
         }
     }
 
-    /// The message.
+    /// The message, without the kind's name. Mirrors CPython's `e.args[0]`.
     pub fn message(&self) -> &str {
         &self.details().message
     }
@@ -334,7 +392,8 @@ impl DbError {
         self.details().sql.as_deref()
     }
 
-    /// The driver's error code (SQLSTATE for PostgreSQL).
+    /// The driver's error code: SQLSTATE for PostgreSQL (psycopg2's
+    /// `pgcode`), the extended result code for SQLite.
     pub fn code(&self) -> Option<&str> {
         self.details().code.as_deref()
     }

@@ -1,5 +1,7 @@
 //! The registry of DB-API modules by name: the stand-in for Python's import
-//! of a module by dotted name (`reflect.namedModule(dbapiName)`).
+//! of a module by dotted name (`reflect.namedModule(dbapiName)`). It starts
+//! with the built-in drivers, which the crate root lists
+//! (`crate::builtin_modules`), so this layer does not depend on any driver.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -12,7 +14,7 @@ fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(|| {
         let mut m: BTreeMap<String, Arc<dyn DbApiModule>> = BTreeMap::new();
-        for (name, module) in crate::drivers::builtin_modules() {
+        for (name, module) in crate::builtin_modules() {
             m.insert(name.to_owned(), module);
         }
         RwLock::new(m)

@@ -19,6 +19,17 @@ use super::error::{DbError, ErrorKind};
 /// | `float` | `Float` |
 /// | `str` | `Text` |
 /// | `bytes` | `Bytes` |
+///
+/// `Display` prints a value as Python's `print(value)` does for text (the
+/// text itself, no quotes) and numbers; `Debug` keeps the quotes:
+///
+/// ```
+/// use adbapi::Value;
+/// let v = Value::from("bob");
+/// assert_eq!(v.to_string(), "bob");
+/// assert_eq!(format!("{v:?}"), r#"Text("bob")"#);
+/// assert_eq!(Value::from(42).to_string(), "42");
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     /// SQL NULL.
@@ -61,8 +72,22 @@ impl fmt::Display for Value {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
-            Value::Text(s) => write!(f, "{s:?}"),
+            // As Python's print(row[0]): the text, unquoted.
+            Value::Text(s) => f.write_str(s),
             Value::Bytes(b) => write!(f, "<{} bytes>", b.len()),
+        }
+    }
+}
+
+/// A value as error messages show it: text in double quotes (so `""` and
+/// `" "` are visible), everything else as `Display` shows it.
+pub(crate) struct Quoted<'a>(pub(crate) &'a Value);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Text(s) => write!(f, "{s:?}"),
+            other => fmt::Display::fmt(other, f),
         }
     }
 }

@@ -1,22 +1,12 @@
-//! The built-in drivers: `sqlite3` always, `psycopg2`/`postgres` with the
-//! `postgres` feature.
-
-use std::sync::Arc;
-
-use crate::dbapi::DbApiModule;
+//! The built-in drivers, one folder each: `sqlite` (`sqlite3`, always) and
+//! `postgres` (`psycopg2`/`postgres`, with the `postgres` feature). Each
+//! driver implements [`DbApiModule`](crate::dbapi::DbApiModule) and lists
+//! the names it registers under in a `modules()` function, which the crate
+//! root installs in the registry. A new driver (MySQL is next, behind a
+//! `mysql` feature) adds its folder here and one line in `builtin_modules`
+//! in `lib.rs`.
 
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod sqlite;
-
-/// The modules registered before any user registration.
-pub(crate) fn builtin_modules() -> Vec<(&'static str, Arc<dyn DbApiModule>)> {
-    #[allow(unused_mut)]
-    let mut modules: Vec<(&'static str, Arc<dyn DbApiModule>)> =
-        vec![("sqlite3", Arc::new(sqlite::SqliteModule))];
-    #[cfg(feature = "postgres")]
-    for name in ["psycopg2", "postgres"] {
-        modules.push((name, Arc::new(postgres::PostgresModule::named(name))));
-    }
-    modules
-}

@@ -96,6 +96,7 @@
 //! the server's message its message. Class `08`, `57P01`–`57P03`, I/O errors
 //! and a closed connection are marked as a lost connection.
 
+mod connect;
 pub(crate) mod paramstyle;
 pub mod types;
 
@@ -103,10 +104,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use postgres::config::SslMode;
-use postgres::{CancelToken, Client, Config, NoTls, SimpleQueryMessage, Statement};
+use postgres::{CancelToken, Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::dbapi::{
     Column, ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind, ExecResult,
@@ -128,124 +127,6 @@ impl PostgresModule {
     }
 }
 
-const KEYWORDS: [&str; 11] = [
-    "dsn",
-    "options",
-    "host",
-    "port",
-    "user",
-    "password",
-    "dbname",
-    "database",
-    "connect_timeout",
-    "sslmode",
-    "application_name",
-];
-
-fn arg_error(msg: String) -> DbError {
-    DbError::new(ErrorKind::ProgrammingError, msg)
-}
-
-fn text_arg<'a>(v: &'a Value, name: &str) -> DbResult<std::borrow::Cow<'a, str>> {
-    match v {
-        Value::Text(s) => Ok(std::borrow::Cow::Borrowed(s)),
-        Value::Int(i) => Ok(std::borrow::Cow::Owned(i.to_string())),
-        other => Err(arg_error(format!(
-            "psycopg2.connect: argument '{name}' must be text, got {} {other}",
-            other.type_name()
-        ))),
-    }
-}
-
-/// Builds a `postgres::Config` from psycopg2-style arguments.
-pub(crate) fn config(args: &ConnectArgs) -> DbResult<Config> {
-    if args.args.len() > 1 {
-        return Err(arg_error(format!(
-            "psycopg2.connect takes at most 1 positional argument (the dsn), {} given",
-            args.args.len()
-        )));
-    }
-    for k in args.kwargs.keys() {
-        if !KEYWORDS.contains(&k.as_str()) {
-            return Err(arg_error(format!(
-                "invalid dsn: invalid connection option \"{k}\" (known: {})",
-                KEYWORDS.join(", ")
-            )));
-        }
-    }
-    let mut cfg = match args.get(0, "dsn") {
-        Some(Value::Null) | None => Config::new(),
-        Some(v) => {
-            let dsn = text_arg(v, "dsn")?;
-            dsn.parse::<Config>()
-                .map_err(|e| arg_error(format!("invalid dsn: {e}")).with_source(e))?
-        }
-    };
-    let kw = |k: &str| args.kwargs.get(k).filter(|v| !v.is_null());
-    if let Some(v) = kw("host") {
-        cfg.host(&text_arg(v, "host")?);
-    }
-    if let Some(v) = kw("port") {
-        let port = match v {
-            Value::Int(p) => u16::try_from(*p).ok(),
-            Value::Text(s) => s.parse().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| arg_error(format!("psycopg2.connect: invalid port {v}")))?;
-        cfg.port(port);
-    }
-    if let Some(v) = kw("user") {
-        cfg.user(&text_arg(v, "user")?);
-    }
-    if let Some(v) = kw("password") {
-        cfg.password(text_arg(v, "password")?.as_bytes());
-    }
-    if let Some(v) = kw("dbname").or_else(|| kw("database")) {
-        cfg.dbname(&text_arg(v, "dbname")?);
-    }
-    if let Some(v) = kw("connect_timeout") {
-        let secs = match v {
-            Value::Int(s) if *s >= 0 => u64::try_from(*s).unwrap_or(0),
-            Value::Text(s) => s
-                .parse()
-                .map_err(|_| arg_error(format!("invalid connect_timeout {s:?}")))?,
-            other => return Err(arg_error(format!("invalid connect_timeout {other}"))),
-        };
-        if secs > 0 {
-            cfg.connect_timeout(Duration::from_secs(secs));
-        }
-    }
-    if let Some(v) = kw("sslmode") {
-        match text_arg(v, "sslmode")?.as_ref() {
-            "disable" => cfg.ssl_mode(SslMode::Disable),
-            "allow" | "prefer" => cfg.ssl_mode(SslMode::Prefer),
-            other => {
-                return Err(DbError::new(
-                    ErrorKind::NotSupportedError,
-                    format!("sslmode={other} needs TLS, which this build of the postgres driver does not include"),
-                ))
-            }
-        };
-    }
-    if let Some(v) = kw("application_name") {
-        cfg.application_name(&text_arg(v, "application_name")?);
-    }
-    if let Some(v) = kw("options") {
-        cfg.options(&text_arg(v, "options")?);
-    }
-    if cfg.get_hosts().is_empty() {
-        if std::path::Path::new("/var/run/postgresql").is_dir() {
-            cfg.host_path("/var/run/postgresql");
-        } else {
-            cfg.host("localhost");
-        }
-    }
-    if cfg.get_user().is_none() {
-        cfg.user(&std::env::var("USER").unwrap_or_else(|_| "postgres".to_owned()));
-    }
-    Ok(cfg)
-}
-
 impl DbApiModule for PostgresModule {
     fn name(&self) -> &str {
         self.name
@@ -260,7 +141,7 @@ impl DbApiModule for PostgresModule {
     }
 
     fn connect(&self, args: &ConnectArgs) -> DbResult<Box<dyn DriverConnection>> {
-        let cfg = config(args)?;
+        let cfg = connect::config(args)?;
         let client = cfg.connect(NoTls).map_err(|e| map_error(e, None))?;
         let token = client.cancel_token();
         Ok(Box::new(PgConnection {
@@ -681,4 +562,16 @@ pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
         d = d.with_sql(s);
     }
     d.with_source(e)
+}
+
+/// The names this driver registers under: `psycopg2` (what Twisted users
+/// pass) and `postgres`.
+pub(crate) fn modules() -> Vec<(&'static str, Arc<dyn DbApiModule>)> {
+    ["psycopg2", "postgres"]
+        .into_iter()
+        .map(|name| {
+            let module: Arc<dyn DbApiModule> = Arc::new(PostgresModule::named(name));
+            (name, module)
+        })
+        .collect()
 }

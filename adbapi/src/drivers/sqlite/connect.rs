@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::dbapi::{ConnectArgs, DbError, ErrorKind, Value};
+use crate::dbapi::{ConnectArgs, DbError, ErrorKind, Quoted, Value};
 
 /// The argument names of CPython's `sqlite3.connect`, in positional order.
 const KNOWN_ARGS: [&str; 8] = [
@@ -42,8 +42,9 @@ fn arg_error(message: String) -> DbError {
 fn timeout(v: &Value) -> Result<Duration, DbError> {
     let bad = |why: &str| {
         arg_error(format!(
-            "sqlite3.connect: argument 'timeout' must be {why}, got {} {v}",
-            v.type_name()
+            "sqlite3.connect: argument 'timeout' must be {why}, got {} {}",
+            v.type_name(),
+            Quoted(v)
         ))
     };
     let ms = match v {

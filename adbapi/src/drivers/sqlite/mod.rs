@@ -468,6 +468,11 @@ impl DriverConnection for SqliteConnection {
     }
 }
 
+/// The names this driver registers under: `sqlite3`.
+pub(crate) fn modules() -> Vec<(&'static str, Arc<dyn DbApiModule>)> {
+    vec![("sqlite3", Arc::new(SqliteModule))]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,30 @@
-//! [`ConnectionPool`]: Twisted's `adbapi.ConnectionPool`.
+//! The pool layer: [`ConnectionPool`], Twisted's `adbapi.ConnectionPool`,
+//! and what it is made of, one concept per file:
+//!
+//! - here: the loop-thread side of a pool: construction, `start`, `close`,
+//!   `final_close`, the `run_*` methods and the accessors;
+//! - `options`: [`Arg`], `args!`/`kwargs!`, [`CP_ARGS`], the parsing of the
+//!   `cp_*` keywords, [`ConnectionPoolBuilder`], [`PoolError`], [`PoolClosed`];
+//! - `shared`: [`SharedPool`], the state the worker threads share;
+//! - `connection_map`: the per-thread connection map (`pool.connections`);
+//! - `job`: running one job on a worker (`_runInteraction`,
+//!   `_runWithConnection`), commit/rollback, and cancelling a running job;
+//! - `connection`, `transaction`: Twisted's [`Connection`] and
+//!   [`Transaction`] wrappers;
+//! - `state`: [`PoolState`], `__getstate__`/`__setstate__`.
+//!
+//! Twisted's object graph (`Connection(pool)`, `Transaction(pool, conn)`)
+//! makes these files refer to each other; the cycle stays inside this folder.
+
+mod connection;
+mod connection_map;
+mod job;
+mod options;
+mod shared;
+mod state;
+mod transaction;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -9,234 +32,20 @@ use std::thread::ThreadId;
 
 use deferred::{succeed, Deferred, Failure, Resolver};
 use reactor::{
-    defer_to_thread_pool_with_interrupt, stop_thread_pool, trigger_fn, AnyReactor, Interrupt,
-    Phase, ThreadPool, TriggerId,
+    defer_to_thread_pool_with_interrupt, stop_thread_pool, trigger_fn, AnyReactor, Phase,
+    ThreadPool, TriggerId,
 };
 
-use crate::connection::{Connection, WrongConnectionForThread};
-use crate::dbapi::{lookup_module, ConnectArgs, DbConnection, Params, Row, UnknownModule, Value};
-use crate::pool_core::{
-    CancelAction, ConnectionFactory, CoreConfig, JobSlot, OpenFun, PoolCore, TransactionFactory,
-};
-use crate::state::PoolState;
-use crate::transaction::Transaction;
+pub use self::connection::{Connection, ConnectionLost, WrongConnectionForThread};
+pub use self::options::{Arg, ConnectionPoolBuilder, IntoReactor, PoolClosed, PoolError, CP_ARGS};
+pub use self::shared::{ConnectionFactory, OpenFun, SharedPool, TransactionFactory};
+pub use self::state::PoolState;
+pub use self::transaction::Transaction;
 
-/// A keyword argument of [`ConnectionPool::new`]: a plain value (for the
-/// driver's `connect` or a `cp_*` option), or one of the two options whose
-/// value is not data: `cp_openfun` ([`Arg::openfun`]) and `cp_reactor`
-/// ([`Arg::reactor`]). Plain values convert with `.into()`.
-pub enum Arg {
-    /// A value.
-    Value(Value),
-    /// A `cp_openfun` callback.
-    OpenFun(OpenFun),
-    /// A `cp_reactor`.
-    Reactor(Rc<dyn AnyReactor>),
-}
-
-impl Arg {
-    /// A `cp_openfun` value: called with every new raw connection.
-    pub fn openfun<F>(f: F) -> Arg
-    where
-        F: Fn(&DbConnection) -> Result<(), Failure> + Send + Sync + 'static,
-    {
-        Arg::OpenFun(Arc::new(f))
-    }
-
-    /// A `cp_reactor` value: the reactor (real or fake) the pool runs on.
-    pub fn reactor<R: AnyReactor + 'static>(reactor: R) -> Arg {
-        Arg::Reactor(Rc::new(reactor))
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Arg::Value(v) => format!("{} {v}", v.type_name()),
-            Arg::OpenFun(_) => "a function".to_owned(),
-            Arg::Reactor(_) => "a reactor".to_owned(),
-        }
-    }
-}
-
-impl<T: Into<Value>> From<T> for Arg {
-    fn from(v: T) -> Self {
-        Arg::Value(v.into())
-    }
-}
-
-impl fmt::Debug for Arg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-/// Keyword arguments for [`ConnectionPool::new`], Python style.
-///
-/// ```
-/// use adbapi::{kwargs, Arg};
-/// let kw = kwargs! { "database" => "app.db", "cp_max" => 1, "cp_noisy" => true,
-///                    "cp_openfun" => Arg::openfun(|_conn| Ok(())) };
-/// assert_eq!(kw.len(), 4);
-/// ```
-#[macro_export]
-macro_rules! kwargs {
-    ($($key:expr => $value:expr),* $(,)?) => {
-        vec![$((::std::string::String::from($key), $crate::Arg::from($value))),*]
-    };
-}
-
-/// Positional arguments for [`ConnectionPool::new`]: `args![":memory:"]`.
-#[macro_export]
-macro_rules! args {
-    ($($value:expr),* $(,)?) => {
-        vec![$($crate::dbapi::Value::from($value)),*]
-    };
-}
-
-/// The `cp_*` keyword names. Mirrors `ConnectionPool.CP_ARGS`, plus
-/// `cp_reactor`.
-pub const CP_ARGS: [&str; 8] = [
-    "cp_min",
-    "cp_max",
-    "cp_name",
-    "cp_noisy",
-    "cp_openfun",
-    "cp_reconnect",
-    "cp_good_sql",
-    "cp_reactor",
-];
-
-/// Why a pool could not be made.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PoolError {
-    /// No DB-API module of that name is registered (Twisted: `ImportError`).
-    #[error(transparent)]
-    UnknownModule(#[from] UnknownModule),
-    /// A `cp_*` keyword that is not a pool option. Twisted would pass it to the
-    /// driver's `connect`, where it fails at first use.
-    #[error("unknown pool option {option:?}: the cp_* options are cp_min, cp_max, cp_name, cp_noisy, cp_openfun, cp_reconnect, cp_good_sql and cp_reactor")]
-    UnknownOption {
-        /// The keyword.
-        option: String,
-    },
-    /// An option with a value of the wrong type or range. Twisted does not
-    /// check them.
-    #[error("invalid value for {option}: expected {expected}, got {got}")]
-    InvalidOption {
-        /// The keyword.
-        option: String,
-        /// What it takes.
-        expected: &'static str,
-        /// What it was given.
-        got: String,
-    },
-}
-
-/// A `run_*` call on a closed pool. Twisted's Deferred never fires here
-/// (twisted/twisted#2680); this one fails with `PoolClosed`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("connection pool for {dbapi_name:?} is closed; it runs no more work")]
-pub struct PoolClosed {
-    /// The pool's module name.
-    pub dbapi_name: String,
-}
-
-/// Everything a pool is made from.
-struct PoolConfig {
-    dbapi_name: String,
-    args: Vec<Value>,
-    kwargs: BTreeMap<String, Value>,
-    min: usize,
-    max: usize,
-    name: Option<String>,
-    noisy: bool,
-    openfun: Option<OpenFun>,
-    reconnect: bool,
-    good_sql: Option<String>,
-    reactor: Option<Rc<dyn AnyReactor>>,
-}
-
-impl PoolConfig {
-    /// Twisted's class-level defaults.
-    fn new(dbapi_name: &str) -> Self {
-        PoolConfig {
-            dbapi_name: dbapi_name.to_owned(),
-            args: Vec::new(),
-            kwargs: BTreeMap::new(),
-            min: 3,
-            max: 5,
-            name: None,
-            noisy: false,
-            openfun: None,
-            reconnect: false,
-            good_sql: Some("select 1".to_owned()),
-            reactor: None,
-        }
-    }
-
-    /// Takes one keyword: a `cp_*` option, or a driver argument.
-    fn keyword(&mut self, key: String, value: Arg) -> Result<(), PoolError> {
-        let invalid = |expected: &'static str, got: &Arg| PoolError::InvalidOption {
-            option: key.clone(),
-            expected,
-            got: got.describe(),
-        };
-        let count = |v: &Arg, expected| match v {
-            Arg::Value(Value::Int(n)) if *n >= 0 => {
-                usize::try_from(*n).map_err(|_| invalid(expected, v))
-            }
-            other => Err(invalid(expected, other)),
-        };
-        let flag = |v: &Arg| match v {
-            Arg::Value(Value::Bool(b)) => Ok(*b),
-            Arg::Value(Value::Int(i @ (0 | 1))) => Ok(*i == 1),
-            other => Err(invalid("a bool", other)),
-        };
-        match key.as_str() {
-            "cp_min" => self.min = count(&value, "a non-negative integer")?,
-            "cp_max" => {
-                let max = count(&value, "a positive integer")?;
-                if max == 0 {
-                    // Twisted accepts 0 and then never runs anything.
-                    return Err(invalid(
-                        "a positive integer (a pool of 0 threads never runs anything)",
-                        &value,
-                    ));
-                }
-                self.max = max;
-            }
-            "cp_name" => match &value {
-                Arg::Value(Value::Text(s)) => self.name = Some(s.clone()),
-                Arg::Value(Value::Null) => self.name = None,
-                other => return Err(invalid("text or None", other)),
-            },
-            "cp_noisy" => self.noisy = flag(&value)?,
-            "cp_reconnect" => self.reconnect = flag(&value)?,
-            "cp_good_sql" => match &value {
-                Arg::Value(Value::Text(s)) => self.good_sql = Some(s.clone()),
-                Arg::Value(Value::Null) => self.good_sql = None,
-                other => return Err(invalid("SQL text or None", other)),
-            },
-            "cp_openfun" => match value {
-                Arg::OpenFun(f) => self.openfun = Some(f),
-                Arg::Value(Value::Null) => self.openfun = None,
-                other => return Err(invalid("Arg::openfun(..) or None", &other)),
-            },
-            "cp_reactor" => match value {
-                Arg::Reactor(r) => self.reactor = Some(r),
-                Arg::Value(Value::Null) => self.reactor = None,
-                other => return Err(invalid("Arg::reactor(..) or None", &other)),
-            },
-            k if k.starts_with("cp_") => return Err(PoolError::UnknownOption { option: key }),
-            _ => match value {
-                Arg::Value(v) => {
-                    self.kwargs.insert(key, v);
-                }
-                other => return Err(invalid("a plain value for the driver's connect()", &other)),
-            },
-        }
-        Ok(())
-    }
-}
+use self::job::job_slot;
+use self::options::{sql_is_blank, PoolConfig};
+use self::shared::SharedConfig;
+use crate::dbapi::{lookup_module, ConnectArgs, DbConnection, Params, Row, Value};
 
 enum CloseState {
     Open,
@@ -245,7 +54,7 @@ enum CloseState {
 }
 
 struct PoolInner {
-    core: Arc<PoolCore>,
+    shared: Arc<SharedPool>,
     reactor: Rc<dyn AnyReactor>,
     threadpool: ThreadPool,
     min: usize,
@@ -265,10 +74,10 @@ impl PoolInner {
     /// wait) until then.
     fn stop_workers(&self) -> Deferred<()> {
         let hold = self.reactor.hold_shutdown();
-        let core = Arc::clone(&self.core);
+        let shared = Arc::clone(&self.shared);
         stop_thread_pool(&*self.reactor, &self.threadpool).add_both(
             move |r: Result<(), Failure>| {
-                core.close_all();
+                shared.close_all();
                 drop(hold);
                 r
             },
@@ -311,6 +120,21 @@ impl Drop for PoolInner {
 /// A `ConnectionPool` is a cheap handle for the loop thread; clones share the
 /// pool.
 ///
+/// # When results arrive ("a later turn")
+///
+/// The reactor's loop works in turns; in each it runs the timed calls that
+/// are due and then the messages queued for the loop thread before the turn
+/// began (results from workers, `call_from_thread`), oldest first. A `run_*`
+/// Deferred never fires inside the call that made it, not even when it
+/// fails at once (a closed pool's [`PoolClosed`]) or the worker was quick:
+/// the result is queued, and the Deferred's callbacks run in a later turn,
+/// one after the other. Anything a callback queues in turn (a `run_*` made
+/// from a result callback, a `call_from_thread`) runs no earlier than the
+/// next turn, after what was already queued; the code after that call in
+/// the same callback always runs first. So a chain of queries, each issued
+/// from the previous one's callback, takes at least one turn per query and
+/// never starves timers or other work on the loop.
+///
 /// # Examples
 ///
 /// ```
@@ -333,7 +157,7 @@ impl Drop for PoolInner {
 /// let out = Rc::new(RefCell::new(Vec::new()));
 /// let (o, r) = (out.clone(), reactor.clone());
 /// let p = pool.clone();
-/// pool.run_operation("CREATE TABLE t (x INTEGER)", ())
+/// let _ = pool.run_operation("CREATE TABLE t (x INTEGER)", ())
 ///     .add_callback_deferred(move |()| {
 ///         p.run_interaction(|txn| {
 ///             txn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)])?;
@@ -387,10 +211,7 @@ impl ConnectionPool {
 
     /// A typed builder with the same options, for code written fresh in Rust.
     pub fn builder(dbapi_name: &str) -> ConnectionPoolBuilder {
-        ConnectionPoolBuilder {
-            cfg: PoolConfig::new(dbapi_name),
-            error: None,
-        }
+        ConnectionPoolBuilder::new(dbapi_name)
     }
 
     fn from_config(cfg: PoolConfig) -> Result<ConnectionPool, PoolError> {
@@ -453,7 +274,7 @@ impl ConnectionPool {
                     got: other.to_string(),
                 },
             })?;
-        let core = PoolCore::new(CoreConfig {
+        let shared = SharedPool::new(SharedConfig {
             dbapi_name: cfg.dbapi_name,
             dbapi,
             connect_args: ConnectArgs {
@@ -467,15 +288,15 @@ impl ConnectionPool {
         });
         // Each worker closes its own connection as it exits (Twisted closes
         // them all from the reactor thread, twisted/twisted#3629). Weak: the
-        // hook must not keep the pool's core alive.
-        let (weak_core, pool_id) = (Arc::downgrade(&core), core.id());
-        threadpool.add_worker_exit_hook(Arc::new(move || match weak_core.upgrade() {
-            Some(core) => core.close_thread_connection(),
-            None => crate::connection::close_thread_records(pool_id),
+        // hook must not keep the pool's shared state alive.
+        let (weak_shared, pool_id) = (Arc::downgrade(&shared), shared.id());
+        threadpool.add_worker_exit_hook(Arc::new(move || match weak_shared.upgrade() {
+            Some(shared) => shared.close_thread_connection(),
+            None => connection_map::close_thread_records(pool_id),
         }));
         let pool = ConnectionPool {
             inner: Rc::new(PoolInner {
-                core,
+                shared,
                 reactor: Rc::clone(&reactor),
                 threadpool,
                 min,
@@ -537,7 +358,7 @@ impl ConnectionPool {
 
     fn closed_error(&self) -> PoolClosed {
         PoolClosed {
-            dbapi_name: self.inner.core.dbapi_name().to_owned(),
+            dbapi_name: self.inner.shared.dbapi_name().to_owned(),
         }
     }
 
@@ -638,12 +459,12 @@ impl ConnectionPool {
         if let Some(d) = self.refuse() {
             return d;
         }
-        let core = Arc::clone(&self.inner.core);
+        let shared = Arc::clone(&self.inner.shared);
         let (job, interrupt) = job_slot();
         defer_to_thread_pool_with_interrupt(
             &*self.inner.reactor,
             &self.inner.threadpool,
-            move || core.run_interaction_in(interaction, Some(job)),
+            move || shared.run_interaction_job(interaction, job),
             interrupt,
         )
     }
@@ -658,12 +479,12 @@ impl ConnectionPool {
         if let Some(d) = self.refuse() {
             return d;
         }
-        let core = Arc::clone(&self.inner.core);
+        let shared = Arc::clone(&self.inner.shared);
         let (job, interrupt) = job_slot();
         defer_to_thread_pool_with_interrupt(
             &*self.inner.reactor,
             &self.inner.threadpool,
-            move || core.run_with_connection_in(f, Some(job)),
+            move || shared.run_with_connection_job(f, job),
             interrupt,
         )
     }
@@ -690,12 +511,12 @@ impl ConnectionPool {
     /// workers, though Twisted's tests call it from the reactor thread too.
     /// Mirrors `connect()`.
     pub fn connect(&self) -> Result<DbConnection, Failure> {
-        self.inner.core.connect()
+        self.inner.shared.connect()
     }
 
     /// Closes and forgets this thread's connection. Mirrors `disconnect(conn)`.
     pub fn disconnect(&self, conn: Option<&DbConnection>) -> Result<(), WrongConnectionForThread> {
-        self.inner.core.disconnect(conn)
+        self.inner.shared.disconnect(conn)
     }
 
     /// True between `start` and `final_close`. Mirrors `running`.
@@ -720,22 +541,22 @@ impl ConnectionPool {
 
     /// Mirrors `noisy`.
     pub fn noisy(&self) -> bool {
-        self.inner.core.noisy()
+        self.inner.shared.noisy()
     }
 
     /// Mirrors `reconnect`.
     pub fn reconnect(&self) -> bool {
-        self.inner.core.reconnect()
+        self.inner.shared.reconnect()
     }
 
     /// Mirrors `good_sql`.
     pub fn good_sql(&self) -> Option<&str> {
-        self.inner.core.good_sql()
+        self.inner.shared.good_sql()
     }
 
     /// Mirrors `dbapiName`.
     pub fn dbapi_name(&self) -> &str {
-        self.inner.core.dbapi_name()
+        self.inner.shared.dbapi_name()
     }
 
     /// The id of the `during`/`shutdown` trigger while running. Mirrors
@@ -752,7 +573,7 @@ impl ConnectionPool {
 
     /// Every (thread, raw connection) pair. Mirrors `connections`.
     pub fn connections(&self) -> Vec<(ThreadId, DbConnection)> {
-        self.inner.core.connections()
+        self.inner.shared.connections()
     }
 
     /// The pool's worker threads. Mirrors `threadpool`.
@@ -760,9 +581,11 @@ impl ConnectionPool {
         &self.inner.threadpool
     }
 
-    /// The thread-safe half.
-    pub fn core(&self) -> &Arc<PoolCore> {
-        &self.inner.core
+    /// The state shared with the worker threads: what Twisted's
+    /// `Connection(pool)` and `Transaction(pool, connection)` are given, and
+    /// `_close(conn)` ([`SharedPool::close_connection`]).
+    pub fn shared(&self) -> &Arc<SharedPool> {
+        &self.inner.shared
     }
 
     /// The reactor the pool runs on. Mirrors `_reactor`.
@@ -773,113 +596,13 @@ impl ConnectionPool {
     /// Replaces the connection factory. Mirrors assigning
     /// `pool.connectionFactory`.
     pub fn set_connection_factory(&self, f: ConnectionFactory) {
-        self.inner.core.set_connection_factory(f);
+        self.inner.shared.set_connection_factory(f);
     }
 
     /// Replaces the transaction factory. Mirrors assigning
     /// `pool.transactionFactory`.
     pub fn set_transaction_factory(&self, f: TransactionFactory) {
-        self.inner.core.set_transaction_factory(f);
-    }
-
-    /// What Twisted pickles: module name, `min`, `max`, `noisy`,
-    /// `reconnect`, `good_sql` and the connect arguments. Mirrors
-    /// `__getstate__`.
-    pub fn get_state(&self) -> PoolState {
-        let core = &self.inner.core;
-        PoolState {
-            dbapi_name: core.dbapi_name().to_owned(),
-            min: self.inner.min,
-            max: self.inner.max,
-            noisy: core.noisy(),
-            reconnect: core.reconnect(),
-            good_sql: core.good_sql().map(str::to_owned),
-            connargs: core.connect_args().args.clone(),
-            connkw: core.connect_args().kwargs.clone(),
-        }
-    }
-
-    /// A working pool rebuilt from a saved state, on this thread's default
-    /// reactor; `cp_openfun` and `cp_name` are not part of the state. Mirrors
-    /// `__setstate__`.
-    pub fn from_state(state: PoolState) -> Result<ConnectionPool, PoolError> {
-        Self::from_state_with_reactor(state, None)
-    }
-
-    /// As [`from_state`](Self::from_state), on the given reactor.
-    pub fn from_state_with_reactor(
-        state: PoolState,
-        reactor: Option<Rc<dyn AnyReactor>>,
-    ) -> Result<ConnectionPool, PoolError> {
-        let mut cfg = PoolConfig::new(&state.dbapi_name);
-        cfg.args = state.connargs;
-        for (k, v) in state.connkw {
-            cfg.keyword(k, Arg::Value(v))?;
-        }
-        cfg.min = state.min;
-        cfg.max = state.max;
-        cfg.noisy = state.noisy;
-        cfg.reconnect = state.reconnect;
-        cfg.good_sql = state.good_sql;
-        cfg.reactor = reactor;
-        Self::from_config(cfg)
-    }
-}
-
-/// A job's cancel slot, and the hook that cancels it if it is already
-/// running: the job is marked cancelled at once, on the loop thread (so it
-/// cannot commit after its Deferred reported `CancelledError`), and the
-/// driver's cancel request for the running statement is sent: inline when
-/// the driver's cancel does not block (SQLite's interrupt), else from a
-/// short-lived thread (PostgreSQL's cancel is a network round trip). A cancel
-/// that arrives once the job has begun to commit is declined
-/// ([`Interrupt::TooLate`]): the Deferred then reports the job's outcome.
-fn job_slot() -> (Arc<JobSlot>, impl FnOnce() -> Interrupt + 'static) {
-    let job = Arc::new(JobSlot::default());
-    let slot = Arc::clone(&job);
-    let interrupt = move || {
-        let conn = match slot.mark_cancelled() {
-            CancelAction::TooLate => return Interrupt::TooLate,
-            CancelAction::Cancelled(None) => return Interrupt::Cancelled,
-            CancelAction::Cancelled(Some(conn)) => conn,
-        };
-        if !conn.cancel_blocks() {
-            slot.cancel_statement(&conn);
-            return Interrupt::Cancelled;
-        }
-        let s = Arc::clone(&slot);
-        let c = conn.clone();
-        if std::thread::Builder::new()
-            .name("adbapi-cancel".to_owned())
-            .spawn(move || s.cancel_statement(&c))
-            .is_err()
-        {
-            slot.cancel_statement(&conn);
-        }
-        Interrupt::Cancelled
-    };
-    (job, interrupt)
-}
-
-/// True if `sql` holds no statement: only white space, `;` and comments.
-fn sql_is_blank(sql: &str) -> bool {
-    let skip = |s: &str| {
-        s.trim_start_matches(|c: char| c.is_whitespace() || c == ';')
-            .to_owned()
-    };
-    let mut rest = skip(sql);
-    loop {
-        if rest.is_empty() {
-            return true;
-        }
-        let after = if let Some(r) = rest.strip_prefix("--") {
-            r.split_once('\n').map_or("", |(_, after)| after)
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            r.split_once("*/").map_or("", |(_, after)| after)
-        } else {
-            return false;
-        };
-        rest = skip(after);
+        self.inner.shared.set_transaction_factory(f);
     }
 }
 
@@ -895,121 +618,6 @@ impl fmt::Debug for ConnectionPool {
             .field("max", &self.inner.max)
             .field("running", &self.running())
             .field("threadpool", &self.inner.threadpool)
-            .finish()
-    }
-}
-
-/// Builds a [`ConnectionPool`] with typed setters; each documents its default.
-///
-/// ```
-/// use adbapi::ConnectionPool;
-/// use reactor::testing::FakeReactor;
-/// let pool = ConnectionPool::builder("sqlite3")
-///     .arg(":memory:")
-///     .kwarg("timeout", 2.5)
-///     .min(1)
-///     .max(1)
-///     .reconnect(true)
-///     .reactor(FakeReactor::new(false))
-///     .build()
-///     .unwrap();
-/// assert_eq!((pool.min(), pool.max(), pool.reconnect()), (1, 1, true));
-/// ```
-pub struct ConnectionPoolBuilder {
-    cfg: PoolConfig,
-    error: Option<PoolError>,
-}
-
-impl ConnectionPoolBuilder {
-    /// Adds a positional argument for the driver's `connect`.
-    pub fn arg(mut self, v: impl Into<Value>) -> Self {
-        self.cfg.args.push(v.into());
-        self
-    }
-
-    /// Adds a keyword argument (a driver argument, or a `cp_*` option).
-    pub fn kwarg(mut self, key: &str, v: impl Into<Arg>) -> Self {
-        if self.error.is_none() {
-            if let Err(e) = self.cfg.keyword(key.to_owned(), v.into()) {
-                self.error = Some(e);
-            }
-        }
-        self
-    }
-
-    /// Minimum worker threads (default 3; lowered to `max` if larger).
-    pub fn min(mut self, n: usize) -> Self {
-        self.cfg.min = n;
-        self
-    }
-
-    /// Maximum worker threads and connections (default 5; at least 1).
-    pub fn max(mut self, n: usize) -> Self {
-        self.cfg.max = n;
-        self
-    }
-
-    /// A name for the worker threads (default `adbapi-<module>`).
-    pub fn name(mut self, name: &str) -> Self {
-        self.cfg.name = Some(name.to_owned());
-        self
-    }
-
-    /// Log connects, closes and reconnects at info level (default false).
-    pub fn noisy(mut self, yes: bool) -> Self {
-        self.cfg.noisy = yes;
-        self
-    }
-
-    /// Called on every new raw connection (default none).
-    pub fn openfun<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&DbConnection) -> Result<(), Failure> + Send + Sync + 'static,
-    {
-        self.cfg.openfun = Some(Arc::new(f));
-        self
-    }
-
-    /// Detect and replace lost connections (default false).
-    pub fn reconnect(mut self, yes: bool) -> Self {
-        self.cfg.reconnect = yes;
-        self
-    }
-
-    /// The probe query after a rollback when reconnecting (default
-    /// `Some("select 1")`; `None` skips the probe).
-    pub fn good_sql(mut self, sql: Option<&str>) -> Self {
-        self.cfg.good_sql = sql.map(str::to_owned);
-        self
-    }
-
-    /// The reactor to run on (default: this thread's default reactor).
-    pub fn reactor<R: AnyReactor + 'static>(mut self, reactor: R) -> Self {
-        self.cfg.reactor = Some(Rc::new(reactor));
-        self
-    }
-
-    /// The reactor to run on, already shared.
-    pub fn reactor_rc(mut self, reactor: Rc<dyn AnyReactor>) -> Self {
-        self.cfg.reactor = Some(reactor);
-        self
-    }
-
-    /// Makes the pool.
-    pub fn build(self) -> Result<ConnectionPool, PoolError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        ConnectionPool::from_config(self.cfg)
-    }
-}
-
-impl fmt::Debug for ConnectionPoolBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionPoolBuilder")
-            .field("dbapi_name", &self.cfg.dbapi_name)
-            .field("min", &self.cfg.min)
-            .field("max", &self.cfg.max)
             .finish()
     }
 }

@@ -2,13 +2,13 @@
 //! `run_interaction` functions.
 
 use std::fmt;
-use std::sync::Arc;
 
 use deferred::Failure;
 
-use crate::connection::{catch, Connection};
+use super::connection::Connection;
+use super::job::catch;
+use super::shared::SharedPool;
 use crate::dbapi::{Column, Cursor, DbError, DbResult, ErrorKind, Params, Row};
-use crate::pool_core::PoolCore;
 
 /// Twisted's `Transaction`: a cursor on the pool's connection for this
 /// thread, with the cursor methods relayed (`execute`, `fetchall`, ...).
@@ -21,9 +21,9 @@ use crate::pool_core::PoolCore;
 /// once (Twisted's second `close()` raises `AttributeError`, which made an
 /// interaction that closed its own transaction fail and roll back).
 pub struct Transaction<'c> {
-    /// The pool, when it is not the connection's own (which is the common
-    /// case, and then no reference count is touched per job).
-    pool: Option<Arc<PoolCore>>,
+    /// The pool it was made in (for `cp_reconnect` and `cp_noisy`); borrowed,
+    /// as the connection is, for as long as the transaction lives.
+    pool: &'c SharedPool,
     connection: &'c mut Connection,
     cursor: Option<Cursor>,
 }
@@ -38,7 +38,7 @@ fn no_cursor() -> DbError {
 impl<'c> Transaction<'c> {
     /// Opens a cursor on `connection`, reconnecting once if that fails and
     /// the pool has `cp_reconnect`. Mirrors `Transaction(pool, connection)`.
-    pub fn new(pool: &Arc<PoolCore>, connection: &'c mut Connection) -> Result<Self, Failure> {
+    pub fn new(pool: &'c SharedPool, connection: &'c mut Connection) -> Result<Self, Failure> {
         let mut t = Self::without_cursor(pool, connection);
         t.reopen()?;
         Ok(t)
@@ -46,30 +46,11 @@ impl<'c> Transaction<'c> {
 
     /// A transaction that has not opened a cursor (for custom transaction
     /// factories and tests; Twisted's tests use a `DummyTransaction`).
-    pub fn without_cursor(pool: &Arc<PoolCore>, connection: &'c mut Connection) -> Self {
-        let pool = (!Arc::ptr_eq(pool, connection.pool())).then(|| Arc::clone(pool));
+    pub fn without_cursor(pool: &'c SharedPool, connection: &'c mut Connection) -> Self {
         Transaction {
             pool,
             connection,
             cursor: None,
-        }
-    }
-
-    /// A transaction in `connection`'s own pool, with its cursor open.
-    pub(crate) fn for_connection(connection: &'c mut Connection) -> Result<Self, Failure> {
-        let mut t = Transaction {
-            pool: None,
-            connection,
-            cursor: None,
-        };
-        t.reopen()?;
-        Ok(t)
-    }
-
-    fn pool(&self) -> &PoolCore {
-        match &self.pool {
-            Some(p) => p,
-            None => self.connection.pool(),
         }
     }
 
@@ -96,10 +77,10 @@ impl<'c> Transaction<'c> {
                 self.cursor = Some(c);
                 return Ok(());
             }
-            Err(f) if !self.pool().reconnect() => return Err(f),
+            Err(f) if !self.pool.reconnect() => return Err(f),
             Err(f) => tracing::error!(failure = %f, "Cursor creation failed"),
         }
-        if self.pool().noisy() {
+        if self.pool.noisy() {
             tracing::info!("Connection lost, reconnecting");
         }
         self.reconnect()?;

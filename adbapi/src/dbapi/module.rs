@@ -1,0 +1,140 @@
+//! The driver side of PEP 249: what a driver module implements
+//! ([`DbApiModule`], [`DriverConnection`], [`StatementCanceller`]), the
+//! arguments of `module.connect(*args, **kwargs)` ([`ConnectArgs`]) and
+//! [`connect`] by module name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    lookup_module, DbConnection, DbError, DbResult, ErrorKind, ExecResult, Params, UnknownModule,
+    Value,
+};
+
+/// The arguments of `module.connect(*args, **kwargs)`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectArgs {
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments, sorted by name.
+    pub kwargs: BTreeMap<String, Value>,
+}
+
+impl ConnectArgs {
+    /// The argument given by keyword `name`, or else at position `index`.
+    pub fn get(&self, index: usize, name: &str) -> Option<&Value> {
+        self.kwargs.get(name).or_else(|| self.args.get(index))
+    }
+}
+
+/// A DB-API driver module. Mirrors a Python DB-API module such as `sqlite3`.
+pub trait DbApiModule: Send + Sync + 'static {
+    /// The name it is registered under.
+    fn name(&self) -> &str;
+    /// `apilevel`: `"2.0"` for a compliant module.
+    fn apilevel(&self) -> Option<&str> {
+        Some("2.0")
+    }
+    /// `threadsafety`: 1 or more means connections may be used from another
+    /// thread than the one that made the module (what a pool needs).
+    fn threadsafety(&self) -> Option<i64> {
+        Some(1)
+    }
+    /// `paramstyle`: `qmark`, `named`, `format`, `pyformat` or `numeric`.
+    fn paramstyle(&self) -> &str;
+    /// `connect(*args, **kwargs)`. Unknown or ill-typed arguments are a
+    /// [`ProgrammingError`](super::ProgrammingError)/[`InterfaceError`](super::InterfaceError) naming the argument.
+    fn connect(&self, args: &ConnectArgs) -> DbResult<Box<dyn DriverConnection>>;
+}
+
+/// One open driver connection. Calls come from one thread at a time.
+pub trait DriverConnection: Send + 'static {
+    /// Executes one statement with bound parameters and returns all its rows.
+    fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult>;
+    /// Executes one statement once per parameter set. The default runs
+    /// [`execute`](Self::execute) in a loop and adds up `rowcount`.
+    fn executemany(&mut self, sql: &str, seq: &[Params]) -> DbResult<ExecResult> {
+        let mut total = 0;
+        for p in seq {
+            let r = self.execute(sql, p)?;
+            if r.rowcount > 0 {
+                total += r.rowcount;
+            }
+        }
+        Ok(ExecResult {
+            rowcount: total,
+            ..ExecResult::default()
+        })
+    }
+    /// Commits the current transaction (if any).
+    fn commit(&mut self) -> DbResult<()>;
+    /// Rolls back the current transaction (if any).
+    fn rollback(&mut self) -> DbResult<()>;
+    /// Closes the connection.
+    fn close(&mut self) -> DbResult<()>;
+    /// Turns autocommit on or off (psycopg2's `connection.autocommit`; for
+    /// `sqlite3`, `isolation_level = None`). The default refuses.
+    fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
+        let _ = on;
+        Err(DbError::new(
+            ErrorKind::NotSupportedError,
+            "this driver has no autocommit mode",
+        ))
+    }
+    /// Called by `cursor()`: fails if a cursor cannot be opened (for example
+    /// the server has gone). The default always succeeds.
+    fn check_cursor(&mut self) -> DbResult<()> {
+        Ok(())
+    }
+    /// A thread-safe way to cancel the statement running on this connection
+    /// from another thread, if the driver has one (PostgreSQL does).
+    fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
+        None
+    }
+}
+
+/// Cancels the statement running on a connection, from any thread.
+pub trait StatementCanceller: Send + Sync + fmt::Debug {
+    /// Asks the server to cancel the running statement, if any.
+    fn cancel(&self) -> DbResult<()>;
+    /// Whether [`cancel`](Self::cancel) may block (a network round trip, as
+    /// PostgreSQL's cancel request is); the pool then calls it off the loop
+    /// thread. A flag-setting cancel such as SQLite's interrupt says `false`
+    /// and is called inline. Defaults to `true`.
+    fn blocks(&self) -> bool {
+        true
+    }
+}
+
+/// Opens a connection through the registered module `module` with
+/// positional and keyword arguments: `sqlite3.connect(...)` in Python.
+pub fn connect(
+    module: &str,
+    args: &[Value],
+    kwargs: &[(&str, Value)],
+) -> Result<DbConnection, ConnectError> {
+    let m = lookup_module(module)?;
+    let args = ConnectArgs {
+        args: args.to_vec(),
+        kwargs: kwargs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    };
+    let driver = m.connect(&args)?;
+    Ok(DbConnection::new(m.name(), driver))
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    /// No such module.
+    #[error(transparent)]
+    UnknownModule(#[from] UnknownModule),
+    /// The driver refused.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
