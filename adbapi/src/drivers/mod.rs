@@ -1,12 +1,17 @@
 //! The built-in drivers: `sqlite3` always, `psycopg2`/`postgres` with the
-//! `postgres` feature.
+//! `postgres` feature, `pymysql`/`MySQLdb`/`mysql.connector`/`mysql` with
+//! the `mysql` feature.
 
 use std::sync::Arc;
 
 use crate::dbapi::DbApiModule;
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod pyformat;
 pub mod sqlite;
 
 /// The modules registered before any user registration.
@@ -17,6 +22,10 @@ pub(crate) fn builtin_modules() -> Vec<(&'static str, Arc<dyn DbApiModule>)> {
     #[cfg(feature = "postgres")]
     for name in ["psycopg2", "postgres"] {
         modules.push((name, Arc::new(postgres::PostgresModule::named(name))));
+    }
+    #[cfg(feature = "mysql")]
+    for name in mysql::MODULE_NAMES {
+        modules.push((name, Arc::new(mysql::MysqlModule::named(name))));
     }
     modules
 }

@@ -96,7 +96,6 @@
 //! the server's message its message. Class `08`, `57P01`–`57P03`, I/O errors
 //! and a closed connection are marked as a lost connection.
 
-pub(crate) mod paramstyle;
 pub mod types;
 
 use std::collections::HashMap;
@@ -114,6 +113,7 @@ use crate::dbapi::{
 };
 
 use self::types::{decode, supported, unsupported, Param, Raw};
+use super::pyformat as paramstyle;
 
 /// The PostgreSQL module, registered as `"psycopg2"` and `"postgres"`.
 #[derive(Debug, Clone)]
