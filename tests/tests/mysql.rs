@@ -544,3 +544,22 @@ my_test! {
         assert!(failures.iter().all(Result::is_err), "{failures:?}");
     }
 }
+
+my_test! {
+    /// A connection a `KILL QUERY` was sent for never starts another
+    /// transaction: the kill is asynchronous and could land on a later
+    /// statement, so the rollback after it closes the session (marked lost,
+    /// for the pool to replace) instead of letting the next job run there.
+    fn a_connection_a_kill_was_sent_for_is_not_reused() {
+        let c = direct();
+        exec(&c, "SELECT 1", ());
+        let before = exec(&direct(), "SELECT count(*) FROM information_schema.processlist", ())[0].get::<i64>(0).unwrap();
+        c.canceller().expect("the mysql driver can cancel").cancel().expect("KILL QUERY sent");
+        let e = c.rollback().expect_err("no transaction starts after a kill");
+        assert!(e.is_connection_lost(), "{e}");
+        let e = c.cursor().and_then(|mut cur| cur.execute("SELECT 1", ()).map(|_| ())).unwrap_err();
+        assert!(e.is_connection_lost(), "{e}");
+        let after = exec(&direct(), "SELECT count(*) FROM information_schema.processlist", ())[0].get::<i64>(0).unwrap();
+        assert!(after < before + 1, "the session was closed ({before} -> {after})");
+    }
+}
