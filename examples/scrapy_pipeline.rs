@@ -210,6 +210,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     result
 }
 
+/// How many items came back out of the pipeline, and the rows stored.
+type Outcome = Result<(usize, Vec<Vec<Value>>), Failure>;
+
 fn run(store: Store) -> Result<(), Box<dyn std::error::Error>> {
     let reactor = Reactor::new()?;
     let mut pipeline = StorePipeline {
@@ -219,8 +222,7 @@ fn run(store: Store) -> Result<(), Box<dyn std::error::Error>> {
     };
     pipeline.open_spider()?;
     let pipeline = Rc::new(pipeline);
-    let outcome: Rc<RefCell<Option<Result<(usize, Vec<Vec<Value>>), Failure>>>> =
-        Rc::new(RefCell::new(None));
+    let outcome: Rc<RefCell<Option<Outcome>>> = Rc::new(RefCell::new(None));
     let (pl, r, out) = (Rc::clone(&pipeline), reactor.clone(), Rc::clone(&outcome));
     reactor.call_when_running(move || {
         let pl2 = Rc::clone(&pl);

@@ -267,7 +267,7 @@ pub(crate) fn settings(module: &str, args: &ConnectArgs) -> DbResult<Settings> {
     };
     init.push(format!("SET autocommit = {}", u8::from(autocommit)));
     builder = builder.init(init);
-    if kw.get("user").is_none() && builder_user_missing(&builder) {
+    if !kw.contains_key("user") && builder_user_missing(&builder) {
         builder = builder.user(Some(
             std::env::var("USER").unwrap_or_else(|_| "root".to_owned()),
         ));
