@@ -88,5 +88,7 @@ pub(crate) fn builtin_modules() -> Vec<(&'static str, Arc<dyn dbapi::DbApiModule
     let mut modules = drivers::sqlite::modules();
     #[cfg(feature = "postgres")]
     modules.extend(drivers::postgres::modules());
+    #[cfg(feature = "mysql")]
+    modules.extend(drivers::mysql::modules());
     modules
 }

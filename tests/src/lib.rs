@@ -21,6 +21,7 @@
 
 pub mod faults;
 pub mod model;
+pub mod mysql;
 
 /// The project's README.md: every Rust code block in it is compiled and run
 /// as a doctest of this crate, so the README cannot rot.

@@ -61,7 +61,16 @@ impl Cursor {
     }
 
     fn load(&mut self, r: ExecResult) {
-        self.rows = VecDeque::from(r.rows);
+        // Rows learn their columns' names, so any driver's rows can be read
+        // by name (pymysql's DictCursor, sqlite3.Row).
+        self.rows = match &r.description {
+            Some(d) => r
+                .rows
+                .into_iter()
+                .map(|row| row.with_columns(Arc::clone(d)))
+                .collect(),
+            None => VecDeque::from(r.rows),
+        };
         self.description = r.description;
         self.rowcount = r.rowcount;
         if r.lastrowid.is_some() {

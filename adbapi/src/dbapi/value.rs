@@ -264,15 +264,87 @@ pub struct Column {
 /// assert!(row.get::<i64>(1).is_err()); // DataError naming both types
 /// assert!(row.get::<i64>(9).is_err()); // column index out of range
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// A row fetched through a [`Cursor`](super::Cursor) also knows its
+/// columns' names, so [`get_by_name`](Row::get_by_name) reads it as a
+/// pymysql `DictCursor` row (`row["title"]`) or a `sqlite3.Row` is read, with
+/// every driver. Rows compare by their values only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     values: Vec<Value>,
+    /// The result's description, shared by its rows; not serialised.
+    #[serde(skip)]
+    columns: Option<Arc<[Column]>>,
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
 }
 
 impl Row {
     /// A row of these values.
     pub fn new(values: Vec<Value>) -> Self {
-        Row { values }
+        Row {
+            values,
+            columns: None,
+        }
+    }
+
+    /// The row with its columns' description attached (done by the cursor),
+    /// so it can be read by name.
+    pub fn with_columns(mut self, columns: Arc<[Column]>) -> Self {
+        self.columns = Some(columns);
+        self
+    }
+
+    /// The columns' description, if the row came through a cursor.
+    pub fn columns(&self) -> Option<&[Column]> {
+        self.columns.as_deref()
+    }
+
+    /// The value in the column named `name` converted to `T`: pymysql's
+    /// `DictCursor` row `row[name]`, `sqlite3.Row`'s `row[name]`. The first
+    /// column of that name wins (a dict keeps one per name). A typed
+    /// `InterfaceError` says when no column has that name (listing those
+    /// there are) or the row has no description.
+    ///
+    /// ```
+    /// use adbapi::dbapi::connect;
+    /// let conn = connect("sqlite3", &[":memory:".into()], &[]).unwrap();
+    /// let mut cur = conn.execute("SELECT 7 AS id, 'x' AS title", ()).unwrap();
+    /// let row = cur.fetchone().unwrap().unwrap();
+    /// assert_eq!(row.get_by_name::<String>("title").unwrap(), "x");
+    /// assert!(row.get_by_name::<i64>("nope").is_err());
+    /// ```
+    pub fn get_by_name<T: FromValue>(&self, name: &str) -> Result<T, DbError> {
+        let Some(columns) = self.columns.as_deref() else {
+            return Err(DbError::new(
+                ErrorKind::InterfaceError,
+                format!("column {name:?}: this row carries no column names (it was not fetched through a cursor)"),
+            ));
+        };
+        let index = columns.iter().position(|c| c.name == name).ok_or_else(|| {
+            DbError::new(
+                ErrorKind::InterfaceError,
+                format!(
+                    "no column named {name:?} (columns: {})",
+                    columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        let v = self.values.get(index).ok_or_else(|| {
+            DbError::new(
+                ErrorKind::InterfaceError,
+                format!("column {name:?} missing from the row"),
+            )
+        })?;
+        T::from_value(v).map_err(|e| e.context(format!("column {name:?}")))
     }
 
     /// The value in column `index` converted to `T`; a typed error names the
@@ -320,7 +392,7 @@ impl Index<usize> for Row {
 
 impl From<Vec<Value>> for Row {
     fn from(values: Vec<Value>) -> Self {
-        Row { values }
+        Row::new(values)
     }
 }
 

@@ -97,7 +97,6 @@
 //! and a closed connection are marked as a lost connection.
 
 mod connect;
-pub(crate) mod paramstyle;
 pub mod types;
 
 use std::collections::HashMap;
@@ -113,6 +112,7 @@ use crate::dbapi::{
 };
 
 use self::types::{decode, supported, unsupported, Param, Raw};
+use super::pyformat as paramstyle;
 
 /// The PostgreSQL module, registered as `"psycopg2"` and `"postgres"`.
 #[derive(Debug, Clone)]
