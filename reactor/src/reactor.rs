@@ -541,7 +541,7 @@ impl ReactorTime for Reactor {
     fn seconds(&self) -> f64 {
         Reactor::seconds(self)
     }
-    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
         Box::new(Reactor::call_later(self, delay, f))
     }
 }

@@ -43,7 +43,8 @@ use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, ThreadId};
 
-use deferred::{AnyResolver, Deferred, Failure, Resolver};
+use deferred::implementors::AnyResolver;
+use deferred::{Deferred, Failure, Resolver};
 use slab::Slab;
 
 use crate::sync::{fence, AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -318,7 +319,7 @@ impl LoopQueue {
         let entry = pending.vacant_entry();
         let key = entry.key();
         let (d, r) = make(key);
-        entry.insert(r.into_any());
+        entry.insert(AnyResolver::from(r));
         (d, key)
     }
 
@@ -458,7 +459,7 @@ impl LoopQueue {
         });
         entry.insert(TaskSlot::Idle(Task {
             future: Box::pin(async move { future.await.map(|v| Box::new(v) as Box<dyn Any>) }),
-            resolver: resolver.into_any(),
+            resolver: AnyResolver::from(resolver),
             waker: Waker::from(Arc::clone(&wake_state)),
             wake_state,
         }));

@@ -100,7 +100,7 @@ impl ReactorTime for Clock {
     fn seconds(&self) -> f64 {
         Clock::seconds(self)
     }
-    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
         Box::new(self.timers.call_later(delay, f))
     }
 }
@@ -391,7 +391,7 @@ impl ReactorTime for FakeReactor {
     fn seconds(&self) -> f64 {
         self.inner.clock.seconds()
     }
-    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
         Box::new(self.inner.clock.timers.call_later(delay, f))
     }
 }

@@ -351,8 +351,8 @@ fn test_provides_ireactor_time() {
     let clock = Clock::new();
     let events = Events::new();
     let time: &dyn ReactorTime = &clock;
-    let kept = time.call_later(secs(1.0), Box::new(events.pusher("kept")));
-    let dropped = time.call_later(secs(1.0), Box::new(events.pusher("cancelled")));
+    let kept = time.call_later_boxed(secs(1.0), Box::new(events.pusher("kept")));
+    let dropped = time.call_later_boxed(secs(1.0), Box::new(events.pusher("cancelled")));
     assert!(kept.active() && dropped.active());
     dropped.cancel();
     assert!(!dropped.active());
