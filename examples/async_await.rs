@@ -39,6 +39,7 @@ use std::time::Duration;
 use adbapi::dbapi::IntegrityError;
 use adbapi::{args, kwargs, Arg, ConnectionPool};
 use deferred::{gather_results, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 const BOOKS: [(&str, i64); 5] = [

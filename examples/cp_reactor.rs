@@ -52,8 +52,10 @@ use std::time::Duration;
 
 use adbapi::{args, kwargs, Arg, ConnectionPool, Row};
 use deferred::{Deferred, Failure, TimeoutError};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
-use reactor::{Phase, PoolMode};
+use reactor::testing::PoolMode;
+use reactor::Phase;
 
 /// A pool on `reactor`, with one connection to a private in-memory database
 /// (jobs run on the test's thread, so they all share it).

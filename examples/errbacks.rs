@@ -37,6 +37,7 @@ use std::rc::Rc;
 use adbapi::dbapi::{DatabaseError, DbError, IntegrityError, OperationalError};
 use adbapi::{args, kwargs, Arg, ConnectionPool, Row};
 use deferred::{log_error, Deferred, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 /// Inserts a user; a duplicate name is not an error for the caller.

@@ -20,6 +20,7 @@ use std::time::Duration;
 use adbapi::dbapi::IntegrityError;
 use adbapi::{args, kwargs, Arg, ConnectionPool, Row};
 use deferred::{gather_results, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 fn out(line: impl std::fmt::Display) {

@@ -43,6 +43,7 @@ use std::rc::Rc;
 
 use adbapi::{args, kwargs, Arg, ConnectionPool, Row};
 use deferred::{gather_results, Deferred, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 /// How many users the example inserts (and then reads back).

@@ -33,6 +33,7 @@ use std::rc::Rc;
 
 use adbapi::{args, kwargs, Arg, ConnectionPool, Transaction};
 use deferred::{Deferred, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 /// The interaction's own error: the transfer would overdraw `account`.

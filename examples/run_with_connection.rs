@@ -36,6 +36,7 @@ use std::rc::Rc;
 use adbapi::dbapi::IntegrityError;
 use adbapi::{args, kwargs, Arg, Connection, ConnectionPool, Value};
 use deferred::{Deferred, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 /// Inserts `lines` and commits them, then adds a summary row that the pool

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 
 use deferred::{succeed, Deferred, Failure, Resolver};
+use reactor::prelude::*;
 use reactor::{
-    defer_to_thread_pool_with_interrupt, stop_thread_pool, trigger_fn, AnyReactor, Interrupt,
-    Phase, ThreadPool, TriggerId,
+    defer_to_thread_pool_with_interrupt, stop_thread_pool, Interrupt, Phase, ThreadPool, TriggerId,
 };
 
 use crate::connection::{Connection, WrongConnectionForThread};
@@ -489,11 +489,11 @@ impl ConnectionPool {
         };
         let weak = Rc::downgrade(&pool.inner);
         // Runs `_start` now if the reactor is running (the id is then None).
-        let start_id = reactor.call_when_running(Box::new(move || {
+        let start_id = reactor.call_when_running(move || {
             if let Some(p) = upgrade(&weak) {
                 p.start_from_trigger();
             }
-        }));
+        });
         *pool.inner.start_id.borrow_mut() = start_id;
         Ok(pool)
     }
@@ -524,11 +524,11 @@ impl ConnectionPool {
         let id = self.inner.reactor.add_system_event_trigger(
             Phase::During,
             "shutdown",
-            trigger_fn(move || {
+            move || {
                 if let Some(p) = upgrade(&weak) {
                     drop(p.final_close());
                 }
-            }),
+            },
         );
         *self.inner.shutdown_id.borrow_mut() = Some(id);
         self.inner.running.set(true);

@@ -32,7 +32,7 @@ pub mod loom_model {
     use std::time::Duration;
 
     use super::{Condvar, Mutex};
-    use crate::job_queue::{JobQueue, Next};
+    use crate::threadpool::{JobQueue, Next};
     use crate::remote::{LoopQueue, RemoteHandle};
 
     /// A model of `mio::Waker` (an eventfd): `wake` makes the next (or the

@@ -23,6 +23,7 @@ use std::time::Duration;
 use common::{
     capture_logs, containing, new_default_reactor, run_bounded, stop_default, SafetyNet, TIMEOUT,
 };
+use reactor::prelude::*;
 use reactor::{default_reactor, ReactorFromThreads, RemoteHandle};
 use tracing::Level;
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common_single::{capture_logs, containing, run_bounded, Events, SAFETY_NET};
 use deferred::Deferred;
+use reactor::prelude::*;
 use reactor::testing::Clock;
 use reactor::{monotonic_seconds, DelayedCall, DelayedCallError, Reactor};
 use tracing::Level;

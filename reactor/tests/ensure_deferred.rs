@@ -23,6 +23,7 @@ use std::thread::{self, ThreadId};
 use common::{new_default_reactor, run_bounded, TIMEOUT};
 use crossbeam_channel::{bounded, Sender};
 use deferred::{fail, succeed, CancelledError, Deferred, Failure};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
 use reactor::{
     default_reactor, defer_to_thread, defer_to_thread_pool, ReactorFromThreads, ReactorThreads,

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use common_single::Events;
 use deferred::{Deferred, Failure};
-use reactor::testing::FakeReactor;
+use reactor::prelude::*;
+use reactor::testing::{FakeReactor, PoolMode, TestPool};
 use reactor::{
-    defer_to_thread, defer_to_thread_pool, Phase, PoolMode, ReactorCore, ReactorNotRunning,
+    defer_to_thread, defer_to_thread_pool, Phase, ReactorCore, ReactorNotRunning,
     ReactorThreads,
 };
 

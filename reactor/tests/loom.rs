@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loom::sync::{Condvar, Mutex};
+use reactor::prelude::*;
 use reactor::loom_model::{ModelJobQueue, ModelLoop};
 use reactor::ThreadPool;
 

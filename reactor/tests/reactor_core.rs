@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common_single::{capture_logs, containing, run_bounded, Events};
 use deferred::Deferred;
+use reactor::prelude::*;
 use reactor::{Phase, Reactor, ReactorNotRunning, RunError};
 use tracing::Level;
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 use common::{new_default_reactor, run_bounded, TIMEOUT};
 use crossbeam_channel::unbounded;
 use deferred::Deferred;
+use reactor::prelude::*;
 use reactor::{defer_to_thread, Phase, Reactor, ReactorFromThreads, RunError, ThreadPool};
 
 type Log = Rc<RefCell<Vec<String>>>;

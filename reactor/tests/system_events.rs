@@ -16,8 +16,9 @@ use std::rc::Rc;
 
 use common_single::{capture_logs, errors_containing, Events};
 use deferred::{fail, Deferred, Failure};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
-use reactor::{trigger_fn, Phase, Reactor, ReactorCore, TriggerError, TriggerId};
+use reactor::{Phase, Reactor, TriggerError, TriggerId};
 
 const EVENT: &str = "test";
 
@@ -52,8 +53,8 @@ fn outcome() -> Outcome {
     Rc::new(RefCell::new(None))
 }
 
-/// Both reactors, as `dyn ReactorCore`, for the tests that must hold for each.
-fn both_reactors() -> Vec<(&'static str, Box<dyn ReactorCore>)> {
+/// Both reactors, as `dyn AnyReactor`, for the tests that must hold for each.
+fn both_reactors() -> Vec<(&'static str, Box<dyn AnyReactor>)> {
     vec![
         ("Reactor", Box::new(reactor())),
         ("FakeReactor", Box::new(FakeReactor::new(false))),
@@ -192,32 +193,32 @@ fn test_fire_event() {
         r.add_system_event_trigger(
             Phase::After,
             EVENT,
-            trigger_fn(events.pusher(("first", "after"))),
+            events.pusher(("first", "after")),
         );
         r.add_system_event_trigger(
             Phase::During,
             EVENT,
-            trigger_fn(events.pusher(("first", "during"))),
+            events.pusher(("first", "during")),
         );
         r.add_system_event_trigger(
             Phase::Before,
             EVENT,
-            trigger_fn(events.pusher(("first", "before"))),
+            events.pusher(("first", "before")),
         );
         r.add_system_event_trigger(
             Phase::Before,
             EVENT,
-            trigger_fn(events.pusher(("second", "before"))),
+            events.pusher(("second", "before")),
         );
         r.add_system_event_trigger(
             Phase::During,
             EVENT,
-            trigger_fn(events.pusher(("second", "during"))),
+            events.pusher(("second", "during")),
         );
         r.add_system_event_trigger(
             Phase::After,
             EVENT,
-            trigger_fn(events.pusher(("second", "after"))),
+            events.pusher(("second", "after")),
         );
         assert!(events.get().is_empty(), "{name}");
         r.fire_system_event(EVENT);
@@ -242,9 +243,9 @@ fn test_asynchronous_before() {
     for (name, r) in both_reactors() {
         let events = Events::new();
         let (before, fire_before) = Deferred::<()>::new();
-        r.add_system_event_trigger(Phase::Before, EVENT, trigger_fn(move || before));
-        r.add_system_event_trigger(Phase::During, EVENT, trigger_fn(events.pusher("during")));
-        r.add_system_event_trigger(Phase::After, EVENT, trigger_fn(events.pusher("after")));
+        r.add_system_event_trigger(Phase::Before, EVENT, move || before);
+        r.add_system_event_trigger(Phase::During, EVENT, events.pusher("during"));
+        r.add_system_event_trigger(Phase::After, EVENT, events.pusher("after"));
         assert!(events.get().is_empty(), "{name}");
         r.fire_system_event(EVENT);
         assert!(
@@ -438,12 +439,12 @@ fn test_triggers_run_once() {
             (Phase::During, "during"),
             (Phase::After, "after"),
         ] {
-            r.add_system_event_trigger(phase, EVENT, trigger_fn(events.pusher(tag)));
+            r.add_system_event_trigger(phase, EVENT, events.pusher(tag));
         }
         r.fire_system_event(EVENT);
         r.fire_system_event(EVENT);
         assert_eq!(events.get(), ["before", "during", "after"], "{name}");
-        r.add_system_event_trigger(Phase::During, EVENT, trigger_fn(events.pusher("new")));
+        r.add_system_event_trigger(Phase::During, EVENT, events.pusher("new"));
         r.fire_system_event(EVENT);
         assert_eq!(events.get(), ["before", "during", "after", "new"], "{name}");
     }

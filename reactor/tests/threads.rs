@@ -27,10 +27,11 @@ use common::{
 };
 use crossbeam_channel::{bounded, unbounded, Sender};
 use deferred::{fail, succeed, CancelledError, Deferred, Failure};
-use reactor::testing::FakeReactor;
+use reactor::prelude::*;
+use reactor::testing::{FakeReactor, PoolMode, TestPool};
 use reactor::{
     blocking_call_from_thread, call_multiple_in_thread, default_reactor, defer_to_thread,
-    defer_to_thread_pool, stop_thread_pool, BlockingCallError, Phase, PoolMode, PoolStopped,
+    defer_to_thread_pool, stop_thread_pool, BlockingCallError, Phase, PoolStopped,
     Reactor, ReactorFromThreads, ReactorThreads, RemoteHandle, ThreadPool,
 };
 
