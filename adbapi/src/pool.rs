@@ -521,15 +521,14 @@ impl ConnectionPool {
             .start()
             .map_err(|_| self.closed_error())?;
         let weak = Rc::downgrade(&self.inner);
-        let id = self.inner.reactor.add_system_event_trigger(
-            Phase::During,
-            "shutdown",
-            move || {
-                if let Some(p) = upgrade(&weak) {
-                    drop(p.final_close());
-                }
-            },
-        );
+        let id =
+            self.inner
+                .reactor
+                .add_system_event_trigger(Phase::During, "shutdown", move || {
+                    if let Some(p) = upgrade(&weak) {
+                        drop(p.final_close());
+                    }
+                });
         *self.inner.shutdown_id.borrow_mut() = Some(id);
         self.inner.running.set(true);
         Ok(())

@@ -69,9 +69,7 @@ pub mod implementors;
 mod list;
 mod time;
 
-pub use crate::deferred::{
-    fail, maybe_deferred, succeed, Deferred, IntoDeferred, Resolver,
-};
+pub use crate::deferred::{fail, maybe_deferred, succeed, Deferred, IntoDeferred, Resolver};
 pub use crate::errors::{
     AlreadyCalledError, CancelledError, FailureGroup, FirstError, TimeoutError,
 };

@@ -1,4 +1,4 @@
-//! Tests of `Failure` (TWISTED.md 3.13, Twisted's `twisted.python.failure`)
+//! Tests of `Failure` (Twisted's `twisted.python.failure.Failure`)
 //! and a port of test_defer.py `UtilTests` (`logError`): `check`/`trap` walk
 //! the error's `source()` chain (Rust's counterpart of matching a base
 //! class), `trap` hands unmatched failures back, context keeps the original

@@ -39,8 +39,7 @@ pub trait ReactorCore {
     fn call_when_running_boxed(&self, f: TriggerFn) -> Option<TriggerId>;
     /// Registers a trigger. Mirrors `addSystemEventTrigger`; programs call
     /// [`ReactorExt::add_system_event_trigger`].
-    fn add_system_event_trigger_boxed(&self, phase: Phase, event: &str, f: TriggerFn)
-        -> TriggerId;
+    fn add_system_event_trigger_boxed(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId;
     /// Removes a trigger that has not run. Mirrors `removeSystemEventTrigger`.
     fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError>;
     /// Fires an event's three phases: `before`, (waiting for the Deferreds

@@ -80,7 +80,9 @@ pub use crate::react::{react, Exit};
 pub use crate::reactor::Reactor;
 pub use crate::remote::RemoteHandle;
 pub use crate::shutdown::ShutdownHold;
-pub use crate::threadpool::{ExitHook, PoolConfigError, PoolSizeError, ThreadPool, ThreadSpawnError};
+pub use crate::threadpool::{
+    ExitHook, PoolConfigError, PoolSizeError, ThreadPool, ThreadSpawnError,
+};
 pub use crate::threads::{
     blocking_call_from_thread, call_multiple_in_thread, defer_to_thread, defer_to_thread_pool,
     defer_to_thread_pool_with_interrupt, stop_thread_pool, Interrupt,

@@ -359,7 +359,6 @@ impl Reactor {
         let _ = self.remove_system_event_trigger(&rp.shutdown_id);
         Some(crate::threads::stop_thread_pool(self, &rp.pool))
     }
-
 }
 
 /// A weak handle on a reactor, for the per-thread registry of reactors.

@@ -47,7 +47,6 @@ impl Drop for ShutdownHold {
     }
 }
 
-
 /// The holds on one reactor's shutdown, and the `after` phase waiting for
 /// them.
 #[derive(Debug, Default)]

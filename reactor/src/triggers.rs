@@ -3,7 +3,7 @@
 //! Each event (`"startup"`, `"shutdown"`, or any name a program fires) has
 //! three phases. Firing runs every `before` trigger, waits for the Deferreds
 //! they returned, then runs every `during` and then every `after` trigger.
-//! Each trigger runs at most once. See `TWISTED.md` 2.1 for the exact rules;
+//! Each trigger runs at most once. See Twisted's `_ThreePhaseEvent` (`twisted.internet.base`) for the exact rules;
 //! the implementation follows them step by step.
 
 use std::cell::RefCell;
@@ -14,7 +14,6 @@ use std::rc::Rc;
 use std::str::FromStr;
 
 use deferred::{Deferred, DeferredList, Failure};
-
 
 /// A phase of a system event. Mirrors Twisted's `"before"`, `"during"` and
 /// `"after"` strings; [`Phase::from_str`] parses them, with a typed error

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loom::sync::{Condvar, Mutex};
-use reactor::prelude::*;
 use reactor::loom_model::{ModelJobQueue, ModelLoop};
+use reactor::prelude::*;
 use reactor::ThreadPool;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {

@@ -157,7 +157,10 @@ fn test_single_stop_callback() {
         })
     });
     assert_eq!(code, 0);
-    assert!(logs.iter().all(|l| l.level > tracing::Level::WARN), "{logs:?}");
+    assert!(
+        logs.iter().all(|l| l.level > tracing::Level::WARN),
+        "{logs:?}"
+    );
     seen.assert_stopped();
 }
 
@@ -273,9 +276,7 @@ fn test_asynchronous_stop() {
 // through ensureDeferred): a panic in `main` is a failure, logged, code 1.
 #[test]
 fn test_panic_in_main_is_a_failure() {
-    let (code, logs) = capture_logs(|| {
-        react(|_| -> Deferred<()> { panic!("main blew up") })
-    });
+    let (code, logs) = capture_logs(|| react(|_| -> Deferred<()> { panic!("main blew up") }));
     assert_eq!(code, 1);
     let errors = errors_containing(&logs, "main function encountered error");
     assert_eq!(errors.len(), 1, "{logs:?}");

@@ -64,7 +64,6 @@ pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Run by each worker thread of a pool just before it exits.
 pub type ExitHook = Arc<dyn Fn() + Send + Sync>;
 
-
 struct Control {
     min: usize,
     max: usize,
@@ -558,7 +557,6 @@ impl ThreadPool {
         threads
     }
 }
-
 
 impl fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

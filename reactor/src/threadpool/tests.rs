@@ -1,7 +1,6 @@
 //! Thread-spawn failures, through a hook that makes `spawn` fail as if the
 //! OS refused a thread (tracker issue 9, defect 14).
 
-
 use super::*;
 use crate::testing::FakeReactor;
 use crate::threads::defer_to_thread_pool;
