@@ -315,6 +315,7 @@ impl Drop for PoolInner {
 ///
 /// ```
 /// use adbapi::{args, kwargs, ConnectionPool};
+/// use reactor::prelude::*;
 /// use reactor::Reactor;
 /// use std::{cell::RefCell, rc::Rc};
 ///

@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use loom::sync::{Condvar, Mutex};
 use reactor::loom_model::{ModelJobQueue, ModelLoop};
-use reactor::prelude::*;
 use reactor::ThreadPool;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
