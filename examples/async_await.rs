@@ -24,21 +24,20 @@
 //!     oldest = await dbpool.runInteraction(rename_oldest, "(classic)")
 //!     return len(rows)
 //!
-//! d = defer.ensureDeferred(main())
-//! d.addBoth(lambda _: reactor.stop())
+//! task.react(lambda reactor: defer.ensureDeferred(main()))
 //! ```
 //!
 //! Run it with `cargo run --example async_await`.
 
-use std::cell::RefCell;
-use std::fmt;
-use std::io::Write;
-use std::rc::Rc;
+mod common;
+
 use std::time::Duration;
 
 use adbapi::dbapi::IntegrityError;
-use adbapi::{args, kwargs, Arg, ConnectionPool};
+use adbapi::{args, kwargs, ConnectionPool};
+use common::{say, with_temp_db};
 use deferred::{gather_results, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 const BOOKS: [(&str, i64); 5] = [
@@ -136,55 +135,24 @@ async fn books(pool: ConnectionPool, reactor: Reactor) -> Result<usize, Failure>
     Ok(titles.len())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let dir = std::env::temp_dir().join(format!("adbapi-async-await-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let db = dir.join("books.db");
-    let result = run(db.to_str().ok_or("temp dir path is not UTF-8")?);
-    std::fs::remove_dir_all(&dir)?;
-    result
-}
-
-fn run(db: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let reactor = Reactor::new()?;
-    let pool = ConnectionPool::new(
-        "sqlite3",
-        args![db],
-        kwargs! { "cp_min" => 1, "cp_max" => 2, "cp_reactor" => Arg::reactor(reactor.clone()) },
-    )?;
-    let failed = Rc::new(RefCell::new(None::<Failure>));
-    let (r, f) = (reactor.clone(), Rc::clone(&failed));
-    reactor.call_when_running(move || {
-        // d = defer.ensureDeferred(main()); d.addBoth(lambda _: reactor.stop())
-        let _ = r
-            .ensure_deferred(books(pool, r.clone()))
-            .add_both(move |result| {
-                match result {
-                    Ok(n) => say(format_args!("the coroutine returned {n}")),
-                    Err(failure) => {
-                        tracing::error!(%failure, "the example failed");
-                        *f.borrow_mut() = Some(failure);
-                    }
-                }
-                r.stop().map_err(Failure::new)
-            });
+fn main() {
+    common::init_logging();
+    let code = with_temp_db("books.db", |db| {
+        reactor::react(|reactor| {
+            // No cp_reactor: react's reactor is this thread's default while it runs.
+            let pool = match ConnectionPool::new(
+                "sqlite3",
+                args![db],
+                kwargs! { "cp_min" => 1, "cp_max" => 2 },
+            ) {
+                Ok(pool) => pool,
+                Err(e) => return deferred::fail(e),
+            };
+            // d = defer.ensureDeferred(main())
+            reactor
+                .ensure_deferred(books(pool, reactor.clone()))
+                .add_callback(|n| say(format_args!("the coroutine returned {n}")))
+        })
     });
-    reactor.run()?;
-    let outcome = failed.borrow_mut().take();
-    match outcome {
-        Some(f) => Err(f.to_string().into()),
-        None => Ok(()),
-    }
-}
-
-/// One line on stdout; a closed pipe is not worth failing the example for.
-fn say(line: fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    std::process::exit(code);
 }

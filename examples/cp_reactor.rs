@@ -47,13 +47,17 @@
 //! Run it with `cargo run --example cp_reactor`; every step is checked with
 //! `assert!`, so it exits 0 only if all hold.
 
-use std::io::Write;
+mod common;
+
 use std::time::Duration;
 
 use adbapi::{args, kwargs, Arg, ConnectionPool, Row};
+use common::say;
 use deferred::{Deferred, Failure, TimeoutError};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
-use reactor::{Phase, PoolMode};
+use reactor::testing::PoolMode;
+use reactor::Phase;
 
 /// A pool on `reactor`, with one connection to a private in-memory database
 /// (jobs run on the test's thread, so they all share it).
@@ -185,13 +189,7 @@ fn manual_jobs_and_time() -> Result<(), Failure> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logging();
     say(format_args!(
         "== startup and shutdown (PoolMode::Inline) =="
     ));
@@ -204,9 +202,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     manual_jobs_and_time().map_err(|f| f.to_string())?;
     say(format_args!("all checks passed"));
     Ok(())
-}
-
-/// One line on stdout; a closed pipe is not worth failing the example for.
-fn say(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }

@@ -29,15 +29,12 @@
 //! Run it with `cargo run --example errbacks`. The failure logged on purpose
 //! appears on stderr as an `ERROR` line.
 
-use std::cell::RefCell;
-use std::fmt;
-use std::io::Write;
-use std::rc::Rc;
+mod common;
 
 use adbapi::dbapi::{DatabaseError, DbError, IntegrityError, OperationalError};
-use adbapi::{args, kwargs, Arg, ConnectionPool, Row};
+use adbapi::{args, kwargs, ConnectionPool, Row};
+use common::{say, with_temp_db};
 use deferred::{log_error, Deferred, Failure};
-use reactor::Reactor;
 
 /// Inserts a user; a duplicate name is not an error for the caller.
 fn add_user(pool: &ConnectionPool, name: &'static str) -> Deferred<&'static str> {
@@ -116,49 +113,21 @@ fn program(pool: &ConnectionPool) -> Deferred<()> {
     })
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let dir = std::env::temp_dir().join(format!("adbapi-errbacks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let db = dir.join("users.db");
-    let result = run(db.to_str().ok_or("temp dir path is not UTF-8")?);
-    std::fs::remove_dir_all(&dir)?;
-    result
-}
-
-fn run(db: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let reactor = Reactor::new()?;
-    let pool = ConnectionPool::new(
-        "sqlite3",
-        args![db],
-        kwargs! { "cp_min" => 1, "cp_max" => 2, "cp_reactor" => Arg::reactor(reactor.clone()) },
-    )?;
-    let failed = Rc::new(RefCell::new(None::<Failure>));
-    let (p, r, f) = (pool.clone(), reactor.clone(), Rc::clone(&failed));
-    reactor.call_when_running(move || {
-        let _ = program(&p).add_both(move |result| {
-            if let Err(failure) = result {
-                tracing::error!(%failure, "the example failed");
-                *f.borrow_mut() = Some(failure);
-            }
-            r.stop().map_err(Failure::new)
-        });
+fn main() {
+    common::init_logging();
+    let code = with_temp_db("users.db", |db| {
+        reactor::react(|_reactor| {
+            // No cp_reactor: react's reactor is this thread's default while it runs.
+            let pool = match ConnectionPool::new(
+                "sqlite3",
+                args![db],
+                kwargs! { "cp_min" => 1, "cp_max" => 2 },
+            ) {
+                Ok(pool) => pool,
+                Err(e) => return deferred::fail(e),
+            };
+            program(&pool)
+        })
     });
-    reactor.run()?;
-    let outcome = failed.borrow_mut().take();
-    match outcome {
-        Some(f) => Err(f.to_string().into()),
-        None => Ok(()),
-    }
-}
-
-/// One line on stdout; a closed pipe is not worth failing the example for.
-fn say(line: fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    std::process::exit(code);
 }

@@ -30,92 +30,66 @@
 //!     karma = yield dbpool.runInteraction(add_bonus, "user07", 100)
 //!     print("user07 now has", karma)
 //!
-//! main().addErrback(log.err).addBoth(lambda _: reactor.stop())
-//! reactor.run()   # the pool is closed by its shutdown trigger
+//! # runs until main()'s Deferred fires, logs a failure, exits with its status;
+//! # the pool is closed by its shutdown trigger
+//! task.react(lambda reactor: main())
 //! ```
 //!
 //! Run it with `cargo run --example quickstart` (`RUST_LOG=debug` for more
 //! log lines; the logs go to stderr, the results to stdout).
 
-use std::cell::RefCell;
-use std::io::Write;
-use std::rc::Rc;
+mod common;
 
-use adbapi::{args, kwargs, Arg, ConnectionPool, Row};
+use adbapi::{args, kwargs, ConnectionPool, Row};
+use common::{say, with_temp_db};
 use deferred::{gather_results, Deferred, Failure};
-use reactor::Reactor;
+use reactor::prelude::*;
+use reactor::Phase;
 
 /// How many users the example inserts (and then reads back).
 const USERS: i64 = 20;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
-    // A fresh database in a temporary directory, removed at the end.
-    let dir = std::env::temp_dir().join(format!("adbapi-quickstart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let db = dir.join("quickstart.db");
-    let result = run(db.to_str().ok_or("temp dir path is not UTF-8")?);
-    std::fs::remove_dir_all(&dir)?;
-    result
-}
-
-fn run(db: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let reactor = Reactor::new()?;
-    // dbpool = adbapi.ConnectionPool("sqlite3", db, cp_min=1, cp_max=3, cp_noisy=True,
-    //                                check_same_thread=False)
-    // cp_noisy logs each connect and close (at info level).
-    let dbpool = ConnectionPool::new(
-        "sqlite3",
-        args![db],
-        kwargs! {
-            "cp_min" => 1,
-            "cp_max" => 3,
-            "cp_noisy" => true,
-            "check_same_thread" => false,
-            "cp_reactor" => Arg::reactor(reactor.clone()),
-        },
-    )?;
-    tracing::info!(
-        database = db,
-        cp_min = dbpool.min(),
-        cp_max = dbpool.max(),
-        "connection pool created; it starts when the reactor runs"
-    );
-
-    // The outcome of the whole program, for the exit status.
-    let failed: Rc<RefCell<Option<Failure>>> = Rc::new(RefCell::new(None));
-
-    let (pool, r, f) = (dbpool.clone(), reactor.clone(), Rc::clone(&failed));
-    reactor.call_when_running(move || {
-        let _ = program(&pool)
-            .add_errback(move |failure| {
-                tracing::error!(%failure, "the quickstart failed");
-                *f.borrow_mut() = Some(failure);
-                Ok(())
-            })
-            .add_callback(move |()| {
-                // The pool's `during shutdown` trigger closes it.
-                r.stop().expect("the reactor is running");
+fn main() {
+    common::init_logging();
+    let code = with_temp_db("quickstart.db", |db| {
+        // task.react(lambda reactor: main())
+        reactor::react(|reactor| {
+            // dbpool = adbapi.ConnectionPool("sqlite3", db, cp_min=1, cp_max=3, cp_noisy=True,
+            //                                check_same_thread=False)
+            // cp_noisy logs each connect and close (at info level). No cp_reactor:
+            // react's reactor is this thread's default while it runs.
+            let dbpool = match ConnectionPool::new(
+                "sqlite3",
+                args![db],
+                kwargs! {
+                    "cp_min" => 1,
+                    "cp_max" => 3,
+                    "cp_noisy" => true,
+                    "check_same_thread" => false,
+                },
+            ) {
+                Ok(pool) => pool,
+                Err(e) => return deferred::fail(e),
+            };
+            tracing::info!(
+                database = db,
+                cp_min = dbpool.min(),
+                cp_max = dbpool.max(),
+                "connection pool created; it starts when the reactor runs"
+            );
+            // The pool's `during shutdown` trigger closes it; by the `after`
+            // phase it has closed.
+            let pool = dbpool.clone();
+            reactor.add_system_event_trigger(Phase::After, "shutdown", move || {
+                say(format_args!(
+                    "reactor stopped; pool running: {} (closed by its shutdown trigger)",
+                    pool.running()
+                ));
             });
+            program(&dbpool)
+        })
     });
-    reactor.run()?;
-
-    say(format_args!(
-        "reactor stopped; pool running: {} (closed by its shutdown trigger)",
-        dbpool.running()
-    ));
-    let outcome = failed.borrow_mut().take();
-    match outcome {
-        Some(f) => Err(f.to_string().into()),
-        None => Ok(()),
-    }
+    std::process::exit(code);
 }
 
 /// The program proper: every step is a Deferred chained to the previous one.
@@ -185,10 +159,4 @@ fn program(dbpool: &ConnectionPool) -> Deferred<()> {
                 "run_interaction committed: user07 now has karma {karma}"
             ));
         })
-}
-
-/// One line on stdout. A failed write (a closed pipe) is not worth failing
-/// the example for.
-fn say(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }

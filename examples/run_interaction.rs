@@ -26,14 +26,13 @@
 //!
 //! Run it with `cargo run --example run_interaction`.
 
-use std::cell::RefCell;
-use std::fmt;
-use std::io::Write;
-use std::rc::Rc;
+mod common;
 
-use adbapi::{args, kwargs, Arg, ConnectionPool, Transaction};
+use std::fmt;
+
+use adbapi::{args, kwargs, ConnectionPool, Transaction};
+use common::{say, with_temp_db};
 use deferred::{Deferred, Failure};
-use reactor::Reactor;
 
 /// The interaction's own error: the transfer would overdraw `account`.
 #[derive(Debug)]
@@ -168,49 +167,21 @@ fn program(pool: &ConnectionPool) -> Deferred<()> {
     .add_callback_deferred(move |()| show(&p, "after the unknown account (unchanged)"))
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let dir = std::env::temp_dir().join(format!("adbapi-run-interaction-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let db = dir.join("bank.db");
-    let result = run(db.to_str().ok_or("temp dir path is not UTF-8")?);
-    std::fs::remove_dir_all(&dir)?;
-    result
-}
-
-fn run(db: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let reactor = Reactor::new()?;
-    let pool = ConnectionPool::new(
-        "sqlite3",
-        args![db],
-        kwargs! { "cp_min" => 1, "cp_max" => 2, "cp_reactor" => Arg::reactor(reactor.clone()) },
-    )?;
-    let failed = Rc::new(RefCell::new(None::<Failure>));
-    let (p, r, f) = (pool.clone(), reactor.clone(), Rc::clone(&failed));
-    reactor.call_when_running(move || {
-        let _ = program(&p).add_both(move |result| {
-            if let Err(failure) = result {
-                tracing::error!(%failure, "the example failed");
-                *f.borrow_mut() = Some(failure);
-            }
-            r.stop().map_err(Failure::new)
-        });
+fn main() {
+    common::init_logging();
+    let code = with_temp_db("bank.db", |db| {
+        reactor::react(|_reactor| {
+            // No cp_reactor: react's reactor is this thread's default while it runs.
+            let pool = match ConnectionPool::new(
+                "sqlite3",
+                args![db],
+                kwargs! { "cp_min" => 1, "cp_max" => 2 },
+            ) {
+                Ok(pool) => pool,
+                Err(e) => return deferred::fail(e),
+            };
+            program(&pool)
+        })
     });
-    reactor.run()?;
-    let outcome = failed.borrow_mut().take();
-    match outcome {
-        Some(f) => Err(f.to_string().into()),
-        None => Ok(()),
-    }
-}
-
-/// One line on stdout; a closed pipe is not worth failing the example for.
-fn say(line: fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    std::process::exit(code);
 }

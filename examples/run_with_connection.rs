@@ -28,15 +28,12 @@
 //!
 //! Run it with `cargo run --example run_with_connection`.
 
-use std::cell::RefCell;
-use std::fmt;
-use std::io::Write;
-use std::rc::Rc;
+mod common;
 
 use adbapi::dbapi::IntegrityError;
-use adbapi::{args, kwargs, Arg, Connection, ConnectionPool, Value};
+use adbapi::{args, kwargs, Connection, ConnectionPool, Value};
+use common::{say, with_temp_db};
 use deferred::{Deferred, Failure};
-use reactor::Reactor;
 
 /// Inserts `lines` and commits them, then adds a summary row that the pool
 /// commits when this returns; returns the row count it saw.
@@ -117,50 +114,21 @@ fn program(pool: &ConnectionPool) -> Deferred<()> {
     })
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let dir =
-        std::env::temp_dir().join(format!("adbapi-run-with-connection-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let db = dir.join("log.db");
-    let result = run(db.to_str().ok_or("temp dir path is not UTF-8")?);
-    std::fs::remove_dir_all(&dir)?;
-    result
-}
-
-fn run(db: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let reactor = Reactor::new()?;
-    let pool = ConnectionPool::new(
-        "sqlite3",
-        args![db],
-        kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
-    )?;
-    let failed = Rc::new(RefCell::new(None::<Failure>));
-    let (p, r, f) = (pool.clone(), reactor.clone(), Rc::clone(&failed));
-    reactor.call_when_running(move || {
-        let _ = program(&p).add_both(move |result| {
-            if let Err(failure) = result {
-                tracing::error!(%failure, "the example failed");
-                *f.borrow_mut() = Some(failure);
-            }
-            r.stop().map_err(Failure::new)
-        });
+fn main() {
+    common::init_logging();
+    let code = with_temp_db("log.db", |db| {
+        reactor::react(|_reactor| {
+            // No cp_reactor: react's reactor is this thread's default while it runs.
+            let pool = match ConnectionPool::new(
+                "sqlite3",
+                args![db],
+                kwargs! { "cp_min" => 1, "cp_max" => 1 },
+            ) {
+                Ok(pool) => pool,
+                Err(e) => return deferred::fail(e),
+            };
+            program(&pool)
+        })
     });
-    reactor.run()?;
-    let outcome = failed.borrow_mut().take();
-    match outcome {
-        Some(f) => Err(f.to_string().into()),
-        None => Ok(()),
-    }
-}
-
-/// One line on stdout; a closed pipe is not worth failing the example for.
-fn say(line: fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    std::process::exit(code);
 }

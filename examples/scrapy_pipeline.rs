@@ -42,6 +42,7 @@
 //! cargo run --example scrapy_pipeline -- "$ADBAPI_MYSQL_URL"
 //! ```
 
+use reactor::prelude::*;
 use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;

@@ -21,6 +21,7 @@
 //! Before criterion runs, both serial variants are timed once more over the
 //! same number of queries and the ratio printed (`ratio pool/direct`).
 
+use reactor::prelude::*;
 use std::cell::Cell;
 use std::io::Write as _;
 use std::rc::Rc;

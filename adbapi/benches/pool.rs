@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use adbapi::{args, kwargs, Arg, ConnectionPool, Row, Value};
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use deferred::{gather_results, Deferred, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 /// Point selects per batch.

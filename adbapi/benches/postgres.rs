@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use adbapi::{kwargs, Arg, ConnectionPool};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 const ROWS: i64 = 1_000;

@@ -1,6 +1,5 @@
 //! [`Deferred`] (the consumer side) and [`Resolver`] (the producer side).
 
-use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -74,7 +73,7 @@ pub struct Deferred<T> {
 /// a cancel without canceller). Holding a `Resolver` keeps the Deferred and its
 /// callbacks alive, so code that adds callbacks may drop its `Deferred` handle.
 pub struct Resolver<T> {
-    core: Rc<Core>,
+    pub(crate) core: Rc<Core>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -363,64 +362,6 @@ impl<T: 'static> Resolver<T> {
     /// ```
     pub fn decline_cancel(&self) {
         self.core.decline_cancel();
-    }
-}
-
-/// A [`Resolver`] with its value type erased, for code that parks resolvers of
-/// many types in one table (the reactor keeps the resolvers of thread-pool jobs
-/// in a slab and fires them with boxed results from worker threads).
-///
-/// The value type is remembered: [`resolve`](Self::resolve) with a value of
-/// another type fires the Deferred with a [`Failure`] naming both types, never
-/// with a wrong value.
-pub struct AnyResolver {
-    core: Rc<Core>,
-    type_id: TypeId,
-    type_name: &'static str,
-}
-
-/// A boxed value handed to [`AnyResolver::resolve`] was not of the Deferred's
-/// value type.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("value of the wrong type for this Deferred: expected {expected}")]
-pub struct ValueTypeMismatch {
-    /// The type the Deferred carries.
-    pub expected: &'static str,
-}
-
-impl<T: 'static> Resolver<T> {
-    /// Erases the value type; see [`AnyResolver`].
-    pub fn into_any(self) -> AnyResolver {
-        AnyResolver {
-            core: self.core,
-            type_id: TypeId::of::<T>(),
-            type_name: std::any::type_name::<T>(),
-        }
-    }
-}
-
-impl AnyResolver {
-    /// Fires the Deferred with a boxed value of its type, or a failure.
-    #[track_caller]
-    pub fn resolve(&self, result: Result<Box<dyn Any>, Failure>) -> Result<(), AlreadyCalledError> {
-        let outcome = match result {
-            Ok(v) if (*v).type_id() != self.type_id => Err(Failure::new(ValueTypeMismatch {
-                expected: self.type_name,
-            })),
-            other => other,
-        };
-        self.core.fire(outcome, Location::caller())
-    }
-
-    /// True once the Deferred has fired.
-    pub fn called(&self) -> bool {
-        self.core.called()
-    }
-}
-
-impl fmt::Debug for AnyResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AnyResolver<{}>({:?})", self.type_name, &*self.core)
     }
 }
 

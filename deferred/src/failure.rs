@@ -41,6 +41,9 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// let f = f.context("while loading users");
 /// assert_eq!(f.error_message(), "while loading users: no such table");
 /// assert_eq!(f.trap::<io::Error>().unwrap().kind(), io::ErrorKind::NotFound);
+/// // Display is the message; `{:#}` puts the error's type in front.
+/// assert_eq!(f.to_string(), "while loading users: no such table");
+/// assert_eq!(format!("{f:#}"), "std::io::error::Error: while loading users: no such table");
 /// ```
 #[derive(Clone)]
 pub struct Failure {
@@ -268,8 +271,17 @@ where
 }
 
 impl fmt::Display for Failure {
+    /// The error message, as [`error_message`](Failure::error_message)
+    /// (Twisted's `getErrorMessage()`), which is what a reader of a log line
+    /// or a program's output wants first. The alternate form (`{:#}`) puts
+    /// the original error's type in front, as Python prints an exception:
+    /// `std::io::error::Error: no such table`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.type_name(), self.error_message())
+        if f.alternate() {
+            write!(f, "{}: {}", self.type_name(), self.error_message())
+        } else {
+            f.write_str(&self.error_message())
+        }
     }
 }
 

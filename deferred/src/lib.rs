@@ -15,6 +15,7 @@
 //! | [`DeferredList`], [`gather_results`], [`race`] | waiting on many | same names |
 //! | [`ReactorTime`], [`Deferred::add_timeout`] | timeouts against a clock | `IReactorTime`, `addTimeout` |
 //! | [`DeferredFuture`] | `deferred.await` | `await d` |
+//! | [`implementors`] | the type-erased resolver an event loop parks (not for programs) | |
 //!
 //! # Examples
 //!
@@ -64,12 +65,11 @@ mod deferred;
 mod errors;
 mod failure;
 mod future;
+pub mod implementors;
 mod list;
 mod time;
 
-pub use crate::deferred::{
-    fail, maybe_deferred, succeed, AnyResolver, Deferred, IntoDeferred, Resolver, ValueTypeMismatch,
-};
+pub use crate::deferred::{fail, maybe_deferred, succeed, Deferred, IntoDeferred, Resolver};
 pub use crate::errors::{
     AlreadyCalledError, CancelledError, FailureGroup, FirstError, TimeoutError,
 };

@@ -16,11 +16,13 @@ pub trait ReactorTime {
     fn seconds(&self) -> f64;
 
     /// Runs `f` once, `delay` from now, on the loop thread. Mirrors
-    /// `callLater`.
-    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall>;
+    /// `callLater`. The closure is boxed so the trait works as
+    /// `dyn ReactorTime`; the `reactor` crate's `ReactorExt::call_later`
+    /// takes any closure and returns a full `DelayedCall`.
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall>;
 }
 
-/// A call scheduled by [`ReactorTime::call_later`]. Mirrors the parts of
+/// A call scheduled by [`ReactorTime::call_later_boxed`]. Mirrors the parts of
 /// Twisted's `IDelayedCall` that `addTimeout` uses.
 pub trait ScheduledCall {
     /// True if the call has neither run nor been cancelled.
@@ -65,7 +67,7 @@ impl<T: 'static> Deferred<T> {
         let flag = Rc::clone(&timed_out);
         // Weak: the timer must not keep a Deferred alive that nobody can fire.
         let target = Rc::downgrade(&self.core);
-        let call = clock.call_later(
+        let call = clock.call_later_boxed(
             timeout,
             Box::new(move || {
                 flag.set(true);

@@ -1,4 +1,4 @@
-//! Tests of `Failure` (TWISTED.md 3.13, Twisted's `twisted.python.failure`)
+//! Tests of `Failure` (Twisted's `twisted.python.failure.Failure`)
 //! and a port of test_defer.py `UtilTests` (`logError`): `check`/`trap` walk
 //! the error's `source()` chain (Rust's counterpart of matching a base
 //! class), `trap` hands unmatched failures back, context keeps the original
@@ -125,12 +125,15 @@ fn context_keeps_the_original_error() {
     assert_eq!(g.error().to_string(), "outer failed");
 }
 
-// Display and Debug name the type and message.
+// Display is the message (Failure.getErrorMessage), so it reads well in a log
+// line or a program's output; `{:#}` and Debug name the type too.
 #[test]
 fn display_and_debug() {
     let f = Failure::new(generic("shown"));
-    let display = f.to_string();
-    assert!(display.ends_with("GenericError: shown"), "{display}");
+    assert_eq!(f.to_string(), "shown");
+    let alternate = format!("{f:#}");
+    assert!(alternate.ends_with("GenericError: shown"), "{alternate}");
+    assert!(alternate.starts_with(f.type_name()), "{alternate}");
     let debug = format!("{f:?}");
     assert!(
         debug.starts_with("<Failure ") && debug.contains("shown"),

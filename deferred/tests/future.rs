@@ -1,4 +1,4 @@
-//! `.await` on a Deferred (TWISTED.md 3.11 "A Deferred is awaitable") and a
+//! `.await` on a Deferred (Twisted's `Deferred.__await__`: a Deferred is awaitable) and a
 //! port of the cancellation half of test_defer.py `DeferredFutureAdapterTests`
 //! (`test_asFuture`, `test_asFutureCancelFuture`, `test_asFutureSuccessCancel`,
 //! `test_asFutureFailure`), driven by a tiny single-threaded executor.

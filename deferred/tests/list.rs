@@ -744,7 +744,7 @@ fn first_error_comparison() {
     assert!(one != moved);
 }
 
-// TWISTED.md 3.10: "cancel(): if not yet fired, cancel every input." Twisted's
+// Twisted's `DeferredList`: "cancel(): if not yet fired, cancel every input." Twisted's
 // DeferredList keeps its inputs (`_deferredList`), so an input nobody else
 // references is still cancelled and the list fires. Here the list holds its
 // inputs weakly: an input whose resolver was dropped is freed when the list is
@@ -783,7 +783,7 @@ fn race_cancel_reaches_inputs_whose_resolver_was_dropped() {
     );
 }
 
-// TWISTED.md 3.10: "Results arriving after the list has fired are recorded but
+// Twisted's `DeferredList`: "Results arriving after the list has fired are recorded but
 // ignored." That must hold when the late result arrives from inside the
 // list's own callback (re-entrantly): the list's callbacks run while its
 // bookkeeping is still borrowed, and the late input's arrival then panics

@@ -1,6 +1,6 @@
 //! Port of Twisted's test_defer.py `DeferredTests` pause tests
 //! (`testPausedFailure`, `testUnpauseBeforeCallback`) plus the pause counter
-//! rules of TWISTED.md 3.6: while paused, callbacks accumulate but do not run;
+//! rules of `Deferred.pause`/`unpause`: while paused, callbacks accumulate but do not run;
 //! at zero a fired Deferred runs them.
 
 mod common;

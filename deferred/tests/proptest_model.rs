@@ -1,6 +1,7 @@
 //! Property tests: random operation sequences on a `Deferred<i64>` chain, and
 //! random `DeferredList` / `gather_results` inputs, checked against a plain
-//! reference model of Twisted's semantics (TWISTED.md sections 3.1-3.6, 3.10).
+//! reference model of the semantics of Twisted's `twisted.internet.defer.Deferred`
+//! (`_runCallbacks`, `pause`, `chainDeferred`) and `DeferredList`.
 //!
 //! # The reference model ([`Model`])
 //!
@@ -10,23 +11,23 @@
 //! * State: a FIFO of pending steps, `fired`, the current `result` (present
 //!   once fired, absent while waiting on an inner Deferred), a user `paused`
 //!   counter, and `waiting_on` (the inner Deferred the chain waits for).
-//! * R1 (3.2) Adding a step appends it, then runs the chain.
-//! * R2 (3.3) Firing sets `fired` and the result, then runs the chain. Firing
+//! * R1 Adding a step appends it, then runs the chain.
+//! * R2 Firing sets `fired` and the result, then runs the chain. Firing
 //!   again is rejected (`AlreadyCalledError`) and changes nothing.
-//! * R3 (3.4) Running the chain: while fired, not paused and not waiting, pop
+//! * R3 Running the chain: while fired, not paused and not waiting, pop
 //!   the first step and apply it to the result. A callback half runs only on a
 //!   value, an errback half only on a failure; the other half passes the
 //!   result through untouched (and is not traced). Only user code is traced,
 //!   with the input it received.
-//! * R4 (3.5) A step (either half) returning an inner Deferred that already has a result
+//! * R4 A step (either half) returning an inner Deferred that already has a result
 //!   takes that result at once. Otherwise the chain waits (`paused()` counts
 //!   one more) until the inner fires; the inner first runs its own callbacks
 //!   added before it was returned, then hands its result to the outer chain,
 //!   which resumes unless the user still holds a pause.
-//! * R5 (3.6) `pause` adds one to the counter; `unpause` removes one and, at
+//! * R5 `pause` adds one to the counter; `unpause` removes one and, at
 //!   zero, runs the chain if fired. The generator only unpauses pauses it
 //!   made, so the counter never goes below the chain's own pause.
-//! * R6 (3.5) `chain_deferred(d2)` is a step that fires `d2` with the current
+//! * R6 `chain_deferred(d2)` is a step that fires `d2` with the current
 //!   result (success or failure) and continues with `()`, or fails with
 //!   `AlreadyCalledError` if `d2` had already fired. The test turns `()` into
 //!   the value `CHAIN_BASE + id` so the chain stays `i64`.

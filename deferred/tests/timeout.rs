@@ -38,11 +38,11 @@ fn fake_clock_orders_calls() {
         let o = order.clone();
         Box::new(move || o.borrow_mut().push(name)) as Box<dyn FnOnce()>
     };
-    let _c = clock.call_later(Duration::from_secs(3), push("c@3"));
-    let _a = clock.call_later(Duration::from_secs(1), push("a@1"));
-    let _b1 = clock.call_later(Duration::from_secs(2), push("b1@2"));
-    let _b2 = clock.call_later(Duration::from_secs(2), push("b2@2"));
-    let cancelled = clock.call_later(Duration::from_secs(2), push("cancelled"));
+    let _c = clock.call_later_boxed(Duration::from_secs(3), push("c@3"));
+    let _a = clock.call_later_boxed(Duration::from_secs(1), push("a@1"));
+    let _b1 = clock.call_later_boxed(Duration::from_secs(2), push("b1@2"));
+    let _b2 = clock.call_later_boxed(Duration::from_secs(2), push("b2@2"));
+    let cancelled = clock.call_later_boxed(Duration::from_secs(2), push("cancelled"));
     cancelled.cancel();
     assert!(!cancelled.active());
     assert_eq!(clock.active_calls(), 4);

@@ -32,6 +32,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
+use reactor::prelude::*;
 use reactor::{defer_to_thread_pool, Reactor, ThreadPool};
 
 /// Jobs (or calls) per batch in the throughput benchmarks.

@@ -1,6 +1,6 @@
 //! Typed errors of the reactor, each mirroring a Twisted exception.
-
-use crate::triggers::{Phase, TriggerId};
+//! ([`TriggerError`](crate::TriggerError) lives beside the triggers, and the
+//! thread pool's configuration errors beside the pool.)
 
 /// `run()` while the reactor is already running. Mirrors
 /// `twisted.internet.error.ReactorAlreadyRunning`.
@@ -29,52 +29,6 @@ pub enum RunError {
     /// See [`ReactorNotRestartable`].
     #[error(transparent)]
     NotRestartable(#[from] ReactorNotRestartable),
-}
-
-/// Why a system event trigger could not be removed. Twisted raises
-/// `KeyError`, `ValueError` or `TypeError` for these cases.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TriggerError {
-    /// No trigger was ever added for this event type (Twisted's `KeyError(eventType)`).
-    #[error("no system event triggers for event {event:?} (trigger {id})")]
-    UnknownEvent {
-        /// The event type named by the id.
-        event: String,
-        /// The id that was passed.
-        id: TriggerId,
-    },
-    /// The id is not registered: never added here, already removed, or
-    /// already fired (Twisted's `ValueError`).
-    #[error("system event trigger {id} is not registered (never added, already removed, or already fired)")]
-    NotRegistered {
-        /// The id that was passed.
-        id: TriggerId,
-    },
-    /// The trigger is a `before` trigger that already ran during the firing in
-    /// progress. Twisted warns "Removing already-fired system event triggers
-    /// will raise an exception in a future version of Twisted." and removes
-    /// nothing; this is that future version.
-    #[error("system event trigger {id} already fired")]
-    AlreadyFired {
-        /// The id that was passed.
-        id: TriggerId,
-    },
-    /// A phase name other than `before`, `during` or `after` (Twisted's
-    /// `KeyError("invalid phase")`).
-    #[error("invalid phase {0:?}: expected \"before\", \"during\" or \"after\"")]
-    InvalidPhase(String),
-}
-
-impl TriggerError {
-    /// The phase an id refers to, for messages.
-    pub fn phase(&self) -> Option<Phase> {
-        match self {
-            TriggerError::UnknownEvent { id, .. }
-            | TriggerError::NotRegistered { id }
-            | TriggerError::AlreadyFired { id } => Some(id.phase()),
-            TriggerError::InvalidPhase(_) => None,
-        }
-    }
 }
 
 /// Errors of [`DelayedCall`](crate::DelayedCall) operations. Twisted's

@@ -122,3 +122,33 @@ pub fn install_reactor(reactor: Reactor) -> Option<Reactor> {
         })
         .map(|d| d.reactor)
 }
+
+/// Puts back the default reactor that [`install_for_scope`] replaced.
+pub(crate) struct ScopedDefault {
+    previous: Option<DefaultSlot>,
+}
+
+/// Makes `reactor` this thread's default until the returned guard is
+/// dropped, then restores what was there before (nothing, a reactor made on
+/// demand, or an installed one), so a reactor that has stopped is not left
+/// as the default.
+pub(crate) fn install_for_scope(reactor: Reactor) -> ScopedDefault {
+    let previous = DEFAULT.with(|d| {
+        d.borrow_mut().replace(DefaultSlot {
+            reactor,
+            explicit: true,
+        })
+    });
+    ScopedDefault { previous }
+}
+
+impl Drop for ScopedDefault {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // During thread teardown the slot may be gone: nothing to restore.
+        // The scoped reactor is dropped outside the borrow: its drop runs
+        // user closures, which may ask for the default reactor.
+        let scoped = DEFAULT.try_with(|d| std::mem::replace(&mut *d.borrow_mut(), previous));
+        drop(scoped);
+    }
+}

@@ -1,46 +1,47 @@
 //! A mio event loop with Twisted's reactor semantics.
 //!
+//! Start with `use reactor::prelude::*;`: the operations every reactor has
+//! are trait methods, so a program, a connection pool and a test see the
+//! real [`Reactor`], the [`testing::FakeReactor`] and `dyn AnyReactor`
+//! alike.
+//!
 //! | Twisted | here |
 //! |---|---|
-//! | `reactor.run()`, `stop()`, `crash()`, `iterate()`, `running` | [`Reactor`] |
-//! | `addSystemEventTrigger`, `removeSystemEventTrigger`, `fireSystemEvent`, `callWhenRunning` | [`Reactor`], [`Phase`], [`TriggerId`] |
-//! | `callLater`, `DelayedCall`, `seconds()` | [`Reactor::call_later`], [`DelayedCall`] |
-//! | `callFromThread` | [`RemoteHandle`] (from [`Reactor::remote`]) |
+//! | `task.react(main)` | [`react`], [`Exit`] (`SystemExit(code)`) |
+//! | `reactor.run()`, `crash()`, `iterate()` | [`Reactor`] |
+//! | `running`, `stop()`, `addSystemEventTrigger`, `removeSystemEventTrigger`, `fireSystemEvent`, `callWhenRunning` | [`ReactorCore`], [`ReactorExt`], [`Phase`], [`TriggerId`] |
+//! | `callLater`, `DelayedCall`, `getDelayedCalls`, `seconds()` | [`ReactorExt::call_later`], [`DelayedCall`], [`ReactorDelayedCalls`], [`ReactorTime`] |
+//! | `callFromThread`, `isInIOThread` | [`ReactorExt::call_from_thread`], [`RemoteHandle`] (from [`ReactorFromThreads::remote`]) |
 //! | `twisted.python.threadpool.ThreadPool` | [`ThreadPool`] |
-//! | `getThreadPool`, `callInThread`, `suggestThreadPoolSize` | [`Reactor`] |
+//! | `getThreadPool`, `callInThread`, `suggestThreadPoolSize` | [`ReactorThreads`], [`ReactorExt::call_in_thread`] |
 //! | `threads.deferToThreadPool`, `deferToThread`, `blockingCallFromThread`, `callMultipleInThread` | [`defer_to_thread_pool`], [`defer_to_thread`], [`blocking_call_from_thread`], [`call_multiple_in_thread`] |
-//! | `defer.ensureDeferred`, `Deferred.fromCoroutine` | [`Reactor::ensure_deferred`], [`ensure_deferred`] |
-//! | `IReactorCore`, `IReactorTime`, `IReactorFromThreads`, `IReactorThreads` | [`ReactorCore`], [`deferred::ReactorTime`], [`ReactorFromThreads`], [`ReactorThreads`], all in [`AnyReactor`] |
-//! | `task.Clock`, the tests' `EventReactor` | [`testing::Clock`], [`testing::FakeReactor`] |
+//! | `defer.ensureDeferred`, `Deferred.fromCoroutine` | [`ReactorExt::ensure_deferred`], [`ensure_deferred`] |
+//! | `IReactorCore`, `IReactorTime`, `IReactorFromThreads`, `IReactorThreads` | [`ReactorCore`], [`ReactorTime`] + [`ReactorDelayedCalls`], [`ReactorFromThreads`], [`ReactorThreads`], all in [`AnyReactor`] |
+//! | `task.Clock`, the tests' `EventReactor`, `NonThreadPool` | [`testing::Clock`], [`testing::FakeReactor`], [`testing::PoolMode`] |
 //! | the global `reactor` | [`default_reactor`] (one per thread) |
+//!
+//! [`implementors`] holds what only an event loop's own code needs.
 //!
 //! # Examples
 //!
-//! Work on a thread, result back on the loop thread as a Deferred, consumed
-//! with `async`/`await`:
+//! A program's main, as Twisted's `task.react(main)`: work on a thread,
+//! result back on the loop thread as a Deferred, consumed with
+//! `async`/`await`; the reactor stops when `main`'s Deferred fires.
 //!
 //! ```
-//! use reactor::{defer_to_thread, Reactor};
-//! use std::{cell::Cell, rc::Rc};
+//! use reactor::prelude::*;
+//! use reactor::{defer_to_thread, react};
 //!
-//! let reactor = Reactor::new().unwrap();
-//! let out = Rc::new(Cell::new(0));
-//! let (r, o) = (reactor.clone(), out.clone());
-//! reactor.call_when_running(move || {
-//!     let rr = r.clone();
-//!     let _ = r
-//!         .ensure_deferred(async move {
-//!             let a: u64 = defer_to_thread(&rr, || Ok(20)).await?;
-//!             let b: u64 = defer_to_thread(&rr, || Ok(22)).await?;
-//!             Ok(a + b)
-//!         })
-//!         .add_callback(move |sum| {
-//!             o.set(sum);
-//!             r.stop().unwrap();
-//!         });
+//! let code = react(|reactor| {
+//!     let r = reactor.clone();
+//!     reactor.ensure_deferred(async move {
+//!         let a: u64 = defer_to_thread(&r, || Ok(20)).await?;
+//!         let b: u64 = defer_to_thread(&r, || Ok(22)).await?;
+//!         assert_eq!(a + b, 42);
+//!         Ok(())
+//!     })
 //! });
-//! reactor.run().unwrap();
-//! assert_eq!(out.get(), 42);
+//! assert_eq!(code, 0);
 //! ```
 //!
 //! # Threads
@@ -51,9 +52,11 @@
 //! reactor's [`RemoteHandle`] queue (workers → loop).
 
 mod errors;
+mod executor;
 mod global;
+pub mod implementors;
 mod interfaces;
-mod job_queue;
+mod react;
 mod reactor;
 mod remote;
 mod shutdown;
@@ -67,24 +70,38 @@ mod triggers;
 
 pub use crate::errors::{
     BlockingCallError, DelayedCallError, PoolStopped, ReactorAlreadyRunning, ReactorNotRestartable,
-    ReactorNotRunning, RunError, TriggerError,
+    ReactorNotRunning, RunError,
 };
 pub use crate::global::{default_reactor, install_reactor, try_default_reactor, AmbiguousReactor};
 pub use crate::interfaces::{
-    AnyReactor, ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold,
+    AnyReactor, ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads, ReactorThreads,
 };
+pub use crate::react::{react, Exit};
 pub use crate::reactor::Reactor;
-pub use crate::remote::{BoxedOutcome, LoopQueue, RemoteHandle};
+pub use crate::remote::RemoteHandle;
+pub use crate::shutdown::ShutdownHold;
 pub use crate::threadpool::{
-    ExitHook, Job, PoolConfigError, PoolMode, PoolSizeError, ThreadPool, ThreadSpawnError,
+    ExitHook, PoolConfigError, PoolSizeError, ThreadPool, ThreadSpawnError,
 };
 pub use crate::threads::{
     blocking_call_from_thread, call_multiple_in_thread, defer_to_thread, defer_to_thread_pool,
     defer_to_thread_pool_with_interrupt, stop_thread_pool, Interrupt,
 };
 pub use crate::time::{monotonic_seconds, DelayedCall};
-pub use crate::triggers::{trigger_fn, Phase, TriggerFn, TriggerId, TriggerOutput};
+pub use crate::triggers::{Phase, TriggerError, TriggerId, TriggerOutput};
 pub use deferred::ReactorTime;
+
+/// The reactor traits in one import: `use reactor::prelude::*;` brings the
+/// methods every reactor has (`call_when_running`, `call_later`, `stop`,
+/// `call_from_thread`, `get_thread_pool`, `ensure_deferred`...) into scope,
+/// for [`Reactor`], [`testing::FakeReactor`] and `dyn AnyReactor` alike.
+pub mod prelude {
+    pub use crate::interfaces::{
+        AnyReactor, ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads,
+        ReactorThreads,
+    };
+    pub use deferred::ReactorTime;
+}
 
 /// Entry points for the loom models (`--cfg loom` builds only).
 #[cfg(loom)]

@@ -2,23 +2,22 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use deferred::{Deferred, Failure, ReactorTime, ScheduledCall};
+use deferred::{Deferred, ReactorTime, ScheduledCall};
 use mio::{Events, Poll, Token, Waker};
 
-use crate::errors::{
-    ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning, RunError, TriggerError,
+use crate::errors::{ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning, RunError};
+use crate::interfaces::{
+    ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads, ReactorThreads,
 };
-use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold};
-use crate::remote::{LoopQueue, RemoteHandle};
-use crate::shutdown::ShutdownGate;
+use crate::remote::LoopQueue;
+use crate::shutdown::{ShutdownGate, ShutdownHold};
 use crate::threadpool::{PoolConfigError, ThreadPool};
 use crate::time::{monotonic_seconds, DelayedCall, Runner, TimerQueue};
-use crate::triggers::{trigger_fn, Phase, SystemEvents, TriggerFn, TriggerId, TriggerOutput};
+use crate::triggers::{Phase, SystemEvents, TriggerError, TriggerFn, TriggerId};
 
 const WAKE: Token = Token(0);
 /// Twisted caps the poll timeout at this many seconds.
@@ -58,10 +57,16 @@ pub(crate) struct Inner {
 
 /// The event loop. Mirrors Twisted's reactor (`ReactorBase` on a poller).
 ///
+/// The operations every reactor has (`call_when_running`, `call_later`,
+/// `stop`, `call_from_thread`, `get_thread_pool`, `ensure_deferred`...) are
+/// trait methods: `use reactor::prelude::*;`. The inherent methods here are
+/// the ones only the real loop has (`run`, `iterate`, `crash`...).
+///
 /// One reactor per loop thread; it is `!Send`, and so is everything that
 /// touches Deferreds. A `Reactor` is a cheap handle: clones share one loop, so
 /// callbacks can capture a clone to call `stop`, `call_later` and so on.
-/// Other threads reach the loop through [`remote`](Self::remote).
+/// Other threads reach the loop through
+/// [`remote`](ReactorFromThreads::remote).
 ///
 /// Each turn ([`iterate`](Self::iterate), or the loop inside
 /// [`run`](Self::run)) runs the calls queued from threads (FIFO, those queued
@@ -72,6 +77,7 @@ pub(crate) struct Inner {
 /// # Examples
 ///
 /// ```
+/// use reactor::prelude::*;
 /// use reactor::{Phase, Reactor};
 /// use std::{cell::RefCell, rc::Rc, time::Duration};
 ///
@@ -92,7 +98,7 @@ pub(crate) struct Inner {
 ///
 /// # Implementation notes
 /// Exactly one `mio::Waker` per `Poll`. Other threads wake the loop only when
-/// it announced it is going to sleep (see [`RemoteHandle`]). While thread-pool
+/// it announced it is going to sleep (see [`RemoteHandle`](crate::RemoteHandle)). While thread-pool
 /// jobs are outstanding, the loop spins for a bounded time (20 µs by default,
 /// [`set_spin`](Self::set_spin)) before sleeping, because a result usually
 /// arrives sooner than a cross-core wakeup would take.
@@ -138,7 +144,7 @@ impl Reactor {
         Ok(reactor)
     }
 
-    fn weak(&self) -> Weak<Inner> {
+    pub(crate) fn weak(&self) -> Weak<Inner> {
         Rc::downgrade(&self.inner)
     }
 
@@ -165,12 +171,6 @@ impl Reactor {
     /// (default 20 µs; zero disables spinning).
     pub fn set_spin(&self, spin: Duration) {
         self.inner.spin.set(spin);
-    }
-
-    /// True between the `during` phases of startup and shutdown. Mirrors
-    /// `reactor.running`.
-    pub fn running(&self) -> bool {
-        self.state().running
     }
 
     /// Fires `startup` and runs the loop until `stop` (after the shutdown
@@ -294,28 +294,6 @@ impl Reactor {
         self.do_iteration(Some(timeout));
     }
 
-    /// Asks the reactor to shut down: the `shutdown` event fires at the end of
-    /// the next turn, and `run` returns after its `after` phase. Mirrors
-    /// `reactor.stop()`.
-    pub fn stop(&self) -> Result<(), ReactorNotRunning> {
-        let s = self.state();
-        if s.stopped || !s.started {
-            return Err(ReactorNotRunning);
-        }
-        self.update(|s| {
-            s.stopped = true;
-            s.just_stopped = true;
-            s.started_before = true;
-        });
-        Ok(())
-    }
-
-    /// Keeps `run` turning after the `shutdown` event until the hold is
-    /// dropped; see [`ReactorCore::hold_shutdown`].
-    pub fn hold_shutdown(&self) -> ShutdownHold {
-        self.inner.shutdown.hold()
-    }
-
     /// Leaves the loop after the current turn without firing `shutdown`;
     /// `run` may be called again. Mirrors `reactor.crash()`.
     ///
@@ -336,104 +314,19 @@ impl Reactor {
         self.add_really_start_running();
     }
 
-    /// Runs `f` now if the reactor is running (returning `None`); otherwise
-    /// registers it as an `after`/`startup` trigger and returns its id.
-    /// Mirrors `callWhenRunning`.
-    pub fn call_when_running<F, R>(&self, f: F) -> Option<TriggerId>
-    where
-        F: FnOnce() -> R + 'static,
-        R: TriggerOutput,
-    {
-        self.inner
-            .triggers
-            .call_when_running(self.running(), trigger_fn(f))
-    }
-
-    /// Registers `f` to run in `phase` of `event`; a `before` trigger may
-    /// return a Deferred that the later phases wait for. Mirrors
-    /// `addSystemEventTrigger`.
-    pub fn add_system_event_trigger<F, R>(&self, phase: Phase, event: &str, f: F) -> TriggerId
-    where
-        F: FnOnce() -> R + 'static,
-        R: TriggerOutput,
-    {
-        self.inner.triggers.add(phase, event, trigger_fn(f))
-    }
-
-    /// Removes a trigger that has not run. Mirrors `removeSystemEventTrigger`.
-    pub fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError> {
-        self.inner.triggers.remove(id)
-    }
-
-    /// Fires `event`: `before`, (waiting for Deferreds) `during`, `after`.
-    /// An unknown event does nothing. Mirrors `fireSystemEvent`.
-    pub fn fire_system_event(&self, event: &str) {
-        self.inner.triggers.fire(event);
-    }
-
     /// Ids of the triggers registered for `event` in `phase` that have not
     /// run, in order.
     pub fn system_event_triggers(&self, event: &str, phase: Phase) -> Vec<TriggerId> {
         self.inner.triggers.ids(event, phase)
     }
 
-    /// Seconds on the reactor's monotonic clock. Mirrors `seconds()`.
-    pub fn seconds(&self) -> f64 {
-        self.inner.timers.now()
-    }
-
-    /// Runs `f` once, `delay` from now, on the loop thread. A panic in `f` is
-    /// logged and the loop goes on. Mirrors `callLater`.
-    pub fn call_later<F>(&self, delay: Duration, f: F) -> DelayedCall
-    where
-        F: FnOnce() + 'static,
-    {
-        self.inner.timers.call_later(delay, Box::new(f))
-    }
-
-    /// Every pending timed call, earliest first. Mirrors `getDelayedCalls()`.
-    pub fn get_delayed_calls(&self) -> Vec<DelayedCall> {
-        self.inner.timers.delayed_calls()
-    }
-
-    /// The `Send + Sync` handle other threads use to reach this loop.
-    pub fn remote(&self) -> RemoteHandle {
-        self.inner.queue.handle()
-    }
-
-    /// Runs `f` on the loop thread on the next turn. Mirrors `callFromThread`
-    /// (from another thread use [`remote`](Self::remote)).
-    pub fn call_from_thread<F>(&self, f: F)
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.inner.queue.handle().call_from_thread(f);
-    }
-
-    /// True on this reactor's loop thread. Mirrors `isInIOThread`.
-    pub fn is_in_io_thread(&self) -> bool {
-        self.inner.queue.handle().is_loop_thread()
-    }
-
-    /// Runs a `!Send` future on the loop thread and returns a Deferred for its
-    /// output. Mirrors `defer.ensureDeferred` / `Deferred.fromCoroutine`; see
-    /// [`LoopQueue::ensure_deferred`].
-    pub fn ensure_deferred<T, F>(&self, future: F) -> Deferred<T>
-    where
-        T: 'static,
-        F: Future<Output = Result<T, Failure>> + 'static,
-    {
-        self.inner.queue.ensure_deferred(future)
-    }
-
     /// The reactor's own pool (`ThreadPool(0, 10, "twisted.internet.reactor")`),
-    /// created on first use and started when the reactor runs. Mirrors
-    /// `getThreadPool()`.
+    /// created on first use and started when the reactor runs.
     ///
     /// At shutdown it is stopped in a `before` trigger that waits, without
     /// blocking the loop, for queued and running jobs, so their Deferreds still
     /// fire before `run` returns (Twisted stops it in `during`, blocking).
-    pub fn get_thread_pool(&self) -> ThreadPool {
+    fn reactor_pool(&self) -> ThreadPool {
         if let Some(p) = self.inner.pool.borrow().as_ref() {
             return p.pool.clone();
         }
@@ -466,29 +359,13 @@ impl Reactor {
         let _ = self.remove_system_event_trigger(&rp.shutdown_id);
         Some(crate::threads::stop_thread_pool(self, &rp.pool))
     }
-
-    /// Runs `f` on the reactor's pool. Mirrors `callInThread`.
-    pub fn call_in_thread<F>(&self, f: F) -> Result<(), crate::PoolStopped>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.get_thread_pool().call_in_thread(f)
-    }
-
-    /// Sets the maximum size of the reactor's pool. Mirrors
-    /// `suggestThreadPoolSize`.
-    pub fn suggest_thread_pool_size(&self, size: usize) {
-        let pool = self.get_thread_pool();
-        let min = pool.min().min(size);
-        let _ = pool.adjust_pool_size(Some(min), Some(size));
-    }
 }
 
 /// A weak handle on a reactor, for the per-thread registry of reactors.
 pub(crate) type ReactorWeak = Weak<Inner>;
 
 impl Reactor {
-    pub(crate) fn upgrade_weak(weak: &ReactorWeak) -> Option<Reactor> {
+    pub(crate) fn upgrade_weak(weak: &Weak<Inner>) -> Option<Reactor> {
         upgrade(weak)
     }
 
@@ -515,34 +392,55 @@ impl fmt::Debug for Reactor {
 
 impl ReactorCore for Reactor {
     fn running(&self) -> bool {
-        Reactor::running(self)
+        self.state().running
     }
-    fn call_when_running(&self, f: Box<dyn FnOnce()>) -> Option<TriggerId> {
-        Reactor::call_when_running(self, f)
+    fn call_when_running_boxed(&self, f: TriggerFn) -> Option<TriggerId> {
+        self.inner.triggers.call_when_running(self.running(), f)
     }
-    fn add_system_event_trigger(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId {
+    fn add_system_event_trigger_boxed(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId {
         self.inner.triggers.add(phase, event, f)
     }
     fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError> {
-        Reactor::remove_system_event_trigger(self, id)
+        self.inner.triggers.remove(id)
     }
     fn fire_system_event(&self, event: &str) {
-        Reactor::fire_system_event(self, event)
+        self.inner.triggers.fire(event);
     }
+    /// The `shutdown` event fires at the end of the current turn, and `run`
+    /// returns after its `after` phase. Mirrors `reactor.stop()`.
     fn stop(&self) -> Result<(), ReactorNotRunning> {
-        Reactor::stop(self)
+        let s = self.state();
+        if s.stopped || !s.started {
+            return Err(ReactorNotRunning);
+        }
+        self.update(|s| {
+            s.stopped = true;
+            s.just_stopped = true;
+            s.started_before = true;
+        });
+        Ok(())
     }
     fn hold_shutdown(&self) -> ShutdownHold {
-        Reactor::hold_shutdown(self)
+        self.inner.shutdown.hold()
     }
 }
 
 impl ReactorTime for Reactor {
+    /// Seconds on the reactor's monotonic clock. Mirrors `seconds()`.
     fn seconds(&self) -> f64 {
-        Reactor::seconds(self)
+        self.inner.timers.now()
     }
-    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
-        Box::new(Reactor::call_later(self, delay, f))
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+        Box::new(self.inner.timers.call_later(delay, f))
+    }
+}
+
+impl ReactorDelayedCalls for Reactor {
+    fn delayed_call_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> DelayedCall {
+        self.inner.timers.call_later(delay, f)
+    }
+    fn get_delayed_calls(&self) -> Vec<DelayedCall> {
+        self.inner.timers.delayed_calls()
     }
 }
 
@@ -553,11 +451,9 @@ impl ReactorFromThreads for Reactor {
 }
 
 impl ReactorThreads for Reactor {
+    /// See [`Reactor`]'s notes: stopped at shutdown without blocking.
     fn get_thread_pool(&self) -> ThreadPool {
-        Reactor::get_thread_pool(self)
-    }
-    fn suggest_thread_pool_size(&self, size: usize) {
-        Reactor::suggest_thread_pool_size(self, size)
+        self.reactor_pool()
     }
     fn new_thread_pool(
         &self,

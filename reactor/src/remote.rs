@@ -4,8 +4,9 @@
 //! Everything that crosses from another thread to the loop thread goes
 //! through one inbox: plain calls (`call_from_thread`), results of
 //! thread-pool jobs (`(slab key, Result)`), and wakeups of futures run by
-//! `ensure_deferred`. Deferreds never cross: the resolvers of pending jobs sit
-//! in a slab on the loop thread, and results find them by key.
+//! `ensure_deferred` (whose tasks live in `executor.rs`). Deferreds never
+//! cross: the resolvers of pending jobs sit in a slab on the loop thread, and
+//! results find them by key.
 //!
 //! # Implementation notes
 //! Wakeups are the expensive part (a cross-core wake costs 20–25 µs on the
@@ -37,19 +38,20 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, ThreadId};
 
-use deferred::{AnyResolver, Deferred, Failure, Resolver};
+use deferred::implementors::AnyResolver;
+use deferred::{Deferred, Failure, Resolver};
 use slab::Slab;
 
+use crate::executor::Executor;
+use crate::shutdown::ShutdownHold;
 use crate::sync::{fence, AtomicBool, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// A boxed result of a thread-pool job, on its way to the loop thread.
-pub type BoxedOutcome = Result<Box<dyn Any + Send>, Failure>;
+pub(crate) type BoxedOutcome = Result<Box<dyn Any + Send>, Failure>;
 
 pub(crate) enum Msg {
     Call(Box<dyn FnOnce() + Send>),
@@ -91,6 +93,7 @@ struct Shared {
 /// # Examples
 ///
 /// ```
+/// use reactor::prelude::*;
 /// use reactor::Reactor;
 /// let reactor = Reactor::new().unwrap();
 /// let remote = reactor.remote();
@@ -122,7 +125,7 @@ impl RemoteHandle {
     /// Delivers the result of the pending job `key` (from
     /// `LoopQueue::register`) to the loop thread, which fires its Deferred.
     /// A result for a job that was cancelled meanwhile is dropped.
-    pub fn complete(&self, key: usize, outcome: BoxedOutcome) {
+    pub(crate) fn complete(&self, key: usize, outcome: BoxedOutcome) {
         self.send(Msg::Complete(key, outcome));
     }
 
@@ -131,34 +134,35 @@ impl RemoteHandle {
     }
 
     fn send(&self, msg: Msg) {
-        let mut inbox = self.shared.lock();
+        Self::send_on(&self.shared, msg);
+    }
+
+    fn send_on(shared: &Shared, msg: Msg) {
+        let mut inbox = shared.lock();
         if inbox.closed {
             drop(inbox);
             drop(msg); // the loop side is gone; dropped outside the lock
             return;
         }
         inbox.msgs.push(msg);
-        self.shared
-            .queued
-            .store(inbox.msgs.len(), Ordering::Relaxed);
+        shared.queued.store(inbox.msgs.len(), Ordering::Relaxed);
         drop(inbox);
-        self.notify();
+        Self::notify(shared);
     }
 
-    fn notify(&self) {
+    fn notify(shared: &Shared) {
         fence(Ordering::SeqCst);
         // A relaxed load first keeps the common "loop is awake" case free of
         // read-modify-write traffic on the shared line.
-        if self.shared.sleeping.load(Ordering::Relaxed)
-            && self.shared.sleeping.swap(false, Ordering::SeqCst)
+        if shared.sleeping.load(Ordering::Relaxed) && shared.sleeping.swap(false, Ordering::SeqCst)
         {
-            if let Some(w) = &self.shared.waker {
+            if let Some(w) = &shared.waker {
                 if let Err(e) = w.wake() {
                     tracing::error!(error = %e, "failed to wake the reactor");
                 }
             }
             #[cfg(loom)]
-            if let Some(w) = &self.shared.model_waker {
+            if let Some(w) = &shared.model_waker {
                 w.wake();
             }
         }
@@ -188,43 +192,11 @@ impl fmt::Debug for RemoteHandle {
     }
 }
 
-enum TaskSlot {
-    Idle(Task),
-    /// Taken out for polling; `cancelled` says the canceller ran meanwhile.
-    Polling {
-        cancelled: bool,
-    },
-}
-
-type TaskFuture = Pin<Box<dyn Future<Output = Result<Box<dyn Any>, Failure>>>>;
-
-struct Task {
-    future: TaskFuture,
-    resolver: AnyResolver,
-    wake_state: Arc<TaskWaker>,
-    waker: Waker,
-}
-
-struct TaskWaker {
-    key: usize,
-    remote: RemoteHandle,
-    scheduled: AtomicBool,
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.remote.wake_task(self.key);
-        }
-    }
-}
-
 /// The loop-thread side of the thread-to-loop queue, owned by a reactor (the
-/// real one or the test one), which calls [`drain`](Self::drain) once per
-/// turn.
+/// real one or the test one), which drains it once per turn. For
+/// implementors and tests (see [`implementors`](crate::implementors)): a
+/// program talks to it through the reactor's `call_from_thread`,
+/// `ensure_deferred` and `defer_to_thread_pool`.
 ///
 /// It also holds the resolvers of pending thread-pool jobs (a slab keyed by
 /// the key that travels with the job) and the futures run by
@@ -237,15 +209,15 @@ pub struct LoopQueue {
     current: RefCell<VecDeque<Msg>>,
     pending: Rc<RefCell<Slab<AnyResolver>>>,
     /// Shutdown holds kept until the pending entry of that key is fired.
-    holds: RefCell<std::collections::HashMap<usize, crate::ShutdownHold>>,
-    tasks: Rc<RefCell<Slab<TaskSlot>>>,
+    holds: RefCell<std::collections::HashMap<usize, ShutdownHold>>,
+    executor: Executor,
 }
 
 impl LoopQueue {
     /// A queue for the current thread. With a `mio::Waker`, senders wake a
     /// sleeping loop; without one (the test reactor), the loop is expected to
     /// drain when told to.
-    pub fn new(waker: Option<mio::Waker>) -> Self {
+    pub(crate) fn new(waker: Option<mio::Waker>) -> Self {
         Self::with_wakers(
             waker,
             #[cfg(loom)]
@@ -281,12 +253,12 @@ impl LoopQueue {
             current: RefCell::new(VecDeque::with_capacity(INITIAL_CAPACITY)),
             pending: Rc::new(RefCell::new(Slab::new())),
             holds: RefCell::new(std::collections::HashMap::new()),
-            tasks: Rc::new(RefCell::new(Slab::new())),
+            executor: Executor::default(),
         }
     }
 
     /// The `Send + Sync` handle other threads use.
-    pub fn handle(&self) -> RemoteHandle {
+    pub(crate) fn handle(&self) -> RemoteHandle {
         RemoteHandle {
             shared: Arc::clone(&self.shared),
         }
@@ -318,7 +290,7 @@ impl LoopQueue {
         let entry = pending.vacant_entry();
         let key = entry.key();
         let (d, r) = make(key);
-        entry.insert(r.into_any());
+        entry.insert(AnyResolver::from(r));
         (d, key)
     }
 
@@ -342,7 +314,7 @@ impl LoopQueue {
     pub fn resolve_later_holding<T: Send + 'static>(
         &self,
         result: Result<T, Failure>,
-        hold: crate::ShutdownHold,
+        hold: ShutdownHold,
     ) -> Deferred<T> {
         let (d, key) = self.register(|_| Deferred::new());
         self.holds.borrow_mut().insert(key, hold);
@@ -359,7 +331,7 @@ impl LoopQueue {
     /// A call that drains again (by iterating the reactor) first runs the
     /// older messages the outer drain has not reached, so FIFO order holds
     /// and a call waiting in a nested loop for a later message gets it.
-    pub fn drain(&self) -> usize {
+    pub(crate) fn drain(&self) -> usize {
         if self.shared.queued.load(Ordering::Relaxed) != 0 {
             let mut batch = std::mem::take(&mut *self.spare.borrow_mut());
             {
@@ -417,100 +389,27 @@ impl LoopQueue {
                 }
                 drop(hold);
             }
-            Msg::Wake(key) => self.poll_task(key),
+            Msg::Wake(key) => self.executor.poll(key),
         }
     }
 
-    /// Runs a `!Send` future on this loop thread and returns a Deferred for its
-    /// output. The future is polled once right away (as Twisted's
-    /// `ensureDeferred` starts the coroutine at once), then whenever its waker
-    /// is woken, from any thread. Cancelling the Deferred drops the future,
-    /// which cancels the Deferred it is awaiting. A panic while polling fails
-    /// the Deferred.
-    pub fn ensure_deferred<T, F>(&self, future: F) -> Deferred<T>
+    /// Runs a `!Send` future on this loop thread and returns a Deferred for
+    /// its output; see `executor.rs`.
+    pub(crate) fn ensure_deferred<T, F>(&self, future: F) -> Deferred<T>
     where
         T: 'static,
         F: Future<Output = Result<T, Failure>> + 'static,
     {
-        let mut tasks = self.tasks.borrow_mut();
-        let entry = tasks.vacant_entry();
-        let key = entry.key();
-        let weak = Rc::downgrade(&self.tasks);
-        let (d, resolver) = Deferred::with_canceller(move |_: &Resolver<T>| {
-            let Some(tasks) = weak.upgrade() else { return };
-            let removed = {
-                let mut tasks = tasks.borrow_mut();
-                match tasks.get_mut(key) {
-                    Some(TaskSlot::Polling { cancelled }) => {
-                        *cancelled = true;
-                        None
-                    }
-                    Some(TaskSlot::Idle(_)) => tasks.try_remove(key),
-                    None => None,
-                }
-            };
-            drop(removed); // outside the borrow: dropping the future may re-enter
-        });
-        let wake_state = Arc::new(TaskWaker {
-            key,
-            remote: self.handle(),
-            scheduled: AtomicBool::new(false),
-        });
-        entry.insert(TaskSlot::Idle(Task {
-            future: Box::pin(async move { future.await.map(|v| Box::new(v) as Box<dyn Any>) }),
-            resolver: resolver.into_any(),
-            waker: Waker::from(Arc::clone(&wake_state)),
-            wake_state,
-        }));
-        drop(tasks);
-        self.poll_task(key);
-        d
+        self.executor.spawn(self.handle(), future)
     }
 
-    fn poll_task(&self, key: usize) {
-        let mut task = {
-            let mut tasks = self.tasks.borrow_mut();
-            match tasks.get_mut(key) {
-                Some(slot @ TaskSlot::Idle(_)) => {
-                    match std::mem::replace(slot, TaskSlot::Polling { cancelled: false }) {
-                        TaskSlot::Idle(t) => t,
-                        TaskSlot::Polling { .. } => unreachable!(),
-                    }
-                }
-                // Already finished, cancelled, or being polled: a stale wake.
-                _ => return,
-            }
-        };
-        let waker = task.waker.clone();
-        // Clear `scheduled` before polling so a wake during the poll queues
-        // another poll.
-        task.wake_state.scheduled.store(false, Ordering::Release);
-        let mut cx = Context::from_waker(&waker);
-        let polled = catch_unwind(AssertUnwindSafe(|| task.future.as_mut().poll(&mut cx)));
-        let cancelled = {
-            let mut tasks = self.tasks.borrow_mut();
-            let cancelled = matches!(tasks.get(key), Some(TaskSlot::Polling { cancelled: true }));
-            match (&polled, cancelled) {
-                (Ok(Poll::Pending), false) => {
-                    tasks[key] = TaskSlot::Idle(task);
-                    return;
-                }
-                _ => {
-                    tasks.remove(key);
-                }
-            }
-            cancelled
-        };
-        match polled {
-            _ if cancelled => drop(task),
-            Ok(Poll::Ready(outcome)) => {
-                let _ = task.resolver.resolve(outcome);
-            }
-            Err(payload) => {
-                let _ = task.resolver.resolve(Err(Failure::from_panic(payload)));
-            }
-            Ok(Poll::Pending) => unreachable!("handled above"),
-        }
+    /// Queues `f` to run on this loop at its next drain, as
+    /// [`RemoteHandle::call_from_thread`] does, without cloning the handle.
+    pub(crate) fn call_from_thread<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        RemoteHandle::send_on(&self.shared, Msg::Call(Box::new(f)));
     }
 
     /// Announces that the loop is about to sleep; returns false (and takes the
@@ -538,7 +437,7 @@ impl LoopQueue {
 
     /// How many futures started by `ensure_deferred` have not finished.
     pub fn tasks(&self) -> usize {
-        self.tasks.borrow().len()
+        self.executor.len()
     }
 }
 

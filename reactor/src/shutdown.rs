@@ -1,5 +1,5 @@
-//! Shutdown holds: how the loop keeps turning after `stop()` until the work
-//! that must finish first (a connection pool's jobs) has finished, and how
+//! Shutdown holds ([`ShutdownHold`]): how the loop keeps turning after
+//! `stop()` until the work that must finish first (a connection pool's jobs) has finished, and how
 //! the `after` phase of `shutdown` waits for it.
 //!
 //! Twisted's `ConnectionPool.finalClose` is a `during`/`shutdown` trigger
@@ -15,7 +15,37 @@ use std::rc::Rc;
 
 use deferred::{Deferred, Resolver};
 
-use crate::interfaces::ShutdownHold;
+/// A hold on a reactor's shutdown, from
+/// [`ReactorCore::hold_shutdown`](crate::ReactorCore::hold_shutdown):
+/// while any is held, a stopped reactor keeps turning and the `after` phase
+/// of `shutdown` waits. Releasing it is dropping it. Not in Twisted, whose
+/// `ConnectionPool.finalClose` blocks the reactor thread instead.
+#[derive(Debug)]
+pub struct ShutdownHold {
+    count: Option<Rc<Cell<usize>>>,
+}
+
+impl ShutdownHold {
+    /// A hold that holds nothing.
+    pub fn detached() -> Self {
+        ShutdownHold { count: None }
+    }
+
+    pub(crate) fn on(count: &Rc<Cell<usize>>) -> Self {
+        count.set(count.get() + 1);
+        ShutdownHold {
+            count: Some(Rc::clone(count)),
+        }
+    }
+}
+
+impl Drop for ShutdownHold {
+    fn drop(&mut self) {
+        if let Some(c) = &self.count {
+            c.set(c.get().saturating_sub(1));
+        }
+    }
+}
 
 /// The holds on one reactor's shutdown, and the `after` phase waiting for
 /// them.

@@ -32,8 +32,8 @@ pub mod loom_model {
     use std::time::Duration;
 
     use super::{Condvar, Mutex};
-    use crate::job_queue::{JobQueue, Next};
     use crate::remote::{LoopQueue, RemoteHandle};
+    use crate::threadpool::{JobQueue, Next};
 
     /// A model of `mio::Waker` (an eventfd): `wake` makes the next (or the
     /// current) `wait` return; wakes do not accumulate.

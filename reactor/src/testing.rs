@@ -1,21 +1,101 @@
-//! Deterministic stand-ins for tests: [`Clock`] (Twisted's `task.Clock`) and
-//! [`FakeReactor`] (Twisted's test `EventReactor`, grown into a full fake).
+//! Test doubles, which Twisted ships too: [`Clock`] (Twisted's
+//! `task.Clock`), [`FakeReactor`] (the `EventReactor` of Twisted's
+//! `test_adbapi`, grown into a full fake), and thread pools that run their
+//! jobs inline or when the test says ([`PoolMode`], [`TestPool`]; Twisted's
+//! test `NonThreadPool`).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use deferred::{Deferred, Failure, ReactorTime, ScheduledCall};
+use deferred::{ReactorTime, ScheduledCall};
 
-use crate::errors::{ReactorNotRunning, TriggerError};
-use crate::interfaces::{ReactorCore, ReactorFromThreads, ReactorThreads, ShutdownHold};
-use crate::remote::{LoopQueue, RemoteHandle};
-use crate::shutdown::ShutdownGate;
-use crate::threadpool::{PoolConfigError, PoolMode, ThreadPool};
+use crate::errors::ReactorNotRunning;
+use crate::interfaces::{ReactorCore, ReactorDelayedCalls, ReactorFromThreads, ReactorThreads};
+use crate::remote::LoopQueue;
+use crate::shutdown::{ShutdownGate, ShutdownHold};
+use crate::threadpool::{PoolConfigError, ThreadPool};
 use crate::time::{DelayedCall, Runner, TimerQueue};
-use crate::triggers::{trigger_fn, Phase, SystemEvents, TriggerFn, TriggerId, TriggerOutput};
+use crate::triggers::{Phase, SystemEvents, TriggerError, TriggerFn, TriggerId};
+
+/// How a pool runs its jobs: real threads, or one of the two test modes.
+/// Pools of a [`FakeReactor`] use the mode it was made with; a lone pool
+/// gets one from [`TestPool::with_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Real worker threads (the normal mode).
+    Threads,
+    /// Every job runs synchronously on the submitting thread, like Twisted's
+    /// test `NonThreadPool`. Results still reach Deferreds on a later turn,
+    /// through the reactor's queue.
+    Inline,
+    /// Jobs wait until the test calls [`TestPool::run_pending`] or
+    /// [`TestPool::run_one`] (or [`FakeReactor::run_jobs`]), which run them
+    /// on the calling thread.
+    Manual,
+}
+
+/// The test side of a [`ThreadPool`]: making a pool in a test mode and
+/// running a [`PoolMode::Manual`] pool's jobs by hand. Implemented for
+/// `ThreadPool` only.
+///
+/// # Examples
+///
+/// ```
+/// use reactor::testing::{PoolMode, TestPool};
+/// use reactor::ThreadPool;
+/// use std::sync::{atomic::{AtomicUsize, Ordering}, Arc};
+///
+/// let pool = ThreadPool::with_mode(0, 1, "by-hand", PoolMode::Manual).unwrap();
+/// let ran = Arc::new(AtomicUsize::new(0));
+/// for _ in 0..2 {
+///     let r = Arc::clone(&ran);
+///     pool.call_in_thread(move || { r.fetch_add(1, Ordering::SeqCst); }).unwrap();
+/// }
+/// assert_eq!(ran.load(Ordering::SeqCst), 0); // queued, not run
+/// assert!(pool.run_one());
+/// assert_eq!(pool.run_pending(), 1);
+/// assert_eq!(ran.load(Ordering::SeqCst), 2);
+/// ```
+pub trait TestPool: Sized {
+    /// A pool that runs jobs the given way. Fails as `ThreadPool::new` does.
+    fn with_mode(
+        min: usize,
+        max: usize,
+        name: impl Into<String>,
+        mode: PoolMode,
+    ) -> Result<Self, PoolConfigError>;
+    /// How the pool runs its jobs.
+    fn mode(&self) -> PoolMode;
+    /// Runs every job queued now on the calling thread, for
+    /// [`PoolMode::Manual`] pools. Returns how many ran. On a pool with real
+    /// threads it does nothing: the queue belongs to the workers.
+    fn run_pending(&self) -> usize;
+    /// Runs the oldest queued job on the calling thread; false if none, or
+    /// if the pool has real threads.
+    fn run_one(&self) -> bool;
+}
+
+impl TestPool for ThreadPool {
+    fn with_mode(
+        min: usize,
+        max: usize,
+        name: impl Into<String>,
+        mode: PoolMode,
+    ) -> Result<Self, PoolConfigError> {
+        ThreadPool::build(min, max, name, mode)
+    }
+    fn mode(&self) -> PoolMode {
+        self.pool_mode()
+    }
+    fn run_pending(&self) -> usize {
+        self.run_pending_here()
+    }
+    fn run_one(&self) -> bool {
+        self.run_one_here()
+    }
+}
 
 /// A fake clock whose time moves only when told. Mirrors
 /// `twisted.internet.task.Clock`.
@@ -100,7 +180,7 @@ impl ReactorTime for Clock {
     fn seconds(&self) -> f64 {
         Clock::seconds(self)
     }
-    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
         Box::new(self.timers.call_later(delay, f))
     }
 }
@@ -125,18 +205,25 @@ struct FakeInner {
 /// - [`triggers`](Self::triggers) lists the registered system event triggers,
 ///   like `EventReactor.triggers`;
 /// - pools made by [`new_thread_pool`](ReactorThreads::new_thread_pool) and
-///   [`get_thread_pool`](Self::get_thread_pool) run jobs synchronously
+///   [`get_thread_pool`](ReactorThreads::get_thread_pool) run jobs synchronously
 ///   ([`PoolMode::Inline`], Twisted's `NonThreadPool`) or when the test calls
 ///   [`run_jobs`](Self::run_jobs) ([`PoolMode::Manual`]); either way
 ///   results reach Deferreds only when the test calls [`pump`](Self::pump),
 ///   which is one reactor turn;
-/// - [`fire_startup`](Self::fire_startup) and [`stop`](Self::stop) fire the
-///   startup and shutdown events, flipping `running` in their `during` phase.
+/// - [`fire_startup`](Self::fire_startup) and [`stop`](ReactorCore::stop)
+///   fire the startup and shutdown events, flipping `running` in their
+///   `during` phase; `stop` fires `shutdown` at once (no turn in between,
+///   unlike the real reactor).
+///
+/// Every reactor operation (`call_when_running`, `call_later` on the fake
+/// clock, `stop`, `hold_shutdown`...) is a trait method: `use
+/// reactor::prelude::*;`.
 ///
 /// # Examples
 ///
 /// ```
-/// use reactor::{defer_to_thread_pool, testing::FakeReactor, Phase, ReactorThreads};
+/// use reactor::prelude::*;
+/// use reactor::{defer_to_thread_pool, testing::FakeReactor};
 /// let reactor = FakeReactor::new(false);
 /// let id = reactor.call_when_running(|| ()).unwrap();
 /// assert_eq!(reactor.triggers(), vec![id]);
@@ -183,11 +270,6 @@ impl FakeReactor {
         &self.inner.clock
     }
 
-    /// Whether the reactor claims to be running.
-    pub fn running(&self) -> bool {
-        self.inner.running.get()
-    }
-
     /// Sets `running` directly.
     pub fn set_running(&self, running: bool) {
         self.inner.running.set(running);
@@ -212,13 +294,6 @@ impl FakeReactor {
         n
     }
 
-    /// As [`Reactor::hold_shutdown`](crate::Reactor::hold_shutdown): while
-    /// held, the `after` phase of `shutdown` waits; it runs at the first
-    /// [`pump`](Self::pump) after the last hold is dropped.
-    pub fn hold_shutdown(&self) -> ShutdownHold {
-        self.inner.shutdown.hold()
-    }
-
     /// Runs jobs waiting in [`PoolMode::Manual`] pools made by this reactor.
     /// Pools with real threads are left to their workers (running their
     /// queue here would also swallow the workers' quit messages).
@@ -226,8 +301,8 @@ impl FakeReactor {
         let pools: Vec<ThreadPool> = self.inner.pools.borrow().clone();
         pools
             .iter()
-            .filter(|p| p.mode() == PoolMode::Manual)
-            .map(ThreadPool::run_pending)
+            .filter(|p| p.pool_mode() == PoolMode::Manual)
+            .map(ThreadPool::run_pending_here)
             .sum()
     }
 
@@ -264,77 +339,8 @@ impl FakeReactor {
         );
     }
 
-    /// Fires `shutdown` at once (no turn in between, unlike the real reactor);
-    /// `running` becomes false when its `during` phase starts. Fails if not
-    /// running or already stopped.
-    pub fn stop(&self) -> Result<(), ReactorNotRunning> {
-        if !self.running() || self.inner.stopped.get() {
-            return Err(ReactorNotRunning);
-        }
-        self.inner.stopped.set(true);
-        let inner = Rc::downgrade(&self.inner);
-        self.inner.triggers.fire_with(
-            "shutdown",
-            Some(Box::new(move || {
-                if let Some(i) = inner.upgrade() {
-                    i.running.set(false);
-                }
-            })),
-        );
-        Ok(())
-    }
-
-    /// As [`Reactor::call_when_running`](crate::Reactor::call_when_running).
-    pub fn call_when_running<F, R>(&self, f: F) -> Option<TriggerId>
-    where
-        F: FnOnce() -> R + 'static,
-        R: TriggerOutput,
-    {
-        self.inner
-            .triggers
-            .call_when_running(self.running(), trigger_fn(f))
-    }
-
-    /// As [`Reactor::add_system_event_trigger`](crate::Reactor::add_system_event_trigger).
-    pub fn add_system_event_trigger<F, R>(&self, phase: Phase, event: &str, f: F) -> TriggerId
-    where
-        F: FnOnce() -> R + 'static,
-        R: TriggerOutput,
-    {
-        self.inner.triggers.add(phase, event, trigger_fn(f))
-    }
-
-    /// As [`Reactor::remove_system_event_trigger`](crate::Reactor::remove_system_event_trigger).
-    pub fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError> {
-        self.inner.triggers.remove(id)
-    }
-
-    /// As [`Reactor::fire_system_event`](crate::Reactor::fire_system_event).
-    pub fn fire_system_event(&self, event: &str) {
-        self.inner.triggers.fire(event);
-    }
-
-    /// As [`Reactor::call_later`](crate::Reactor::call_later), on the fake clock.
-    pub fn call_later<F: FnOnce() + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
-        self.inner.clock.call_later(delay, f)
-    }
-
-    /// The handle other threads use.
-    pub fn remote(&self) -> RemoteHandle {
-        self.inner.queue.handle()
-    }
-
-    /// As [`Reactor::ensure_deferred`](crate::Reactor::ensure_deferred).
-    pub fn ensure_deferred<T, F>(&self, future: F) -> Deferred<T>
-    where
-        T: 'static,
-        F: Future<Output = Result<T, Failure>> + 'static,
-    {
-        self.inner.queue.ensure_deferred(future)
-    }
-
     /// The fake's default pool (min 0, max 10), made like the others.
-    pub fn get_thread_pool(&self) -> ThreadPool {
+    fn default_pool(&self) -> ThreadPool {
         if let Some(p) = self.inner.default_pool.borrow().as_ref() {
             return p.clone();
         }
@@ -346,7 +352,7 @@ impl FakeReactor {
     }
 
     fn make_pool(&self, min: usize, max: usize, name: &str) -> Result<ThreadPool, PoolConfigError> {
-        let pool = ThreadPool::with_mode(min, max, name, self.inner.pool_mode)?;
+        let pool = ThreadPool::build(min, max, name, self.inner.pool_mode)?;
         self.inner.pools.borrow_mut().push(pool.clone());
         Ok(pool)
     }
@@ -365,25 +371,44 @@ impl fmt::Debug for FakeReactor {
 
 impl ReactorCore for FakeReactor {
     fn running(&self) -> bool {
-        FakeReactor::running(self)
+        self.inner.running.get()
     }
-    fn call_when_running(&self, f: Box<dyn FnOnce()>) -> Option<TriggerId> {
-        FakeReactor::call_when_running(self, f)
+    fn call_when_running_boxed(&self, f: TriggerFn) -> Option<TriggerId> {
+        self.inner.triggers.call_when_running(self.running(), f)
     }
-    fn add_system_event_trigger(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId {
+    fn add_system_event_trigger_boxed(&self, phase: Phase, event: &str, f: TriggerFn) -> TriggerId {
         self.inner.triggers.add(phase, event, f)
     }
     fn remove_system_event_trigger(&self, id: &TriggerId) -> Result<(), TriggerError> {
-        FakeReactor::remove_system_event_trigger(self, id)
+        self.inner.triggers.remove(id)
     }
     fn fire_system_event(&self, event: &str) {
-        FakeReactor::fire_system_event(self, event)
+        self.inner.triggers.fire(event);
     }
+    /// Fires `shutdown` at once (no turn in between, unlike the real
+    /// reactor); `running` becomes false when its `during` phase starts.
+    /// Fails if not running or already stopped.
     fn stop(&self) -> Result<(), ReactorNotRunning> {
-        FakeReactor::stop(self)
+        if !self.running() || self.inner.stopped.get() {
+            return Err(ReactorNotRunning);
+        }
+        self.inner.stopped.set(true);
+        let inner = Rc::downgrade(&self.inner);
+        self.inner.triggers.fire_with(
+            "shutdown",
+            Some(Box::new(move || {
+                if let Some(i) = inner.upgrade() {
+                    i.running.set(false);
+                }
+            })),
+        );
+        Ok(())
     }
+    /// As the real reactor's: while held, the `after` phase of `shutdown`
+    /// waits; it runs at the first [`pump`](FakeReactor::pump) after the
+    /// last hold is dropped.
     fn hold_shutdown(&self) -> ShutdownHold {
-        FakeReactor::hold_shutdown(self)
+        self.inner.shutdown.hold()
     }
 }
 
@@ -391,8 +416,17 @@ impl ReactorTime for FakeReactor {
     fn seconds(&self) -> f64 {
         self.inner.clock.seconds()
     }
-    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
         Box::new(self.inner.clock.timers.call_later(delay, f))
+    }
+}
+
+impl ReactorDelayedCalls for FakeReactor {
+    fn delayed_call_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> DelayedCall {
+        self.inner.clock.timers.call_later(delay, f)
+    }
+    fn get_delayed_calls(&self) -> Vec<DelayedCall> {
+        self.inner.clock.get_delayed_calls()
     }
 }
 
@@ -403,12 +437,9 @@ impl ReactorFromThreads for FakeReactor {
 }
 
 impl ReactorThreads for FakeReactor {
+    /// The fake's default pool (min 0, max 10), made like the others.
     fn get_thread_pool(&self) -> ThreadPool {
-        FakeReactor::get_thread_pool(self)
-    }
-    fn suggest_thread_pool_size(&self, size: usize) {
-        let pool = self.get_thread_pool();
-        let _ = pool.adjust_pool_size(Some(pool.min().min(size)), Some(size));
+        self.default_pool()
     }
     fn new_thread_pool(
         &self,

@@ -31,6 +31,7 @@ const CANCELLED: u8 = 2;
 /// # Examples
 ///
 /// ```
+/// use reactor::prelude::*;
 /// use reactor::{defer_to_thread_pool, Reactor, ThreadPool};
 /// use std::{cell::Cell, rc::Rc};
 ///

@@ -3,7 +3,7 @@
 //! Each event (`"startup"`, `"shutdown"`, or any name a program fires) has
 //! three phases. Firing runs every `before` trigger, waits for the Deferreds
 //! they returned, then runs every `during` and then every `after` trigger.
-//! Each trigger runs at most once. See `TWISTED.md` 2.1 for the exact rules;
+//! Each trigger runs at most once. See Twisted's `_ThreePhaseEvent` (`twisted.internet.base`) for the exact rules;
 //! the implementation follows them step by step.
 
 use std::cell::RefCell;
@@ -14,8 +14,6 @@ use std::rc::Rc;
 use std::str::FromStr;
 
 use deferred::{Deferred, DeferredList, Failure};
-
-use crate::errors::TriggerError;
 
 /// A phase of a system event. Mirrors Twisted's `"before"`, `"during"` and
 /// `"after"` strings; [`Phase::from_str`] parses them, with a typed error
@@ -79,6 +77,52 @@ impl TriggerId {
 impl fmt::Display for TriggerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} ({} {:?})", self.serial, self.phase, &*self.event)
+    }
+}
+
+/// Why a system event trigger could not be removed. Twisted raises
+/// `KeyError`, `ValueError` or `TypeError` for these cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerError {
+    /// No trigger was ever added for this event type (Twisted's `KeyError(eventType)`).
+    #[error("no system event triggers for event {event:?} (trigger {id})")]
+    UnknownEvent {
+        /// The event type named by the id.
+        event: String,
+        /// The id that was passed.
+        id: TriggerId,
+    },
+    /// The id is not registered: never added here, already removed, or
+    /// already fired (Twisted's `ValueError`).
+    #[error("system event trigger {id} is not registered (never added, already removed, or already fired)")]
+    NotRegistered {
+        /// The id that was passed.
+        id: TriggerId,
+    },
+    /// The trigger is a `before` trigger that already ran during the firing in
+    /// progress. Twisted warns "Removing already-fired system event triggers
+    /// will raise an exception in a future version of Twisted." and removes
+    /// nothing; this is that future version.
+    #[error("system event trigger {id} already fired")]
+    AlreadyFired {
+        /// The id that was passed.
+        id: TriggerId,
+    },
+    /// A phase name other than `before`, `during` or `after` (Twisted's
+    /// `KeyError("invalid phase")`).
+    #[error("invalid phase {0:?}: expected \"before\", \"during\" or \"after\"")]
+    InvalidPhase(String),
+}
+
+impl TriggerError {
+    /// The phase an id refers to, for messages.
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            TriggerError::UnknownEvent { id, .. }
+            | TriggerError::NotRegistered { id }
+            | TriggerError::AlreadyFired { id } => Some(id.phase()),
+            TriggerError::InvalidPhase(_) => None,
+        }
     }
 }
 

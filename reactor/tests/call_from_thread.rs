@@ -3,7 +3,7 @@
 //! `ReactorThreadsTests.test_callFromThread` and `test_wakerOverflow`
 //! (`twisted/test/test_threads.py`), and the `callFromThread` / `isInIOThread`
 //! tests of `ThreadTestsBuilder` (`twisted/internet/test/test_threads.py`),
-//! plus the queue rules of TWISTED.md 2.4: FIFO, calls queued while draining
+//! plus the queue rules of `ReactorBase.callFromThread` and `runUntilCurrent`: FIFO, calls queued while draining
 //! wait for the next turn without losing the wakeup, a panic is logged and
 //! the loop goes on.
 //!
@@ -23,6 +23,7 @@ use std::time::Duration;
 use common::{
     capture_logs, containing, new_default_reactor, run_bounded, stop_default, SafetyNet, TIMEOUT,
 };
+use reactor::prelude::*;
 use reactor::{default_reactor, ReactorFromThreads, RemoteHandle};
 use tracing::Level;
 
@@ -110,7 +111,7 @@ fn test_scheduled_threads_not_run_until_reactor_runs() {
     assert!(snapshot(&events).is_empty());
     assert_eq!(reactor.loop_queue().len(), 1);
     // It runs in the first turn: after the startup triggers, before the timed
-    // calls of that turn (TWISTED.md 2.3/2.4).
+    // calls of that turn (`ReactorBase.runUntilCurrent`).
     let e = events.clone();
     reactor.call_when_running(move || e.lock().unwrap().push("call_when_running"));
     let e = events.clone();
@@ -274,7 +275,7 @@ fn test_waker_overflow() {
     assert!(reactor.loop_queue().is_empty());
 }
 
-// TWISTED.md 2.4 [verified]: order `a, b, nested`
+// `ReactorBase.callFromThread` and `runUntilCurrent`: order `a, b, nested`
 #[test]
 fn test_nested_call_from_thread_runs_next_turn() {
     let reactor = new_default_reactor();
@@ -413,7 +414,7 @@ fn test_calls_after_reactor_drop_are_dropped() {
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
 
-// TWISTED.md 2.4: "Each exception is logged as 'while calling from thread';
+// `ReactorBase.callFromThread` and `runUntilCurrent`: "Each exception is logged as 'while calling from thread';
 // processing continues."
 #[test]
 fn test_call_from_thread_panic_is_logged() {

@@ -1,6 +1,6 @@
 //! The fake clock: ports of the behaviour Twisted's `task.Clock` tests
-//! (`src/twisted/test/test_task.py`, `ClockTests`) check, as `TWISTED.md`
-//! 2.9 states it, and its use as the clock of `Deferred::add_timeout`
+//! (`src/twisted/test/test_task.py`, `ClockTests`) check, as
+//! `twisted.internet.task.Clock` implements it, and its use as the clock of `Deferred::add_timeout`
 //! (`test_defer.py`'s `DeferredAddTimeoutTests` use a `Clock`).
 
 mod common_single;
@@ -143,7 +143,7 @@ fn test_call_later_reset_sooner() {
     assert_eq!(events.get(), [(1, 2)]);
 }
 
-// Ports ClockTests.test_getDelayedCalls, plus TWISTED.md 2.9: cancel removes
+// Ports ClockTests.test_getDelayedCalls, plus `twisted.internet.task.Clock`: cancel removes
 // a call from the list.
 #[test]
 fn test_get_delayed_calls() {
@@ -213,7 +213,7 @@ fn test_call_later_reset_inside_call_keeps_calls_ordered() {
     assert_eq!(*result.borrow(), [("c", 3.0), ("b", 4.0)]);
 }
 
-// Ports the tie rule of TWISTED.md 2.9 ("the sort is stable, so ties run
+// Ports the tie rule of `twisted.internet.task.Clock` ("the sort is stable, so ties run
 // FIFO"): calls due at the same time run in scheduling order, also when one
 // got there through a reset.
 #[test]
@@ -229,7 +229,7 @@ fn test_ties_run_fifo() {
     assert_eq!(events.get(), (0..=10).collect::<Vec<_>>());
 }
 
-// Ports TWISTED.md 2.9 `pump`: advance by each amount in turn.
+// Ports `twisted.internet.task.Clock` `pump`: advance by each amount in turn.
 #[test]
 fn test_pump() {
     let clock = Clock::new();
@@ -244,7 +244,7 @@ fn test_pump() {
     assert_eq!(clock.seconds(), 3.0);
 }
 
-// Ports TWISTED.md 2.9: a call scheduled with delay 0 during advance runs in
+// Ports `twisted.internet.task.Clock`: a call scheduled with delay 0 during advance runs in
 // the same advance (unlike the real reactor, which waits for the next turn).
 #[test]
 fn test_call_later_zero_during_advance_runs_in_same_advance() {
@@ -268,7 +268,7 @@ fn test_call_later_zero_during_advance_runs_in_same_advance() {
     assert_eq!(events.get(), ["outer", "inner", "later"]);
 }
 
-// Ports TWISTED.md 2.9 ("exceptions propagate out of advance; they are not
+// Ports `twisted.internet.task.Clock` ("exceptions propagate out of advance; they are not
 // logged"): a panic escapes advance, and the calls still due run on the next
 // advance.
 #[test]
@@ -292,7 +292,7 @@ fn test_panics_propagate_out_of_advance() {
     assert_eq!(events.get(), ["first", "third"]);
 }
 
-// Ports DeferredAddTimeoutTests.test_timedOut (TWISTED.md 2.9, 3.8): a Clock
+// Ports DeferredAddTimeoutTests.test_timedOut (`twisted.internet.task.Clock`, `Deferred.addTimeout`): a Clock
 // serves as Deferred::add_timeout's clock; the Deferred times out after
 // exactly the timeout.
 #[test]
@@ -351,8 +351,8 @@ fn test_provides_ireactor_time() {
     let clock = Clock::new();
     let events = Events::new();
     let time: &dyn ReactorTime = &clock;
-    let kept = time.call_later(secs(1.0), Box::new(events.pusher("kept")));
-    let dropped = time.call_later(secs(1.0), Box::new(events.pusher("cancelled")));
+    let kept = time.call_later_boxed(secs(1.0), Box::new(events.pusher("kept")));
+    let dropped = time.call_later_boxed(secs(1.0), Box::new(events.pusher("cancelled")));
     assert!(kept.active() && dropped.active());
     dropped.cancel();
     assert!(!dropped.active());

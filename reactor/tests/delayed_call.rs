@@ -1,6 +1,6 @@
 //! Timed calls: ports of Twisted's `TimeTests` and `DelayedTests`
 //! (`src/twisted/test/test_internet.py`) and the `DelayedCallMixin` tests
-//! (`src/twisted/internet/test/test_base.py`), following `TWISTED.md` 2.5.
+//! (`src/twisted/internet/test/test_base.py`), following Twisted's `DelayedCall` and `ReactorBase.callLater`.
 //!
 //! Real-reactor tests drive the loop with `iterate` or a bounded `run`;
 //! tests that need exact times use `testing::Clock`, which shares the
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common_single::{capture_logs, containing, run_bounded, Events, SAFETY_NET};
 use deferred::Deferred;
+use reactor::prelude::*;
 use reactor::testing::Clock;
 use reactor::{monotonic_seconds, DelayedCall, DelayedCallError, Reactor};
 use tracing::Level;
@@ -429,10 +430,10 @@ fn test_eq_ne() {
 }
 
 // ---------------------------------------------------------------------------
-// TWISTED.md 2.5 rules without a Twisted test of their own
+// Twisted's `DelayedCall` and `ReactorBase.callLater` rules without a Twisted test of their own
 // ---------------------------------------------------------------------------
 
-// No direct Twisted test; TWISTED.md 2.5: due calls run in time order, ties
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: due calls run in time order, ties
 // in scheduling order.
 #[test]
 fn call_later_ordering() {
@@ -450,7 +451,7 @@ fn call_later_ordering() {
     assert_eq!(events.get(), ["0 a", "0 b", "0 c", "10ms", "20ms", "30ms"]);
 }
 
-// No direct Twisted test; TWISTED.md 2.5: reset to an earlier time re-positions
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: reset to an earlier time re-positions
 // the call at once; reset to a later time postpones it.
 #[test]
 fn reset_earlier_and_later() {
@@ -472,7 +473,7 @@ fn reset_earlier_and_later() {
     early.cancel().unwrap();
 }
 
-// No direct Twisted test; TWISTED.md 2.5: delay() postpones (positive) or
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: delay() postpones (positive) or
 // brings forward (negative) a call.
 #[test]
 fn delay_positive_and_negative() {
@@ -510,7 +511,7 @@ fn delay_positive_and_negative() {
     assert_eq!(d.get_time(), 16.0);
 }
 
-// No direct Twisted test; TWISTED.md 2.5: delay() on the real reactor moves
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: delay() on the real reactor moves
 // get_time by the amount, and a negative delay makes a far call due now.
 #[test]
 fn delay_on_real_reactor() {
@@ -526,7 +527,7 @@ fn delay_on_real_reactor() {
     assert_eq!(events.get(), ["ran"]);
 }
 
-// No direct Twisted test; TWISTED.md 2.5: reset and delay check the same
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: reset and delay check the same
 // states as cancel, cancelled first, with the same errors.
 #[test]
 fn reset_and_delay_after_cancel_or_call() {
@@ -554,7 +555,7 @@ fn reset_and_delay_after_cancel_or_call() {
     assert!(clock.get_delayed_calls().is_empty());
 }
 
-// No direct Twisted test; TWISTED.md 2.5: active() is true until the call is
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: active() is true until the call is
 // cancelled or has run.
 #[test]
 fn active_cancelled_and_called_flags() {
@@ -568,7 +569,7 @@ fn active_cancelled_and_called_flags() {
     assert!(!b.active() && b.called() && !b.cancelled());
 }
 
-// No direct Twisted test; TWISTED.md 2.5: get_delayed_calls lists the pending
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: get_delayed_calls lists the pending
 // calls that are not cancelled (and no longer the ones that ran).
 #[test]
 fn get_delayed_calls_lists_pending_calls() {
@@ -605,7 +606,7 @@ fn get_delayed_calls_earliest_first_after_postponement() {
     assert!(DelayedCall::ptr_eq(&listed[1], &a));
 }
 
-// No direct Twisted test; TWISTED.md 2.5: a panic in a timed call is logged as
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: a panic in a timed call is logged as
 // "while handling timed call" and the other due calls still run, in the same
 // turn.
 #[test]
@@ -637,7 +638,7 @@ fn panic_in_timed_call_is_logged_and_loop_goes_on() {
     assert_eq!(containing(&logs, "while handling timed call").len(), 1);
 }
 
-// No direct Twisted test; TWISTED.md 2.3/2.5: a call_later(0) made inside a
+// No direct Twisted test; `ReactorBase.runUntilCurrent` and `callLater`: a call_later(0) made inside a
 // timed call runs on the next turn of the real reactor, not in the same one.
 #[test]
 fn call_later_zero_from_timed_call_runs_next_turn() {
@@ -654,7 +655,7 @@ fn call_later_zero_from_timed_call_runs_next_turn() {
     assert_eq!(events.get(), ["outer", "inner"]);
 }
 
-// No direct Twisted test; TWISTED.md 2.5 ("a call with a positive pending
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater` ("a call with a positive pending
 // delay is pushed back at its later time", inside runUntilCurrent's loop over
 // due calls): a postponed call whose new time has already passed runs in the
 // same turn, as every other due call does.
@@ -675,7 +676,7 @@ fn postponed_call_already_due_runs_in_same_turn() {
     assert_eq!(events.get(), ["postponed"]);
 }
 
-// No direct Twisted test; TWISTED.md 2.5 (heap compaction once more than 50
+// No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater` (heap compaction once more than 50
 // calls and more than half the heap are cancelled): 1000 calls, 900
 // cancelled, the other 100 still run, in order.
 #[test]

@@ -1,5 +1,5 @@
 //! Ports the idea of Twisted's `EnsureDeferredTests` (`twisted/test/test_defer.py`,
-//! TWISTED.md 3.11) to `Reactor::ensure_deferred` and the free function
+//! `defer.ensureDeferred` and `Deferred.__await__`) to `Reactor::ensure_deferred` and the free function
 //! `reactor::ensure_deferred`: a `!Send` future runs on the loop thread,
 //! awaits Deferreds (including ones fired by worker results), and its output
 //! becomes a Deferred. Its wakers work from any thread.
@@ -23,6 +23,7 @@ use std::thread::{self, ThreadId};
 use common::{new_default_reactor, run_bounded, TIMEOUT};
 use crossbeam_channel::{bounded, Sender};
 use deferred::{fail, succeed, CancelledError, Deferred, Failure};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
 use reactor::{
     default_reactor, defer_to_thread, defer_to_thread_pool, ReactorFromThreads, ReactorThreads,
@@ -71,7 +72,7 @@ fn test_ensure_deferred_coroutine() {
     assert_eq!(reactor.loop_queue().tasks(), 0);
 }
 
-// TWISTED.md 3.11: awaiting a Deferred that already fired does not suspend.
+// `defer.ensureDeferred` and `Deferred.__await__`: awaiting a Deferred that already fired does not suspend.
 #[test]
 fn test_ensure_deferred_awaits_already_fired_deferred() {
     let reactor = reactor::Reactor::new().unwrap();
@@ -85,7 +86,7 @@ fn test_ensure_deferred_awaits_already_fired_deferred() {
     assert_eq!(d.into_result().unwrap().unwrap(), 30);
 }
 
-// TWISTED.md 3.11: the Deferred fires with the coroutine's exception.
+// `defer.ensureDeferred` and `Deferred.__await__`: the Deferred fires with the coroutine's exception.
 #[test]
 fn test_ensure_deferred_error_propagates() {
     let reactor = reactor::Reactor::new().unwrap();
@@ -164,7 +165,7 @@ fn test_ensure_deferred_panic_fails_deferred() {
     assert_eq!(reactor.loop_queue().tasks(), 0);
 }
 
-// TWISTED.md 3.11: "cancelling it cancels the Deferred currently awaited".
+// `defer.ensureDeferred` and `Deferred.__await__`: "cancelling it cancels the Deferred currently awaited".
 #[test]
 fn test_ensure_deferred_cancel_drops_future_and_cancels_awaited() {
     let reactor = reactor::Reactor::new().unwrap();

@@ -2,9 +2,10 @@
 //! `EventReactor` shapes of Twisted's `test_adbapi.py`
 //! (`ConnectionPoolTests.test_unstartedClose` and `test_startedClose`, with
 //! a closure standing in for the pool), the startup/shutdown rules of
-//! `TWISTED.md` 2.2 and 2.3 as the fake implements them, and its pools and
-//! turns (`TWISTED.md` 5: results only through the reactor's queue, on a
-//! later turn, as Twisted's `NonThreadPool` tests rely on).
+//! Twisted's `ReactorBase` (`startRunning`, `stop`, `callWhenRunning`) as
+//! the fake implements them, and its pools and turns (results only through
+//! the reactor's queue, on a later turn, as Twisted's tests that use
+//! `NonThreadPool` rely on).
 
 mod common_single;
 
@@ -16,10 +17,10 @@ use std::time::Duration;
 
 use common_single::Events;
 use deferred::{Deferred, Failure};
-use reactor::testing::FakeReactor;
+use reactor::prelude::*;
+use reactor::testing::{FakeReactor, PoolMode, TestPool};
 use reactor::{
-    defer_to_thread, defer_to_thread_pool, Phase, PoolMode, ReactorCore, ReactorNotRunning,
-    ReactorThreads,
+    defer_to_thread, defer_to_thread_pool, Phase, ReactorCore, ReactorNotRunning, ReactorThreads,
 };
 
 // Ports ConnectionPoolTests.test_unstartedClose: on a reactor that is not
@@ -78,7 +79,7 @@ fn triggers_lists_pending_triggers_in_registration_order() {
     assert_eq!(fake.triggers(), vec![a, c]);
 }
 
-// No direct Twisted test; TWISTED.md 2.3 startup rules on the fake:
+// No direct Twisted test; `ReactorBase.startRunning`, `stop` and `mainLoop` startup rules on the fake:
 // fire_startup runs before-startup with `running` false and flips it to true
 // when the during phase starts; afterwards call_when_running is synchronous.
 #[test]
@@ -112,7 +113,7 @@ fn fire_startup_flips_running_in_during() {
     assert_eq!(events.get(), ["now"]);
 }
 
-// No direct Twisted test; TWISTED.md 2.3 with a before-startup Deferred on the
+// No direct Twisted test; `ReactorBase.startRunning`, `stop` and `mainLoop` with a before-startup Deferred on the
 // fake: `running` flips only when it fires.
 #[test]
 fn fire_startup_waits_for_before_deferred() {
@@ -125,7 +126,7 @@ fn fire_startup_waits_for_before_deferred() {
     assert!(fake.running());
 }
 
-// No direct Twisted test; TWISTED.md 2.3 shutdown rules on the fake: stop()
+// No direct Twisted test; `ReactorBase.startRunning`, `stop` and `mainLoop` shutdown rules on the fake: stop()
 // fires shutdown (here at once), `running` turns false when its during phase
 // starts, and stop() when not running, or a second time, is ReactorNotRunning.
 #[test]
@@ -164,7 +165,7 @@ fn set_running() {
     assert!(fake.call_when_running(|| ()).is_some());
 }
 
-// No direct Twisted test; TWISTED.md 5 (NonThreadPool): an inline pool runs
+// No direct Twisted test; Twisted's test `NonThreadPool`: an inline pool runs
 // the job synchronously, but its result reaches the Deferred only on a later
 // turn (pump), for successes and failures alike.
 #[test]
@@ -243,7 +244,7 @@ fn run_until_idle_runs_chained_jobs() {
     assert_eq!(fake.run_until_idle(), 0);
 }
 
-// No direct Twisted test; TWISTED.md 3.11 (ensureDeferred starts the
+// No direct Twisted test; `defer.ensureDeferred` and `Deferred.__await__` (ensureDeferred starts the
 // coroutine at once) on the fake: a future awaiting a Deferred that fires
 // later completes once the fake takes a turn.
 #[test]
@@ -278,7 +279,7 @@ fn ensure_deferred_ready_future_fires_at_once() {
 }
 
 // No direct Twisted test; call_from_thread on the fake waits for a turn, and a
-// call queued during a turn waits for the next one (TWISTED.md 2.4).
+// call queued during a turn waits for the next one (`ReactorBase.callFromThread` and `runUntilCurrent`).
 #[test]
 fn call_from_thread_waits_for_pump() {
     let fake = FakeReactor::new(true);

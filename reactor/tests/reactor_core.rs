@@ -1,6 +1,6 @@
 //! `run`, `stop`, `crash`, `iterate` and the startup/shutdown events of the
 //! real reactor: ports of Twisted's `SystemEventTestsBuilder`
-//! (`src/twisted/internet/test/test_core.py`), following `TWISTED.md` 2.2
+//! (`src/twisted/internet/test/test_core.py`), following Twisted's `ReactorBase` (`twisted.internet.base`)
 //! and 2.3.
 //!
 //! Every run is bounded: `run_bounded` schedules a timed call that crashes
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common_single::{capture_logs, containing, run_bounded, Events};
 use deferred::Deferred;
+use reactor::prelude::*;
 use reactor::{Phase, Reactor, ReactorNotRunning, RunError};
 use tracing::Level;
 
@@ -344,7 +345,7 @@ fn test_run_after_stop() {
     );
 }
 
-// No direct Twisted test; TWISTED.md 2.2: call_when_running on a running
+// No direct Twisted test; Twisted's `ReactorBase` (`twisted.internet.base`): call_when_running on a running
 // reactor runs the function synchronously and returns None.
 #[test]
 fn call_when_running_when_running_runs_synchronously() {
@@ -362,7 +363,7 @@ fn call_when_running_when_running_runs_synchronously() {
     assert_eq!(events.get(), ["outer start", "inner", "outer end"]);
 }
 
-// No direct Twisted test; TWISTED.md 2.2: before running, call_when_running
+// No direct Twisted test; Twisted's `ReactorBase` (`twisted.internet.base`): before running, call_when_running
 // registers an after/startup trigger and returns its id, which can remove it.
 #[test]
 fn call_when_running_before_running_registers_trigger() {
@@ -383,7 +384,7 @@ fn call_when_running_before_running_registers_trigger() {
     assert!(events.get().is_empty());
 }
 
-// No direct Twisted test; TWISTED.md 2.3 step 6: run() logs "Main loop
+// No direct Twisted test; `ReactorBase.startRunning`, `stop` and `mainLoop`: run() logs "Main loop
 // terminated." on the way out.
 #[test]
 fn run_logs_main_loop_terminated() {
@@ -396,7 +397,7 @@ fn run_logs_main_loop_terminated() {
     assert_eq!(terminated[0].level, Level::INFO);
 }
 
-// No direct Twisted test; TWISTED.md 2.3: `running` is false before run, true
+// No direct Twisted test; `ReactorBase.startRunning`, `stop` and `mainLoop`: `running` is false before run, true
 // while running, false after stop.
 #[test]
 fn running_flag_follows_the_lifecycle() {

@@ -1,4 +1,4 @@
-//! Shutdown under load (TWISTED.md 2.3, 2.1, 2.6; the reactor issue's
+//! Shutdown under load (`ReactorBase.startRunning`, `stop` and `mainLoop`, Twisted's `_ThreePhaseEvent` (`twisted.internet.base`), `ReactorBase.getThreadPool` and `_stopThreadPool`; the reactor issue's
 //! shutdown requirement), with `SystemEventTestsBuilder.test_stopShutDownEvents`
 //! (`twisted/internet/test/test_core.py`) as the baseline: `stop()` with
 //! timers pending, with jobs queued and running on the reactor's own pool,
@@ -21,6 +21,7 @@ use std::time::Duration;
 use common::{new_default_reactor, run_bounded, TIMEOUT};
 use crossbeam_channel::unbounded;
 use deferred::Deferred;
+use reactor::prelude::*;
 use reactor::{defer_to_thread, Phase, Reactor, ReactorFromThreads, RunError, ThreadPool};
 
 type Log = Rc<RefCell<Vec<String>>>;
@@ -220,7 +221,7 @@ fn test_stop_with_asynchronous_before_trigger() {
     );
 }
 
-// TWISTED.md 2.1: triggers appended to the phase being drained, or to a
+// Twisted's `_ThreePhaseEvent` (`twisted.internet.base`): triggers appended to the phase being drained, or to a
 // later phase, run in the same firing.
 #[test]
 fn test_during_trigger_added_from_before_trigger() {
@@ -336,7 +337,7 @@ fn test_stop_with_everything_pending() {
     assert_eq!(pool.workers(), 0);
 }
 
-// TWISTED.md 2.4: "If the reactor never runs again (for example after
+// `ReactorBase.callFromThread` and `runUntilCurrent`: "If the reactor never runs again (for example after
 // shutdown), they never run."
 #[test]
 fn test_calls_queued_during_shutdown_never_run() {

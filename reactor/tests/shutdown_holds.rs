@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::run_bounded;
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
 use reactor::{Phase, Reactor, ReactorCore, ShutdownHold};
 

@@ -17,6 +17,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{new_default_reactor, SafetyNet, Watchdog};
+use reactor::prelude::*;
 use reactor::{default_reactor, ReactorFromThreads, RemoteHandle};
 
 const THREADS: usize = 8;

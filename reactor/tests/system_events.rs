@@ -1,6 +1,6 @@
 //! System event triggers: ports of Twisted's `ThreePhaseEventTests` and
 //! `SystemEventTests` (`src/twisted/test/test_internet.py`), plus the rules
-//! of `TWISTED.md` 2.1 that those tests leave implicit (failing
+//! of Twisted's `_ThreePhaseEvent` (`twisted.internet.base`) that those tests leave implicit (failing
 //! before-Deferreds, re-firing while waiting, trigger ids).
 //!
 //! Twisted's `_ThreePhaseEvent` is internal; here the same behaviour is
@@ -16,8 +16,9 @@ use std::rc::Rc;
 
 use common_single::{capture_logs, errors_containing, Events};
 use deferred::{fail, Deferred, Failure};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
-use reactor::{trigger_fn, Phase, Reactor, ReactorCore, TriggerError, TriggerId};
+use reactor::{Phase, Reactor, TriggerError, TriggerId};
 
 const EVENT: &str = "test";
 
@@ -52,8 +53,8 @@ fn outcome() -> Outcome {
     Rc::new(RefCell::new(None))
 }
 
-/// Both reactors, as `dyn ReactorCore`, for the tests that must hold for each.
-fn both_reactors() -> Vec<(&'static str, Box<dyn ReactorCore>)> {
+/// Both reactors, as `dyn AnyReactor`, for the tests that must hold for each.
+fn both_reactors() -> Vec<(&'static str, Box<dyn AnyReactor>)> {
     vec![
         ("Reactor", Box::new(reactor())),
         ("FakeReactor", Box::new(FakeReactor::new(false))),
@@ -189,36 +190,12 @@ fn test_remove_removed_trigger() {
 fn test_fire_event() {
     for (name, r) in both_reactors() {
         let events = Events::new();
-        r.add_system_event_trigger(
-            Phase::After,
-            EVENT,
-            trigger_fn(events.pusher(("first", "after"))),
-        );
-        r.add_system_event_trigger(
-            Phase::During,
-            EVENT,
-            trigger_fn(events.pusher(("first", "during"))),
-        );
-        r.add_system_event_trigger(
-            Phase::Before,
-            EVENT,
-            trigger_fn(events.pusher(("first", "before"))),
-        );
-        r.add_system_event_trigger(
-            Phase::Before,
-            EVENT,
-            trigger_fn(events.pusher(("second", "before"))),
-        );
-        r.add_system_event_trigger(
-            Phase::During,
-            EVENT,
-            trigger_fn(events.pusher(("second", "during"))),
-        );
-        r.add_system_event_trigger(
-            Phase::After,
-            EVENT,
-            trigger_fn(events.pusher(("second", "after"))),
-        );
+        r.add_system_event_trigger(Phase::After, EVENT, events.pusher(("first", "after")));
+        r.add_system_event_trigger(Phase::During, EVENT, events.pusher(("first", "during")));
+        r.add_system_event_trigger(Phase::Before, EVENT, events.pusher(("first", "before")));
+        r.add_system_event_trigger(Phase::Before, EVENT, events.pusher(("second", "before")));
+        r.add_system_event_trigger(Phase::During, EVENT, events.pusher(("second", "during")));
+        r.add_system_event_trigger(Phase::After, EVENT, events.pusher(("second", "after")));
         assert!(events.get().is_empty(), "{name}");
         r.fire_system_event(EVENT);
         assert_eq!(
@@ -242,9 +219,9 @@ fn test_asynchronous_before() {
     for (name, r) in both_reactors() {
         let events = Events::new();
         let (before, fire_before) = Deferred::<()>::new();
-        r.add_system_event_trigger(Phase::Before, EVENT, trigger_fn(move || before));
-        r.add_system_event_trigger(Phase::During, EVENT, trigger_fn(events.pusher("during")));
-        r.add_system_event_trigger(Phase::After, EVENT, trigger_fn(events.pusher("after")));
+        r.add_system_event_trigger(Phase::Before, EVENT, move || before);
+        r.add_system_event_trigger(Phase::During, EVENT, events.pusher("during"));
+        r.add_system_event_trigger(Phase::After, EVENT, events.pusher("after"));
         assert!(events.get().is_empty(), "{name}");
         r.fire_system_event(EVENT);
         assert!(
@@ -438,12 +415,12 @@ fn test_triggers_run_once() {
             (Phase::During, "during"),
             (Phase::After, "after"),
         ] {
-            r.add_system_event_trigger(phase, EVENT, trigger_fn(events.pusher(tag)));
+            r.add_system_event_trigger(phase, EVENT, events.pusher(tag));
         }
         r.fire_system_event(EVENT);
         r.fire_system_event(EVENT);
         assert_eq!(events.get(), ["before", "during", "after"], "{name}");
-        r.add_system_event_trigger(Phase::During, EVENT, trigger_fn(events.pusher("new")));
+        r.add_system_event_trigger(Phase::During, EVENT, events.pusher("new"));
         r.fire_system_event(EVENT);
         assert_eq!(events.get(), ["before", "during", "after", "new"], "{name}");
     }
@@ -704,10 +681,10 @@ fn test_interaction_between_different_events() {
 }
 
 // ---------------------------------------------------------------------------
-// TWISTED.md 2.1 rules without a Twisted test of their own
+// Twisted's `_ThreePhaseEvent` (`twisted.internet.base`) rules without a Twisted test of their own
 // ---------------------------------------------------------------------------
 
-// No direct Twisted test; TWISTED.md 2.1 step 5: a before-Deferred that fails
+// No direct Twisted test; Twisted's `_ThreePhaseEvent` (`twisted.internet.base`): a before-Deferred that fails
 // does not stop the event, and its failure stays on it, logged as "Unhandled
 // error in Deferred" once the Deferred goes away.
 #[test]
@@ -740,7 +717,7 @@ fn before_deferred_failure_does_not_stop_event() {
     );
 }
 
-// No direct Twisted test; TWISTED.md 2.1 step 5 with a before trigger that
+// No direct Twisted test; Twisted's `_ThreePhaseEvent` (`twisted.internet.base`) with a before trigger that
 // returns an already-failed Deferred: the event completes synchronously and
 // the failure is logged as unhandled.
 #[test]
@@ -765,7 +742,7 @@ fn before_already_failed_deferred_does_not_stop_event() {
     );
 }
 
-// No direct Twisted test; TWISTED.md 2.1: while the event waits on its
+// No direct Twisted test; Twisted's `_ThreePhaseEvent` (`twisted.internet.base`): while the event waits on its
 // before-Deferreds, removing a before trigger that already ran is
 // AlreadyFired (Twisted's DeprecationWarning), and removes nothing else.
 #[test]
@@ -795,7 +772,7 @@ fn remove_already_run_before_while_waiting_is_already_fired() {
     );
 }
 
-// No direct Twisted test; TWISTED.md 2.1: removing a trigger that has fired is
+// No direct Twisted test; Twisted's `_ThreePhaseEvent` (`twisted.internet.base`): removing a trigger that has fired is
 // NotRegistered (ValueError), for every phase.
 #[test]
 fn remove_fired_trigger_is_not_registered() {
@@ -813,7 +790,7 @@ fn remove_fired_trigger_is_not_registered() {
     }
 }
 
-// No direct Twisted test; TWISTED.md 2.1 steps 3 and 6: a trigger appended to
+// No direct Twisted test; Twisted's `_ThreePhaseEvent` (`twisted.internet.base`): a trigger appended to
 // the phase being drained runs in the same pass.
 #[test]
 fn triggers_added_to_current_phase_run_in_same_pass() {
@@ -844,7 +821,7 @@ fn triggers_added_to_current_phase_run_in_same_pass() {
     );
 }
 
-// No direct Twisted test; TWISTED.md 2.1 step 6: a trigger added to an earlier
+// No direct Twisted test; Twisted's `_ThreePhaseEvent` (`twisted.internet.base`): a trigger added to an earlier
 // phase than the one running waits for the next firing.
 #[test]
 fn triggers_added_to_earlier_phase_wait_for_next_firing() {
@@ -878,7 +855,7 @@ fn triggers_added_to_earlier_phase_wait_for_next_firing() {
     );
 }
 
-// No direct Twisted test; TWISTED.md 2.1 edge case [verified]: firing the same
+// No direct Twisted test; Twisted's `_ThreePhaseEvent` (`twisted.internet.base`) edge case: firing the same
 // event again while it waits on before-Deferreds runs the pending during and
 // after triggers at once; when the original Deferred fires, nothing runs twice.
 #[test]
@@ -901,7 +878,7 @@ fn refire_while_waiting_runs_pending_phases_once() {
     assert_eq!(events.get(), ["before", "during", "after"]);
 }
 
-// No direct Twisted test; TWISTED.md 2.1: firing an event nobody registered
+// No direct Twisted test; Twisted's `_ThreePhaseEvent` (`twisted.internet.base`): firing an event nobody registered
 // for does nothing, and does not create it (an id for it is still for an
 // unknown event).
 #[test]
@@ -922,7 +899,8 @@ fn fire_unknown_event_does_nothing() {
     assert!(fake.triggers().is_empty());
 }
 
-// No direct Twisted test; TWISTED.md 5 (porting note): ids are unique handles,
+// No direct Twisted test; a deliberate difference (README, "Reactor and
+// Deferred differences"): ids are unique handles,
 // not values. Twisted gives equal ids for equal registrations; here two
 // registrations of the same function differ, and removing one leaves the
 // other.

@@ -3,7 +3,7 @@
 //! and the thread-pool tests of `ThreadTestsBuilder`
 //! (`twisted/internet/test/test_threads.py`), against `defer_to_thread_pool`,
 //! `defer_to_thread`, `call_multiple_in_thread`, `blocking_call_from_thread`
-//! and the reactor's own pool (TWISTED.md 2.6, 2.7).
+//! and the reactor's own pool (`ReactorBase.getThreadPool` and `_stopThreadPool`, `twisted.internet.threads`).
 //!
 //! Beyond Twisted (whose Deferred here has no canceller): cancelling a job
 //! that has not started means it never runs; cancelling a running one fails
@@ -27,11 +27,12 @@ use common::{
 };
 use crossbeam_channel::{bounded, unbounded, Sender};
 use deferred::{fail, succeed, CancelledError, Deferred, Failure};
-use reactor::testing::FakeReactor;
+use reactor::prelude::*;
+use reactor::testing::{FakeReactor, PoolMode, TestPool};
 use reactor::{
     blocking_call_from_thread, call_multiple_in_thread, default_reactor, defer_to_thread,
-    defer_to_thread_pool, stop_thread_pool, BlockingCallError, Phase, PoolMode, PoolStopped,
-    Reactor, ReactorFromThreads, ReactorThreads, RemoteHandle, ThreadPool,
+    defer_to_thread_pool, stop_thread_pool, BlockingCallError, Phase, PoolStopped, Reactor,
+    ReactorFromThreads, ReactorThreads, RemoteHandle, ThreadPool,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +236,7 @@ fn test_defer_to_thread_pool_deferred_failure() {
     pool.stop();
 }
 
-// TWISTED.md 2.7: "The Deferred always fires later, in the reactor thread,
+// `twisted.internet.threads`: "The Deferred always fires later, in the reactor thread,
 // even if the 'thread pool' runs the function synchronously (NonThreadPool)."
 #[test]
 fn test_defer_to_thread_pool_inline_fires_on_a_later_turn() {
@@ -264,7 +265,7 @@ fn test_defer_to_thread_pool_inline_fires_on_a_later_turn() {
     assert_eq!(*events.borrow(), vec!["submitted", "result"]);
 }
 
-// TWISTED.md 2.7, with the test reactor: inline and manual pools deliver
+// `twisted.internet.threads`, with the test reactor: inline and manual pools deliver
 // results only when the test takes a turn.
 #[test]
 fn test_defer_to_thread_pool_with_fake_reactor() {
@@ -446,7 +447,7 @@ fn test_stop_thread_pool_second_call_fires_at_once() {
     assert!(second.called(), "documented to fire at once");
 }
 
-// TWISTED.md 2.1 (4) and 2.6: firing "shutdown" on a never-run reactor
+// Twisted's `_ThreePhaseEvent` and `ReactorBase._stopThreadPool`: firing "shutdown" on a never-run reactor
 // stops its pool, and with no Deferred left to wait for, the during and
 // after phases run inside fire_system_event.
 #[test]
@@ -723,7 +724,7 @@ fn test_async_error_blocking_call_from_thread() {
     assert_eq!(f.check::<NewError>().map(|e| e.0), Some("spam"));
 }
 
-// TWISTED.md 2.7: blockingCallFromThread runs `maybeDeferred(f)`, so a
+// `twisted.internet.threads`: blockingCallFromThread runs `maybeDeferred(f)`, so a
 // panic on the loop thread comes back as a failure.
 #[test]
 fn test_panic_blocking_call_from_thread() {
@@ -733,7 +734,7 @@ fn test_panic_blocking_call_from_thread() {
     assert!(f.error_message().contains("reactor func exploded"));
 }
 
-// TWISTED.md 2.7: Twisted deadlocks here; this fails at once.
+// `twisted.internet.threads`: Twisted deadlocks here; this fails at once.
 #[test]
 fn test_blocking_call_from_thread_on_loop_thread() {
     let got = new_log();

@@ -297,6 +297,7 @@ pub mod harness {
     use std::time::{Duration, Instant};
 
     use deferred::{Deferred, Failure};
+    use reactor::prelude::*;
     use reactor::testing::FakeReactor;
     use reactor::Reactor;
 
@@ -374,7 +375,7 @@ pub mod harness {
     /// Turns `reactor` until `d` has a result, and returns it; fails the
     /// test after [`TIMEOUT`]. Work done by real threads (a stopper thread
     /// joining workers) is polled for. It takes turns only: jobs of
-    /// [`PoolMode::Manual`](reactor::PoolMode::Manual) pools run when the
+    /// [`PoolMode::Manual`](reactor::testing::PoolMode::Manual) pools run when the
     /// test calls `run_jobs` (and `run_jobs` must not be used with
     /// real-thread pools: it would take their workers' quit messages).
     pub fn fake_wait<T: 'static>(reactor: &FakeReactor, d: Deferred<T>) -> Result<T, Failure> {

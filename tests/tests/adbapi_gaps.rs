@@ -30,8 +30,10 @@ use integration_tests::harness::{
     ensure, fake_wait, run_async, run_chain, unique_name, TempDir, TIMEOUT,
 };
 use integration_tests::logs::{render, LogCapture, Logged};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
-use reactor::{default_reactor, stop_thread_pool, Phase, PoolMode, Reactor, ReactorThreads};
+use reactor::testing::PoolMode;
+use reactor::{default_reactor, stop_thread_pool, Phase, Reactor};
 
 // ---------------------------------------------------------------------------
 // Helpers

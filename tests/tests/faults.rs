@@ -62,6 +62,7 @@ use integration_tests::faults::{
 };
 use integration_tests::harness::{run_async, unique_name, TempDir};
 use integration_tests::logs::LogCapture;
+use reactor::prelude::*;
 use reactor::Reactor;
 use tracing::Level;
 

@@ -22,6 +22,7 @@ use adbapi::dbapi;
 use adbapi::ConnectionPool;
 use deferred::{CancelledError, Deferred, Failure};
 use integration_tests::harness::{unique_name, TempDir};
+use reactor::prelude::*;
 use reactor::{Reactor, ReactorFromThreads};
 
 const QUERIES: usize = 100_000;

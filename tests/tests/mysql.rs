@@ -7,6 +7,7 @@
 //! They need `ADBAPI_MYSQL_URL` (see `scripts/mysql-test-server`); without it
 //! they are reported as ignored with a `SKIPPED` reason.
 
+use reactor::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;

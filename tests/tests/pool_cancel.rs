@@ -20,6 +20,7 @@ use adbapi::{args, kwargs, Arg, ConnectionPool};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use deferred::{CancelledError, Failure};
 use integration_tests::harness::{run_chain, unique_name, TempDir, TIMEOUT};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 /// Wraps `sqlite3`: `commit` tells the test it began (`committing`) and

@@ -55,6 +55,7 @@ use integration_tests::harness::{unique_name, TempDir};
 use integration_tests::model::{committed_keys, tag, CommitFault, JobPlan, PlanModule, StepFault};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use reactor::prelude::*;
 use reactor::{Phase, Reactor};
 
 /// Stops the reactor of a case that has not finished by then.

@@ -2,6 +2,7 @@
 //! Twisted accepts them and fails later (or never runs anything).
 
 use adbapi::{args, kwargs, Arg, ConnectionPool, PoolError, Value};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
 use reactor::Reactor;
 

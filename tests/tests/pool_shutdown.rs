@@ -19,6 +19,7 @@ use std::time::Duration;
 use adbapi::{args, kwargs, Arg, ConnectionPool, PoolClosed};
 use deferred::Failure;
 use integration_tests::harness::{TempDir, TIMEOUT};
+use reactor::prelude::*;
 use reactor::{Phase, Reactor};
 
 /// Runs `test` on a fresh thread; fails if it panics or takes longer than

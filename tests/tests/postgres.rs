@@ -16,6 +16,7 @@ use adbapi::dbapi::{
 };
 use adbapi::{Arg, ConnectionLost, ConnectionPool, Params, Row, Value};
 use deferred::{gather_results, CancelledError, Deferred, Failure, TimeoutError};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 use integration_tests::pg::{direct_to, disrupting_server, exec, sharing_server, url};

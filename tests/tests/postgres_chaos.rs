@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use adbapi::dbapi::DbError;
 use adbapi::{Arg, ConnectionLost, ConnectionPool, Value};
 use deferred::{gather_results, CancelledError, Deferred, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 use integration_tests::pg::{direct_to, exec, sharing_server, url};

@@ -16,6 +16,7 @@ use std::time::Duration;
 use adbapi::dbapi::{self, ErrorKind};
 use adbapi::{Arg, ConnectionPool, Params, Row, Value};
 use deferred::{Deferred, Failure};
+use reactor::prelude::*;
 use reactor::Reactor;
 
 use integration_tests::pg::{direct_to, exec, sharing_server, url};

@@ -13,6 +13,7 @@ use std::time::Duration;
 use adbapi::{kwargs, Arg, ConnectionPool, PoolError};
 use deferred::{CancelledError, Deferred, Failure};
 use integration_tests::harness::{run_chain, TempDir};
+use reactor::prelude::*;
 use reactor::testing::Clock;
 use reactor::{DelayedCallError, Reactor};
 

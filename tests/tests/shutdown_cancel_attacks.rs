@@ -15,6 +15,7 @@ use adbapi::{args, kwargs, Arg, ConnectionPool, PoolClosed};
 use crossbeam_channel::bounded as channel;
 use deferred::{CancelledError, Failure};
 use integration_tests::harness::{run_async, TempDir, TIMEOUT};
+use reactor::prelude::*;
 use reactor::testing::FakeReactor;
 use reactor::{Phase, Reactor};
 
@@ -413,7 +414,7 @@ fn held_drop_last_handle_in_own_callback_during_shutdown() {
 #[test]
 fn held_fake_reactor_manual_pool_after_phase_waits_for_jobs() {
     bounded(|| {
-        let reactor = FakeReactor::with_pool_mode(true, reactor::PoolMode::Manual);
+        let reactor = FakeReactor::with_pool_mode(true, reactor::testing::PoolMode::Manual);
         let pool = ConnectionPool::new(
             "sqlite3",
             args![":memory:"],

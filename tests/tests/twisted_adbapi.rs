@@ -36,7 +36,8 @@ use integration_tests::harness::fake_wait;
 use integration_tests::logs::{render, LogCapture};
 use integration_tests::suite;
 use reactor::testing::FakeReactor;
-use reactor::{Phase, PoolMode};
+use reactor::testing::PoolMode;
+use reactor::Phase;
 
 // ---------------------------------------------------------------------------
 // ADBAPITestBase / ReconnectTestBase, through SQLite3Connector

@@ -31,9 +31,9 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 
 use deferred::{succeed, Deferred, Failure, Resolver};
+use reactor::prelude::*;
 use reactor::{
-    defer_to_thread_pool_with_interrupt, stop_thread_pool, trigger_fn, AnyReactor, Phase,
-    ThreadPool, TriggerId,
+    defer_to_thread_pool_with_interrupt, stop_thread_pool, AnyReactor, Phase, ThreadPool, TriggerId,
 };
 
 pub use self::connection::{Connection, ConnectionLost, WrongConnectionForThread};
@@ -139,6 +139,7 @@ impl Drop for PoolInner {
 ///
 /// ```
 /// use adbapi::{args, kwargs, ConnectionPool};
+/// use reactor::prelude::*;
 /// use reactor::Reactor;
 /// use std::{cell::RefCell, rc::Rc};
 ///
@@ -310,11 +311,11 @@ impl ConnectionPool {
         };
         let weak = Rc::downgrade(&pool.inner);
         // Runs `_start` now if the reactor is running (the id is then None).
-        let start_id = reactor.call_when_running(Box::new(move || {
+        let start_id = reactor.call_when_running(move || {
             if let Some(p) = upgrade(&weak) {
                 p.start_from_trigger();
             }
-        }));
+        });
         *pool.inner.start_id.borrow_mut() = start_id;
         Ok(pool)
     }
@@ -342,15 +343,14 @@ impl ConnectionPool {
             .start()
             .map_err(|_| self.closed_error())?;
         let weak = Rc::downgrade(&self.inner);
-        let id = self.inner.reactor.add_system_event_trigger(
-            Phase::During,
-            "shutdown",
-            trigger_fn(move || {
-                if let Some(p) = upgrade(&weak) {
-                    drop(p.final_close());
-                }
-            }),
-        );
+        let id =
+            self.inner
+                .reactor
+                .add_system_event_trigger(Phase::During, "shutdown", move || {
+                    if let Some(p) = upgrade(&weak) {
+                        drop(p.final_close());
+                    }
+                });
         *self.inner.shutdown_id.borrow_mut() = Some(id);
         self.inner.running.set(true);
         Ok(())

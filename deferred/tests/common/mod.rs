@@ -98,7 +98,7 @@ impl ReactorTime for Clock {
         self.state.borrow().now
     }
 
-    fn call_later(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
+    fn call_later_boxed(&self, delay: Duration, f: Box<dyn FnOnce()>) -> Box<dyn ScheduledCall> {
         let mut st = self.state.borrow_mut();
         let seq = st.next_seq;
         st.next_seq += 1;

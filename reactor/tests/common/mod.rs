@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use reactor::prelude::*;
 use reactor::{default_reactor, install_reactor, DelayedCall, Reactor};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};

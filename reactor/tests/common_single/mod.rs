@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reactor::prelude::*;
 use reactor::{Reactor, RunError};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};

@@ -1,7 +1,9 @@
 //! [`ThreadPool`]: Twisted's `twisted.python.threadpool.ThreadPool`.
 //!
 //! # Implementation notes
-//! Jobs go through one FIFO backlog (`job_queue.rs`). Before `start` no
+//! Jobs go through one FIFO backlog (`threadpool/job_queue.rs`); the
+//! worker threads' loop and the counters they share are in
+//! `threadpool/worker.rs`. Before `start` no
 //! thread exists and jobs wait. Workers are spawned at `start` (up to
 //! `min`, plus enough for the backlog up to `max`) and on demand when a job
 //! arrives and fewer workers are idle than jobs are queued. One idle worker
@@ -32,7 +34,16 @@
 //! worker, or no worker could be started) are dropped at once, so their
 //! owners learn it (`defer_to_thread_pool` fails their Deferreds).
 
-use std::cell::RefCell;
+mod errors;
+mod job_queue;
+mod worker;
+
+pub use errors::{PoolConfigError, PoolSizeError, ThreadSpawnError};
+
+#[cfg(loom)]
+pub(crate) use job_queue::{JobQueue, Next};
+pub(crate) use worker::unrun_reason;
+
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -41,130 +52,17 @@ use std::time::Duration;
 use deferred::Failure;
 
 use crate::errors::PoolStopped;
-use crate::job_queue::{JobQueue, Next};
 use crate::sync::thread::{Builder, JoinHandle};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::testing::PoolMode;
+use job_queue::JobQueue as Queue;
+use worker::{drop_unrunnable, run_job, worker, Counters, Msg};
 
 /// A job: any `FnOnce() + Send`.
-pub type Job = Box<dyn FnOnce() + Send + 'static>;
-
-enum Msg {
-    Run(Job),
-    Quit,
-}
-
-/// How a pool runs its jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolMode {
-    /// Real worker threads (the normal mode).
-    Threads,
-    /// Every job runs synchronously on the submitting thread, like Twisted's
-    /// test `NonThreadPool`. Results still reach Deferreds on a later turn,
-    /// through the reactor's queue.
-    Inline,
-    /// Jobs wait until the test calls [`ThreadPool::run_pending`] or
-    /// [`ThreadPool::run_one`], which run them on the calling thread.
-    Manual,
-}
-
-/// `min > max` given to [`ThreadPool::new`] or
-/// [`ThreadPool::adjust_pool_size`]. Twisted asserts "minimum is greater than
-/// maximum".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("thread pool minimum {min} is greater than maximum {max}")]
-pub struct PoolSizeError {
-    /// The minimum given.
-    pub min: usize,
-    /// The maximum given.
-    pub max: usize,
-}
-
-/// Why a pool could not be made: [`ThreadPool::new`],
-/// [`ThreadPool::with_mode`] and `ReactorThreads::new_thread_pool`.
-/// Twisted's `ThreadPool.__init__` asserts the sizes and takes any name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PoolConfigError {
-    /// `min > max` (Twisted asserts "minimum is greater than maximum").
-    #[error(transparent)]
-    Size(#[from] PoolSizeError),
-    /// The name cannot be part of a thread name: the OS (and
-    /// `std::thread::Builder`) refuse a NUL byte in one. Twisted accepts any
-    /// name, as Python threads are not named at the OS level.
-    #[error("thread pool name {name:?} has a NUL byte at byte {position}; thread names cannot contain NUL")]
-    InvalidName {
-        /// The name given.
-        name: String,
-        /// The byte offset of the first NUL.
-        position: usize,
-    },
-}
-
-/// A pool could not start a worker thread, so it dropped a job no thread
-/// would run: the job's Deferred fails with this (inside its `Failure`)
-/// instead of waiting forever. Twisted's `ThreadPool.startAWorker` lets the
-/// `thread.start()` error propagate and leaves the work queued.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("thread pool {name:?} could not start a worker thread ({reason}); the job was not run")]
-pub struct ThreadSpawnError {
-    /// The pool's name.
-    pub name: String,
-    /// What the OS (or `std::thread::Builder`) said.
-    pub reason: String,
-}
-
-thread_local! {
-    /// Set while this thread drops jobs because no worker could be started,
-    /// so a job's drop guard (see `threads.rs`) reports that instead of
-    /// [`PoolStopped`].
-    static UNRUN_REASON: RefCell<Option<ThreadSpawnError>> = const { RefCell::new(None) };
-}
-
-/// Why the jobs being dropped on this thread right now will never run, if
-/// it is not that their pool stopped.
-pub(crate) fn unrun_reason() -> Option<ThreadSpawnError> {
-    UNRUN_REASON.with(|r| r.borrow().clone())
-}
-
-/// Drops jobs no thread will run, telling their guards why.
-fn drop_unrunnable(jobs: Vec<Msg>, why: Option<ThreadSpawnError>) {
-    if jobs.is_empty() {
-        return;
-    }
-    let previous = UNRUN_REASON.with(|r| r.replace(why));
-    drop(jobs);
-    UNRUN_REASON.with(|r| *r.borrow_mut() = previous);
-}
+pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Run by each worker thread of a pool just before it exits.
 pub type ExitHook = Arc<dyn Fn() + Send + Sync>;
-
-struct Counters {
-    name: Arc<str>,
-    /// Run by each worker as it exits, on its own thread, while its
-    /// thread-locals are still alive.
-    exit_hooks: Mutex<Vec<ExitHook>>,
-    spin_nanos: AtomicU64,
-    /// Live workers: started and neither asked to leave nor leaving (see the
-    /// module notes). Raised only under the control lock.
-    workers: AtomicUsize,
-    /// Threads waiting for a message, including any that will take a `Quit`.
-    idle: AtomicUsize,
-    busy: AtomicUsize,
-    /// Jobs sent and not yet taken by a worker.
-    queued: AtomicUsize,
-    /// Quit messages sent and not yet taken.
-    quits: AtomicUsize,
-}
-
-impl Counters {
-    /// Idle threads that will take a job rather than a `Quit`, or fewer.
-    /// `quits` is read first: a leaving thread stops being idle before it
-    /// stops counting in `quits`, so this never counts it.
-    fn idle_for_jobs(&self) -> usize {
-        let quits = self.quits.load(Ordering::Acquire);
-        self.idle.load(Ordering::Acquire).saturating_sub(quits)
-    }
-}
 
 struct Control {
     min: usize,
@@ -177,7 +75,7 @@ struct Control {
 
 struct Inner {
     mode: PoolMode,
-    queue: Arc<JobQueue<Msg>>,
+    queue: Arc<Queue<Msg>>,
     counters: Arc<Counters>,
     control: Mutex<Control>,
     joined: AtomicBool,
@@ -226,12 +124,13 @@ impl ThreadPool {
     /// `ThreadPool(minthreads, maxthreads, name)`. Fails if `min > max` or
     /// the name has a NUL byte (it becomes part of the thread names).
     pub fn new(min: usize, max: usize, name: impl Into<String>) -> Result<Self, PoolConfigError> {
-        Self::with_mode(min, max, name, PoolMode::Threads)
+        Self::build(min, max, name, PoolMode::Threads)
     }
 
     /// A pool that runs jobs the given way; see [`PoolMode`]. Fails as
-    /// [`new`](Self::new) does.
-    pub fn with_mode(
+    /// [`new`](Self::new) does. Test modes are reached through
+    /// [`TestPool::with_mode`](crate::testing::TestPool::with_mode).
+    pub(crate) fn build(
         min: usize,
         max: usize,
         name: impl Into<String>,
@@ -247,7 +146,7 @@ impl ThreadPool {
         Ok(ThreadPool {
             inner: Arc::new(Inner {
                 mode,
-                queue: Arc::new(JobQueue::new()),
+                queue: Arc::new(Queue::new()),
                 counters: Arc::new(Counters {
                     name: Arc::from(name),
                     exit_hooks: Mutex::new(Vec::new()),
@@ -308,12 +207,12 @@ impl ThreadPool {
     }
 
     /// The pool's name, shared (no copy).
-    pub fn name_arc(&self) -> Arc<str> {
+    pub(crate) fn name_arc(&self) -> Arc<str> {
         Arc::clone(&self.inner.counters.name)
     }
 
     /// How it runs jobs.
-    pub fn mode(&self) -> PoolMode {
+    pub(crate) fn pool_mode(&self) -> PoolMode {
         self.inner.mode
     }
 
@@ -505,7 +404,7 @@ impl ThreadPool {
 
     /// Queues a boxed job. Once `stop` has begun (on any thread) the job is
     /// either run or refused with [`PoolStopped`], never accepted and lost.
-    pub fn submit(&self, job: Job) -> Result<(), PoolStopped> {
+    pub(crate) fn submit(&self, job: Job) -> Result<(), PoolStopped> {
         // A fast path only: the queue's own close is what makes it exact.
         if self.joined() {
             return Err(self.stopped_error());
@@ -588,12 +487,13 @@ impl ThreadPool {
 
     /// Runs every job queued now on the calling thread, for
     /// [`PoolMode::Manual`] pools. Returns how many ran. On a pool with real
-    /// threads it does nothing: the queue belongs to the workers.
-    pub fn run_pending(&self) -> usize {
+    /// threads it does nothing: the queue belongs to the workers. Reached
+    /// through [`TestPool::run_pending`](crate::testing::TestPool::run_pending).
+    pub(crate) fn run_pending_here(&self) -> usize {
         let n = self.inner.queue.len();
         let mut ran = 0;
         for _ in 0..n {
-            if self.run_one() {
+            if self.run_one_here() {
                 ran += 1;
             }
         }
@@ -602,7 +502,7 @@ impl ThreadPool {
 
     /// Runs the oldest queued job on the calling thread; false if none, or if
     /// the pool has real threads.
-    pub fn run_one(&self) -> bool {
+    pub(crate) fn run_one_here(&self) -> bool {
         if self.inner.mode == PoolMode::Threads {
             return false;
         }
@@ -634,7 +534,7 @@ impl ThreadPool {
 
     /// Marks the pool stopped and asks every worker to exit after the backlog;
     /// returns their join handles without waiting (a second call returns none).
-    pub fn begin_stop(&self) -> Vec<JoinHandle<()>> {
+    pub(crate) fn begin_stop(&self) -> Vec<JoinHandle<()>> {
         let mut c = self.control();
         if c.joined {
             return Vec::new();
@@ -658,64 +558,6 @@ impl ThreadPool {
     }
 }
 
-fn run_job(counters: &Counters, job: Job) {
-    counters.busy.fetch_add(1, Ordering::AcqRel);
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
-        let f = Failure::from_panic(payload);
-        tracing::error!(pool = %counters.name, failure = %f, "Unhandled error in thread pool job");
-    }
-    counters.busy.fetch_sub(1, Ordering::AcqRel);
-}
-
-fn next_message(queue: &JobQueue<Msg>, counters: &Counters) -> Option<Msg> {
-    if let Some(m) = queue.try_pop() {
-        return Some(m);
-    }
-    counters.idle.fetch_add(1, Ordering::AcqRel);
-    let budget = Duration::from_nanos(counters.spin_nanos.load(Ordering::Relaxed));
-    let next = queue.pop_blocking(budget);
-    counters.idle.fetch_sub(1, Ordering::AcqRel);
-    match next {
-        Next::Msg(m) => Some(m),
-        Next::Closed => None,
-    }
-}
-
-fn worker(queue: &JobQueue<Msg>, counters: &Counters) {
-    while let Some(msg) = next_message(queue, counters) {
-        match msg {
-            Msg::Run(job) => {
-                counters.queued.fetch_sub(1, Ordering::AcqRel);
-                run_job(counters, job);
-            }
-            Msg::Quit => {
-                // Already out of the live count: `adjust_pool_size` took it
-                // out when it queued this Quit.
-                counters.quits.fetch_sub(1, Ordering::AcqRel);
-                run_exit_hooks(counters);
-                return;
-            }
-        }
-    }
-    // Closed: this worker was live until now.
-    counters.workers.fetch_sub(1, Ordering::AcqRel);
-    run_exit_hooks(counters);
-}
-
-fn run_exit_hooks(counters: &Counters) {
-    let hooks: Vec<ExitHook> = counters
-        .exit_hooks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    for hook in hooks {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook())) {
-            let f = Failure::from_panic(payload);
-            tracing::error!(pool = %counters.name, failure = %f, "Unhandled error in a worker exit hook");
-        }
-    }
-}
-
 impl fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPool")
@@ -731,101 +573,4 @@ impl fmt::Debug for ThreadPool {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    //! Thread-spawn failures, through a hook that makes `spawn` fail as if the
-    //! OS refused a thread (tracker issue 9, defect 14).
-
-    use super::*;
-    use crate::testing::FakeReactor;
-    use crate::threads::defer_to_thread_pool;
-    use std::sync::mpsc;
-
-    fn failing_pool(min: usize, max: usize, name: &str) -> ThreadPool {
-        let pool = ThreadPool::new(min, max, name).unwrap();
-        pool.inner.fail_spawns.store(true, Ordering::Release);
-        pool
-    }
-
-    fn spawn_error(d: deferred::Deferred<u32>) -> ThreadSpawnError {
-        let f = d.into_result().expect("fired").unwrap_err();
-        f.check::<ThreadSpawnError>()
-            .unwrap_or_else(|| panic!("not a ThreadSpawnError: {f}"))
-            .clone()
-    }
-
-    // The backlog queued before `start` is dropped, failing its Deferreds,
-    // when `start` cannot start any worker: it used to wait forever.
-    #[test]
-    fn start_that_cannot_spawn_fails_the_backlog() {
-        let fake = FakeReactor::new(true);
-        let pool = failing_pool(1, 1, "spawn-fails-at-start");
-        let d = defer_to_thread_pool(&fake, &pool, || Ok(1u32));
-        pool.start().unwrap();
-        assert_eq!(pool.workers(), 0);
-        assert_eq!(pool.q_size(), 0);
-        fake.pump();
-        let e = spawn_error(d);
-        assert_eq!(e.name, "spawn-fails-at-start");
-        assert!(e.to_string().contains("could not start a worker thread"));
-        pool.stop();
-    }
-
-    // A job submitted to a running pool with no live worker is failed, not
-    // stranded, when no worker can be started; once threads can be started
-    // again, the pool works.
-    #[test]
-    fn submit_that_cannot_spawn_fails_the_job_and_the_pool_recovers() {
-        let fake = FakeReactor::new(true);
-        let pool = failing_pool(0, 1, "spawn-fails-at-submit");
-        pool.start().unwrap();
-        let d = defer_to_thread_pool(&fake, &pool, || Ok(1u32));
-        fake.pump();
-        spawn_error(d);
-
-        pool.inner.fail_spawns.store(false, Ordering::Release);
-        let (tx, rx) = mpsc::channel();
-        pool.call_in_thread(move || tx.send(5).unwrap()).unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(5));
-        pool.stop();
-    }
-
-    // With a live worker, a failed spawn leaves the backlog to it.
-    #[test]
-    fn failed_spawn_with_a_live_worker_keeps_the_backlog() {
-        // One worker: nothing else may take the job below.
-        let pool = ThreadPool::new(1, 1, "spawn-fails-busy").unwrap();
-        pool.start().unwrap();
-        let (started_tx, started_rx) = mpsc::channel();
-        let (open_tx, open_rx) = mpsc::channel::<()>();
-        pool.call_in_thread(move || {
-            started_tx.send(()).unwrap();
-            let _ = open_rx.recv_timeout(Duration::from_secs(30));
-        })
-        .unwrap();
-        started_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        pool.inner.fail_spawns.store(true, Ordering::Release);
-        // Room for a second worker, which the next job will try to start.
-        pool.adjust_pool_size(Some(1), Some(2)).unwrap();
-        let (tx, rx) = mpsc::channel();
-        pool.call_in_thread(move || tx.send(9).unwrap()).unwrap();
-        assert_eq!(pool.q_size(), 1);
-        open_tx.send(()).unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(9));
-        pool.stop();
-    }
-
-    // A resize that cannot start its first worker fails the backlog too.
-    #[test]
-    fn adjust_that_cannot_spawn_fails_the_backlog() {
-        let fake = FakeReactor::new(true);
-        let pool = failing_pool(0, 0, "spawn-fails-at-adjust");
-        pool.start().unwrap();
-        let d = defer_to_thread_pool(&fake, &pool, || Ok(1u32));
-        fake.pump();
-        assert!(!d.has_result(), "max 0: the job waits for a resize");
-        pool.adjust_pool_size(Some(1), Some(1)).unwrap();
-        fake.pump();
-        spawn_error(d);
-        pool.stop();
-    }
-}
+mod tests;
