@@ -3,6 +3,7 @@
 //!
 //! ```
 //! use adbapi::{args, kwargs, Arg, ConnectionPool};
+//! use reactor::prelude::*;
 //! use reactor::Reactor;
 //!
 //! let reactor = Reactor::new().unwrap();
