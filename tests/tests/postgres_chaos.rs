@@ -136,6 +136,9 @@ fn inserts_survive_killed_backends_and_a_cancel_storm() {
             let side = direct_to(&url());
             while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(200));
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 let rows = exec(
                     &side,
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -175,7 +178,9 @@ fn inserts_survive_killed_backends_and_a_cancel_storm() {
         done: Some(resolver),
     }));
     let out: Rc<RefCell<Option<AfterChaos>>> = Rc::new(RefCell::new(None));
+    let killer = Rc::new(RefCell::new(Some(killer)));
     {
+        let killer = killer.clone();
         let (st, r, p, t, o, stop) = (
             st.clone(),
             reactor.clone(),
@@ -192,6 +197,12 @@ fn inserts_survive_killed_backends_and_a_cancel_storm() {
             let _ = all
                 .add_callback_deferred(move |()| {
                     stop.store(true, Ordering::SeqCst);
+                    // The killer may be between its check and its kill: wait
+                    // for it (at most one sleep), so no kill lands on the
+                    // settling and follow-up queries.
+                    if let Some(k) = killer.borrow_mut().take() {
+                        k.join().unwrap();
+                    }
                     // Each worker may meet one connection killed while idle.
                     let settle: Vec<Deferred<bool>> = (0..8)
                         .map(|_| {
@@ -227,7 +238,9 @@ fn inserts_survive_killed_backends_and_a_cancel_storm() {
     reactor.run().unwrap();
     let _ = watchdog.cancel();
     stop.store(true, Ordering::SeqCst);
-    killer.join().unwrap();
+    if let Some(k) = killer.borrow_mut().take() {
+        k.join().unwrap();
+    }
     let (settle_lost, follow_ups) = out
         .borrow_mut()
         .take()
