@@ -333,6 +333,173 @@ fn sqlite_unicode_path_spellings_share_the_gate() {
     b.join().unwrap().unwrap();
 }
 
+/// A direct connection on its own thread that holds the file's writer gate
+/// (an open write transaction) until told to commit.
+struct Holder {
+    go: mpsc::Sender<()>,
+    done: thread::JoinHandle<()>,
+}
+
+fn hold_gate(path: &str) -> Holder {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let p = path.to_owned();
+    let done = thread::spawn(move || {
+        let h = sqlite(&p, &[]);
+        exec(&h, "INSERT INTO t VALUES (-1)", ()).unwrap();
+        ready_tx.send(()).unwrap();
+        let _ = go_rx.recv();
+        h.commit().unwrap();
+    });
+    ready_rx.recv().unwrap();
+    Holder { go, done }
+}
+
+fn sqlite_pool(reactor: &reactor::Reactor, path: &str, max: i64) -> adbapi::ConnectionPool {
+    adbapi::ConnectionPool::new(
+        "sqlite3",
+        vec![path.into()],
+        adbapi::kwargs! {
+            "cp_min" => 1, "cp_max" => max,
+            "cp_name" => unique_name("attack-pool"),
+            "cp_reactor" => adbapi::Arg::reactor(reactor.clone()),
+        },
+    )
+    .expect("pool")
+}
+
+fn gated_file(dir: &TempDir) -> String {
+    let path = dir.file("gate.sqlite");
+    let c = sqlite(&path, &[]);
+    exec(&c, "CREATE TABLE t (k INTEGER)", ()).unwrap();
+    c.commit().unwrap();
+    c.close().unwrap();
+    path
+}
+
+/// README 8 and 17: `add_timeout` on a job that waits for the writer gate
+/// fails it with `TimeoutError` while the gate is still held (the wait is
+/// given up), nothing it wrote stays, and the pool writes again once the
+/// holder is done.
+#[test]
+fn sqlite_timeout_while_waiting_on_the_gate() {
+    let dir = TempDir::new("attack-gate-cancel");
+    let path = gated_file(&dir);
+    let reactor = reactor::Reactor::new().unwrap();
+    let p = sqlite_pool(&reactor, &path, 2);
+    let holder = hold_gate(&path);
+    let (r, p2, go) = (reactor.clone(), p.clone(), holder.go);
+    let res = integration_tests::harness::run_async(
+        &reactor,
+        Duration::from_secs(60),
+        move || async move {
+            let mut outcomes = Vec::new();
+            for ms in [0, 1, 5, 50, 200] {
+                let f = p2
+                    .run_operation("INSERT INTO t VALUES (1)", ())
+                    .add_timeout(Duration::from_millis(ms), &r)
+                    .await
+                    .expect_err("the gate is held: the job cannot finish");
+                outcomes.push(f.check::<deferred::TimeoutError>().is_some());
+            }
+            // Only now may the holder commit: every timeout fired while
+            // its job was still waiting for the gate.
+            go.send(()).unwrap();
+            p2.run_operation("INSERT INTO t VALUES (2)", ()).await?;
+            let rows = p2.run_query("SELECT k FROM t ORDER BY k", ()).await?;
+            let rows: Vec<_> = rows
+                .into_iter()
+                .map(adbapi::dbapi::Row::into_values)
+                .collect();
+            Ok((outcomes, rows))
+        },
+    );
+    holder.done.join().unwrap();
+    let (outcomes, rows) = res.expect("every job fired");
+    assert!(outcomes.iter().all(|t| *t), "{outcomes:?}");
+    assert_eq!(rows, vec![vec![Value::Int(-1)], vec![Value::Int(2)]]);
+}
+
+/// A panic inside an interaction that holds the gate gives it back: a
+/// direct connection on another thread writes at once afterwards.
+#[test]
+fn sqlite_panic_holding_the_gate_releases_it() {
+    let dir = TempDir::new("attack-gate-panic");
+    let path = gated_file(&dir);
+    let reactor = reactor::Reactor::new().unwrap();
+    let p = sqlite_pool(&reactor, &path, 1);
+    let p2 = p.clone();
+    let f = integration_tests::harness::run_async(
+        &reactor,
+        Duration::from_secs(60),
+        move || async move {
+            p2.run_interaction(|t| -> Result<(), deferred::Failure> {
+                t.execute("INSERT INTO t VALUES (1)", ())?;
+                panic!("user code panics holding the gate");
+            })
+            .await
+        },
+    )
+    .expect_err("panicked");
+    assert!(f.is_panic(), "{f}");
+    let c = sqlite(&path, &[("timeout", Value::Int(0))]);
+    exec(&c, "INSERT INTO t VALUES (2)", ()).expect("the gate was given back");
+    c.commit().unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM t"), 1);
+}
+
+/// Many pools on one file, each with several workers, a short busy timeout
+/// and a steady stream of writers: no writer fails and all rows are there.
+#[test]
+fn sqlite_many_pools_on_one_file_never_lock_each_other() {
+    let dir = TempDir::new("attack-gate-many");
+    let path = gated_file(&dir);
+    let reactor = reactor::Reactor::new().unwrap();
+    let pools: Vec<_> = (0..6)
+        .map(|_| {
+            adbapi::ConnectionPool::new(
+                "sqlite3",
+                vec![path.as_str().into(), Value::Float(0.01)],
+                adbapi::kwargs! {
+                    "cp_min" => 1, "cp_max" => 3,
+                    "cp_reactor" => adbapi::Arg::reactor(reactor.clone()),
+                },
+            )
+            .expect("pool")
+        })
+        .collect();
+    let ps = pools.clone();
+    let res = integration_tests::harness::run_async(
+        &reactor,
+        Duration::from_secs(300),
+        move || async move {
+            let mut ds = Vec::new();
+            for i in 0..600_i64 {
+                let p = &ps[usize::try_from(i).unwrap() % ps.len()];
+                ds.push(
+                    p.run_interaction(move |t| -> Result<(), deferred::Failure> {
+                        t.execute("SELECT count(*) FROM t", ())?;
+                        t.execute("INSERT INTO t VALUES (?)", (i,))?;
+                        t.execute("UPDATE t SET k = k WHERE k = ?", (i,))?;
+                        Ok(())
+                    }),
+                );
+            }
+            let mut failed = Vec::new();
+            for d in ds {
+                if let Err(f) = d.await {
+                    failed.push(f.to_string());
+                }
+            }
+            Ok(failed)
+        },
+    )
+    .unwrap();
+    assert!(res.is_empty(), "{} failed, first: {}", res.len(), res[0]);
+    let c = sqlite(&path, &[]);
+    assert_eq!(count(&c, "SELECT count(*) FROM t"), 600);
+}
+
 mod postgres {
     use super::*;
     use integration_tests::pg::{direct_to, sharing_server, url};
@@ -518,6 +685,30 @@ mod postgres {
         assert_eq!(n, 1, "the write after COMMIT survived rollback()");
     }
 
+    /// README 18 for PostgreSQL: the server's message quotes the offending
+    /// token; a huge one must not come back whole.
+    #[test]
+    #[cfg_attr(
+        not(pg_available),
+        ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+    )]
+    fn pg_error_message_quotes_huge_token_whole() {
+        let _server = sharing_server();
+        let c = pg();
+        let big = "y".repeat(100_000);
+        for sql in [format!("SELECT '{big}"), format!("SELECT {big}(")] {
+            let e = exec(&c, &sql, ()).expect_err("fails");
+            let _ = c.rollback();
+            let shown = e.to_string();
+            assert!(
+                shown.len() < 2_000,
+                "{} bytes of error: {}...",
+                shown.len(),
+                &shown[..200]
+            );
+        }
+    }
+
     /// `statement_timeout` (57014, as a cancel) fails the statement, the
     /// connection is rolled back and reused: it is not mistaken for a
     /// driver cancel.
@@ -536,5 +727,93 @@ mod postgres {
         exec(&c, "SET statement_timeout = 0", ()).unwrap();
         assert_eq!(exec(&c, "SELECT 1", ()).unwrap(), vec![vec![Value::Int(1)]]);
         c.rollback().unwrap();
+    }
+    /// Cancel storm: 200 jobs, each given `add_timeout` at a different
+    /// offset while it writes and sleeps, with and without `cp_reconnect`.
+    /// A job that timed out committed nothing; every other job succeeded
+    /// and committed (a cancel never hits an innocent job); the pool still
+    /// answers afterwards.
+    #[test]
+    #[cfg_attr(
+        not(pg_available),
+        ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+    )]
+    fn pg_cancel_storm_hits_only_its_own_jobs() {
+        let _server = sharing_server();
+        for reconnect in [false, true] {
+            let c = pg();
+            let t = table(
+                &c,
+                &format!("attack_storm_{reconnect}"),
+                "k int8 PRIMARY KEY",
+            );
+            let reactor = reactor::Reactor::new().unwrap();
+            let p = adbapi::ConnectionPool::new(
+                "psycopg2",
+                vec![url().into()],
+                adbapi::kwargs! {
+                    "cp_min" => 1, "cp_max" => 4, "cp_reconnect" => reconnect,
+                    "cp_reactor" => adbapi::Arg::reactor(reactor.clone()),
+                },
+            )
+            .expect("pool");
+            let (r, p2, t2) = (reactor.clone(), p.clone(), t.clone());
+            let outcomes = integration_tests::harness::run_async(
+                &reactor,
+                Duration::from_secs(300),
+                move || async move {
+                    let mut ds = Vec::new();
+                    for i in 0..200_i64 {
+                        let t = t2.clone();
+                        let d = p2.run_interaction(move |txn| -> Result<(), deferred::Failure> {
+                            txn.execute(&format!("INSERT INTO {t} VALUES (%s)"), (i,))?;
+                            txn.execute("SELECT pg_sleep(0.005)", ())?;
+                            Ok(())
+                        });
+                        let ms = u64::try_from(i % 23).unwrap();
+                        ds.push((i, d.add_timeout(Duration::from_millis(ms), &r)));
+                    }
+                    let mut out = Vec::new();
+                    for (i, d) in ds {
+                        out.push((i, d.await));
+                    }
+                    let after = p2.run_query("SELECT 1", ()).await;
+                    Ok((out, after.is_ok()))
+                },
+            )
+            .unwrap();
+            let (out, after_ok) = outcomes;
+            let committed: std::collections::BTreeSet<i64> = {
+                let mut cur = c.cursor().unwrap();
+                cur.execute(&format!("SELECT k FROM {t}"), ()).unwrap();
+                let rows = cur.fetchall().unwrap();
+                c.commit().unwrap();
+                rows.iter().map(|r| r.get::<i64>(0).unwrap()).collect()
+            };
+            let mut innocent = Vec::new();
+            for (i, res) in out {
+                match res {
+                    Ok(()) => assert!(
+                        committed.contains(&i),
+                        "reconnect={reconnect}: job {i} succeeded, row missing"
+                    ),
+                    Err(f) if f.check::<deferred::TimeoutError>().is_some() => {
+                        assert!(
+                            !committed.contains(&i),
+                            "reconnect={reconnect}: job {i} timed out but committed"
+                        );
+                    }
+                    Err(f) => innocent.push(format!("job {i}: {f}")),
+                }
+            }
+            assert!(
+                innocent.is_empty(),
+                "reconnect={reconnect}: jobs not cancelled failed: {innocent:#?}"
+            );
+            assert!(
+                after_ok,
+                "reconnect={reconnect}: the pool no longer answers"
+            );
+        }
     }
 }
