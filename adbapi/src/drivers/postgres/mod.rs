@@ -648,12 +648,21 @@ pub fn sqlstate_is_disconnect(code: &str) -> bool {
 
 /// Maps a `postgres` error onto a PEP 249 kind.
 pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
+    let mut cut = false;
     let mut d = if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        let mut msg = db.message().to_owned();
+        // The server quotes the offending token whole ("unterminated quoted
+        // string at or near ..."), in the message and again in the DETAIL:
+        // each part is shortened as the SQL is.
+        let mut shorten = |text: &str| {
+            let short = DbError::shorten(text);
+            cut |= matches!(short, std::borrow::Cow::Owned(_));
+            short.into_owned()
+        };
+        let mut msg = shorten(db.message());
         if let Some(detail) = db.detail() {
             msg.push_str(" (");
-            msg.push_str(detail);
+            msg.push_str(&shorten(detail));
             msg.push(')');
         }
         DbError::new(kind_for_sqlstate(code), msg)
@@ -680,5 +689,26 @@ pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
     if let Some(s) = sql {
         d = d.with_sql(s);
     }
+    if cut {
+        // The crate's error displays the server's text whole through its
+        // source (a traceback prints the chain), and cannot be rebuilt
+        // shorter: the shortened message stands in for it.
+        let short = ShortenedServerError(d.message().to_owned());
+        return d.with_source(short);
+    }
     d.with_source(e)
 }
+
+/// Stands in for a `postgres::Error` whose server message or detail was too
+/// long to quote whole: it holds the shortened text only. No psycopg2
+/// counterpart (psycopg2 keeps the server's text whole).
+#[derive(Debug)]
+struct ShortenedServerError(String);
+
+impl fmt::Display for ShortenedServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "db error (shortened): {}", self.0)
+    }
+}
+
+impl std::error::Error for ShortenedServerError {}

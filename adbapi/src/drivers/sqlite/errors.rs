@@ -1,6 +1,8 @@
 //! SQLite result codes as PEP 249 exceptions, as CPython's `sqlite3` maps
 //! them, and the checks CPython makes before SQLite sees a statement.
 
+use std::borrow::Cow;
+
 use rusqlite::ffi::ErrorCode;
 
 use crate::dbapi::{DbError, ErrorKind};
@@ -46,8 +48,20 @@ pub(super) fn map_error(e: rusqlite::Error, sql: Option<&str>) -> DbError {
     use rusqlite::Error as E;
     // rusqlite copies the whole statement into a prepare error (and its
     // Display); the error quotes the SQL once, shortened, via `with_sql`.
+    // SQLite's own message quotes the offending token whole ("unrecognized
+    // token: ...", "no such table: ..."), so it is shortened as the SQL is,
+    // in the kept source too (a traceback prints the source chain).
     let e = match e {
-        E::SqlInputError { error, msg, .. } => E::SqliteFailure(error, Some(msg)),
+        E::SqlInputError { error, msg, .. } => {
+            E::SqliteFailure(error, Some(DbError::shorten(&msg).into_owned()))
+        }
+        E::SqliteFailure(error, Some(msg)) => {
+            let msg = match DbError::shorten(&msg) {
+                Cow::Borrowed(_) => msg,
+                Cow::Owned(short) => short,
+            };
+            E::SqliteFailure(error, Some(msg))
+        }
         other => other,
     };
     let (kind, code) = match &e {
@@ -89,7 +103,7 @@ pub(super) fn map_error(e: rusqlite::Error, sql: Option<&str>) -> DbError {
     };
     let message = match &e {
         E::SqliteFailure(_, Some(msg)) => msg.clone(),
-        other => other.to_string(),
+        other => DbError::shorten(&other.to_string()).into_owned(),
     };
     let mut d = DbError::new(kind, message);
     if let Some(c) = code {
