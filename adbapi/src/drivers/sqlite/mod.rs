@@ -264,8 +264,9 @@ fn begin(conn: &rusqlite::Connection, level: &str) -> DbResult<()> {
 }
 
 /// Runs one statement: takes the writer gate and begins a transaction first
-/// if it writes. The caller gives the gate back if the connection ends up
-/// outside a transaction.
+/// if it writes. `asked` is the cancel generation when the statement
+/// started. The caller gives the gate back if the connection ends up outside
+/// a transaction.
 fn run(
     conn: &rusqlite::Connection,
     isolation: Option<&str>,
@@ -273,6 +274,7 @@ fn run(
     descriptions: &mut Descriptions,
     sql: &str,
     params: &Params,
+    asked: u64,
 ) -> DbResult<ExecResult> {
     let Some(mut stmt) = prepare(conn, sql)? else {
         return Ok(ExecResult {
@@ -288,7 +290,7 @@ fn run(
     let shape = Shape::of(sql);
     let writes = !stmt.readonly();
     if writes || shape.locks_for_writing {
-        writer.acquire().map_err(|e| e.with_sql(sql))?;
+        writer.acquire(asked).map_err(|e| e.with_sql(sql))?;
     }
     if writes && shape.implicit_begin && conn.is_autocommit() {
         if let Some(level) = isolation {
@@ -370,6 +372,9 @@ impl SqliteConnection {
 impl DriverConnection for SqliteConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
         check_sql(sql)?;
+        // Taken before anything else: a cancel landing while the statement
+        // is prepared or bound must still stop its wait for the gate.
+        let asked = self.writer.generation();
         let conn = self.conn.as_ref().ok_or_else(closed)?;
         let mut r = run(
             conn,
@@ -378,6 +383,7 @@ impl DriverConnection for SqliteConnection {
             &mut self.descriptions,
             sql,
             params,
+            asked,
         );
         // A statement that found the file busy before it wrote anything
         // (preparing it read the schema, or a read needed its shared lock
@@ -393,7 +399,7 @@ impl DriverConnection for SqliteConnection {
         {
             r = self
                 .writer
-                .acquire()
+                .acquire(asked)
                 .map_err(|e| e.with_sql(sql))
                 .and_then(|()| {
                     run(
@@ -403,6 +409,7 @@ impl DriverConnection for SqliteConnection {
                         &mut self.descriptions,
                         sql,
                         params,
+                        asked,
                     )
                 });
         }
