@@ -106,14 +106,13 @@ fn quoted_sql_is_cut_on_a_char_boundary() {
 }
 
 /// Module docs ("Concurrent writers"): connections of this process to the
-/// same database take turns to write, so writers never fail each other
-/// with "database is locked"; the gate is skipped only for databases "no
-/// other connection can open". A shared-cache in-memory URI is opened by
-/// every connection that names it, and there SQLite does not even use the
-/// busy handler: the second writer fails at once with
-/// `database table is locked` (SQLITE_LOCKED).
+/// same database take turns to write, shared-cache in-memory databases
+/// (`file:NAME?mode=memory&cache=shared`) included: every connection naming
+/// one opens it, and there SQLite does not even use the busy handler (the
+/// second writer failed at once with `database table is locked`,
+/// SQLITE_LOCKED_SHAREDCACHE 262, before the gate was keyed on the name).
 #[test]
-fn sqlite_shared_cache_memory_writers_fail_each_other() {
+fn sqlite_shared_cache_memory_writers_take_turns() {
     let uri = format!(
         "file:{}?mode=memory&cache=shared",
         unique_name("attack-mem")
@@ -140,6 +139,39 @@ fn sqlite_shared_cache_memory_writers_fail_each_other() {
     a.commit().unwrap();
     b.join().unwrap().expect("B wrote in its turn");
     assert_eq!(count(&a, "SELECT count(*) FROM t"), 2);
+}
+
+/// In shared-cache mode a writer's open transaction holds the write lock of
+/// the tables it wrote, and a reader of such a table fails at once with
+/// SQLITE_LOCKED_SHAREDCACHE. A reader outside a transaction meeting it
+/// waits for the writer's turn to end and reads again: it sees the
+/// committed rows instead of failing.
+#[test]
+fn sqlite_shared_cache_reader_waits_for_the_writers_turn() {
+    let uri = format!(
+        "file:{}?mode=memory&cache=shared",
+        unique_name("attack-mem-read")
+    );
+    let kw = [("uri", Value::Bool(true))];
+    let a = sqlite(&uri, &kw);
+    exec(&a, "CREATE TABLE t (k INTEGER)", ()).unwrap();
+    a.commit().unwrap();
+    exec(&a, "INSERT INTO t VALUES (1)", ()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let uri2 = uri.clone();
+    let b = thread::spawn(move || {
+        let b = sqlite(&uri2, &[("uri", Value::Bool(true))]);
+        let r = exec(&b, "SELECT count(*) FROM t", ());
+        tx.send(r.clone()).unwrap();
+        drop(b);
+        r
+    });
+    if let Ok(Err(e)) = rx.recv_timeout(Duration::from_secs(2)) {
+        panic!("a reader failed on the writer's table lock: {e}");
+    }
+    a.commit().unwrap();
+    let rows = b.join().unwrap().expect("B read after A's turn");
+    assert_eq!(rows, vec![vec![Value::Int(1)]]);
 }
 
 /// Module docs: "the `timeout` only applies to other processes". With

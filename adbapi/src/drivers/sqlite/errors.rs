@@ -42,6 +42,17 @@ pub(super) fn is_busy(e: &DbError) -> bool {
         .is_some_and(|c| c & 0xff == BUSY && c != BUSY_SNAPSHOT)
 }
 
+/// True for `SQLITE_LOCKED_SHAREDCACHE`: in shared-cache mode a table lock
+/// held by another connection of the process (a writer's open transaction
+/// holds the write lock of each table it wrote). SQLite fails at once there,
+/// without calling the busy handler.
+pub(super) fn is_shared_cache_locked(e: &DbError) -> bool {
+    const LOCKED_SHAREDCACHE: i32 = 6 | (1 << 8);
+    e.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c == LOCKED_SHAREDCACHE)
+}
+
 /// Maps a rusqlite error onto a PEP 249 kind, as CPython's `sqlite3` maps
 /// SQLite result codes (`_pysqlite_seterror`).
 pub(super) fn map_error(e: rusqlite::Error, sql: Option<&str>) -> DbError {

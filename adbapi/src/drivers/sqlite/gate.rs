@@ -28,9 +28,19 @@
 //!   `OperationalError: database is locked`, the error SQLite itself would
 //!   give after the busy timeout.
 //!
+//! - a shared-cache in-memory database has a gate keyed on its URI's name
+//!   (every connection naming it opens it), and a statement outside a
+//!   transaction that meets another connection's shared-cache table lock
+//!   (`SQLITE_LOCKED_SHAREDCACHE`, which SQLite reports at once, without the
+//!   busy handler) is run once more in the process's turn, like a busy one.
+//!
 //! What is not: the gate covers the main database file only (not `ATTACH`ed
-//! ones), and there is none for `:memory:` and temporary databases, which no
-//! other connection can open. A transaction begun explicitly with `BEGIN`
+//! ones), and there is none for `:memory:`, private `mode=memory` and
+//! temporary databases, which no other connection can open (nor for
+//! `vfs=memdb` databases). In shared-cache mode a write that meets a
+//! reader's table lock, or a statement inside a transaction that meets any
+//! other connection's, fails at once: SQLite offers no wait there but
+//! `sqlite3_unlock_notify`, which this build does not enable. A transaction begun explicitly with `BEGIN`
 //! (deferred) that reads before it writes already holds a read lock while it
 //! waits for the gate; if the gate holder then needs an exclusive lock
 //! (committing in rollback-journal mode), it waits for that reader in
