@@ -174,23 +174,27 @@ fn sqlite_shared_cache_reader_waits_for_the_writers_turn() {
     assert_eq!(rows, vec![vec![Value::Int(1)]]);
 }
 
-/// Module docs: "the `timeout` only applies to other processes". With
-/// `timeout=0` a writer's COMMIT (rollback journal: it needs the exclusive
-/// lock) fails with "database is locked" whenever a reader of the same
-/// process holds its shared lock for a moment; readers do not take the gate.
-#[test]
-fn sqlite_same_process_reader_fails_writer_commit_with_timeout_0() {
+/// Two readers of this process loop on the file while a writer commits 300
+/// times; returns the writer's failures and the readers' failures.
+fn writes_among_readers(wal: bool, timeout: Option<i64>) -> (Vec<String>, usize) {
     let dir = TempDir::new("attack-reader");
     let path = dir.file("db.sqlite");
     let setup = sqlite(&path, &[]);
+    if wal {
+        exec(&setup, "PRAGMA journal_mode=WAL", ()).unwrap();
+    }
     exec(&setup, "CREATE TABLE t (k INTEGER)", ()).unwrap();
     setup.commit().unwrap();
+    let kw: Vec<(&str, Value)> = timeout
+        .map(|t| ("timeout", Value::Int(t)))
+        .into_iter()
+        .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (p, stop) = (path.clone(), stop.clone());
+            let (p, stop, kw) = (path.clone(), stop.clone(), kw.clone());
             thread::spawn(move || {
-                let r = sqlite(&p, &[("timeout", Value::Int(0))]);
+                let r = sqlite(&p, &kw);
                 let mut errors = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     if exec(&r, "SELECT count(*) FROM t", ()).is_err() {
@@ -201,7 +205,7 @@ fn sqlite_same_process_reader_fails_writer_commit_with_timeout_0() {
             })
         })
         .collect();
-    let w = sqlite(&path, &[("timeout", Value::Int(0))]);
+    let w = sqlite(&path, &kw);
     let mut failures = Vec::new();
     for i in 0..300 {
         let r = exec(&w, "INSERT INTO t VALUES (?)", (i,)).and_then(|_| w.commit());
@@ -211,15 +215,37 @@ fn sqlite_same_process_reader_fails_writer_commit_with_timeout_0() {
         }
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for r in readers {
-        r.join().unwrap();
-    }
+    let reader_errors = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    (failures, reader_errors)
+}
+
+/// Module docs ("Concurrent writers"), as narrowed after the review: the
+/// gate makes writers never fail each other, but readers do not take it, so
+/// in rollback-journal mode a writer's COMMIT (it needs the exclusive lock)
+/// waits up to the busy timeout for the shared locks of readers of this
+/// process. With `timeout=0` it failed with "database is locked" whenever a
+/// reader held its lock for a moment (all 300 writes, on the review's
+/// machine). Documented behaviour: with the default timeout no COMMIT fails
+/// (each reader's lock lasts one short statement), and in WAL mode, where
+/// readers never block a writer, none fails even with `timeout=0`.
+#[test]
+fn sqlite_same_process_readers_never_fail_a_writer_with_default_timeout_or_wal() {
+    let (failures, reader_errors) = writes_among_readers(false, None);
     assert!(
         failures.is_empty(),
-        "{} of 300 writes failed because of readers of this process, first: {}",
+        "rollback journal, default timeout: {} of 300 writes failed, first: {}",
         failures.len(),
         failures[0]
     );
+    assert_eq!(reader_errors, 0, "rollback journal: readers failed");
+    let (failures, reader_errors) = writes_among_readers(true, Some(0));
+    assert!(
+        failures.is_empty(),
+        "WAL, timeout=0: {} of 300 writes failed, first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert_eq!(reader_errors, 0, "WAL: readers failed");
 }
 
 /// CPython prepares the statement before it looks at the parameters, so

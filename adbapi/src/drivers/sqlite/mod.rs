@@ -49,7 +49,13 @@
 //! write, first come first served (the `gate` module): a connection waits for its
 //! turn before the first write of a transaction, and gives it back as soon as
 //! the transaction ends. So writers of one pool never fail each other with
-//! "database is locked"; the `timeout` only applies to other processes. A
+//! "database is locked": among writers, the `timeout` only applies to other
+//! processes. Readers do not take the gate, so in rollback-journal mode a
+//! writer's `COMMIT` (which needs the exclusive lock) still waits, up to
+//! the `timeout`, for readers of this process to drop their shared locks:
+//! each lasts one read statement outside a transaction, so with the default
+//! timeout no `COMMIT` fails, but with `timeout=0` it can. In WAL mode
+//! (`PRAGMA journal_mode=WAL`) readers never block a writer. A
 //! second connection to the same file on a thread whose first connection
 //! has an open write transaction (opened inside an interaction, say) cannot
 //! wait for it: its write fails at once with `OperationalError: database is
