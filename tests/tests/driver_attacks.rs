@@ -249,39 +249,58 @@ fn sqlite_same_process_readers_never_fail_a_writer_with_default_timeout_or_wal()
 }
 
 /// CPython prepares the statement before it looks at the parameters, so
-/// `executemany` of broken SQL with no parameter sets is an error; here it
-/// reports success.
+/// `executemany` of broken SQL with no parameter sets is an error (it
+/// reported success before the fix).
 #[test]
-fn sqlite_executemany_with_no_param_sets_does_not_check_the_sql() {
+fn sqlite_executemany_with_no_param_sets_checks_the_sql() {
     let c = sqlite(":memory:", &[]);
     let mut cur = c.cursor().unwrap();
     let empty: Vec<(i64,)> = Vec::new();
-    let r = cur.executemany("INSERT INTO no_such_table VALUES (?)", empty);
-    assert!(
-        r.is_err(),
-        "broken SQL accepted, rowcount {}",
-        cur.rowcount()
-    );
+    let r = cur.executemany("INSERT INTO no_such_table VALUES (?)", empty.clone());
+    let e = r.expect_err("broken SQL accepted");
+    assert_eq!(e.kind(), ErrorKind::OperationalError, "{e}");
+    assert!(e.message().contains("no_such_table"), "{e}");
+    // Good SQL with no parameter sets does nothing and succeeds.
+    exec(&c, "CREATE TABLE t (k INTEGER)", ()).unwrap();
+    cur.executemany("INSERT INTO t VALUES (?)", empty).unwrap();
+    assert_eq!(cur.rowcount(), 0);
 }
 
 /// "Bad input gets a clear, typed error and never loses or corrupts data":
-/// `executemany` of `INSERT ... RETURNING` inserts the first row, then
-/// notices the statement returns rows and fails. In autocommit mode that
-/// row is durable although the call failed.
+/// `executemany` of `INSERT ... RETURNING` inserted the first row, then
+/// noticed the statement returns rows and failed (as CPython does); in
+/// autocommit mode that row was durable although the call failed. It is
+/// now refused before anything runs, with and without parameter sets.
 #[test]
-fn sqlite_executemany_returning_fails_after_writing_a_row() {
+fn sqlite_executemany_returning_is_refused_before_writing() {
     let c = sqlite(":memory:", &[("isolation_level", Value::Null)]);
     exec(&c, "CREATE TABLE t (k INTEGER)", ()).unwrap();
     let mut cur = c.cursor().unwrap();
-    let r = cur.executemany(
-        "INSERT INTO t VALUES (?) RETURNING k",
-        vec![(1,), (2,), (3,)],
-    );
-    let n = count(&c, "SELECT count(*) FROM t");
-    match r {
-        Ok(_) => assert_eq!(n, 3, "succeeded but wrote {n} rows"),
-        Err(e) => assert_eq!(n, 0, "failed ({e}) but wrote {n} row(s)"),
+    for seq in [vec![(1,), (2,), (3,)], Vec::new()] {
+        let e = cur
+            .executemany("INSERT INTO t VALUES (?) RETURNING k", seq)
+            .expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::ProgrammingError, "{e}");
+        assert!(
+            e.message()
+                .starts_with("executemany() can only execute DML statements."),
+            "{e}"
+        );
+        assert_eq!(count(&c, "SELECT count(*) FROM t"), 0, "nothing written");
     }
+    // A read-only statement too, before it runs (CPython's check).
+    let e = cur
+        .executemany("SELECT ?", vec![(1,), (2,)])
+        .expect_err("refused");
+    assert_eq!(
+        e.message(),
+        "executemany() can only execute DML statements."
+    );
+    // The statement cache serves the runs: a plain INSERT still works.
+    cur.executemany("INSERT INTO t VALUES (?)", vec![(1,), (2,)])
+        .unwrap();
+    assert_eq!(cur.rowcount(), 2);
+    assert_eq!(count(&c, "SELECT count(*) FROM t"), 2);
 }
 
 /// Values at the edges round-trip exactly (NUL inside text included).

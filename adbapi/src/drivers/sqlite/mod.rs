@@ -85,6 +85,11 @@
 //! whitespace and comments) does nothing and has no description, as in
 //! CPython. Statements longer than [`CACHED_SQL_MAX`] bytes are prepared
 //! afresh each time instead of being kept in the statement cache.
+//! `executemany` prepares its statement before running any parameter set,
+//! even with none (broken SQL is an error, as in CPython), and refuses a
+//! read-only statement (as CPython) or one that returns rows (`INSERT ...
+//! RETURNING`, which CPython refuses only after its first run wrote a row)
+//! before anything runs.
 //!
 //! # Parameters and values
 //! `paramstyle` is `qmark` (`?`); named placeholders (`:name`, `@name`,
@@ -424,6 +429,33 @@ fn run(
     })
 }
 
+/// Prepares `sql` for `executemany` and refuses what it cannot run: a
+/// read-only statement, as CPython refuses it (`sqlite3_stmt_readonly`,
+/// same message), and one that returns rows (`INSERT ... RETURNING`), which
+/// CPython refuses only when its first run returns a row, after writing it;
+/// here nothing has run yet. Empty SQL passes (it does nothing).
+fn check_many(conn: &rusqlite::Connection, sql: &str) -> DbResult<()> {
+    let Some(stmt) = prepare(conn, sql)? else {
+        return Ok(());
+    };
+    if stmt.readonly() {
+        return Err(DbError::new(
+            ErrorKind::ProgrammingError,
+            "executemany() can only execute DML statements.",
+        )
+        .with_sql(sql));
+    }
+    if stmt.column_count() > 0 {
+        return Err(DbError::new(
+            ErrorKind::ProgrammingError,
+            "executemany() can only execute DML statements. This one returns rows (RETURNING): \
+             run it with execute() once per parameter set",
+        )
+        .with_sql(sql));
+    }
+    Ok(())
+}
+
 impl SqliteConnection {
     /// Gives the writer gate back if the connection is outside a
     /// transaction (committed, rolled back, ended by an error, autocommit).
@@ -504,17 +536,37 @@ impl DriverConnection for SqliteConnection {
 
     fn executemany(&mut self, sql: &str, seq: &[Params]) -> DbResult<ExecResult> {
         check_sql(sql)?;
+        let asked = self.writer.generation();
+        let conn = self.conn.as_ref().ok_or_else(closed)?;
+        // Prepared before any parameter set runs (and checked even when
+        // there are none), as CPython's `_pysqlite_query_execute` prepares
+        // first: broken SQL is an error, and a statement that would return
+        // rows is refused before anything is written. The runs below take
+        // the same statement from the statement cache.
+        let mut checked = check_many(conn, sql);
+        if checked
+            .as_ref()
+            .is_err_and(|e| is_busy(e) || is_shared_cache_locked(e))
+            && conn.is_autocommit()
+            && !self.writer.held()
+            && self.writer.has_gate()
+        {
+            // As in `execute`: preparing met another connection's lock;
+            // try once more in this process's turn.
+            checked = self
+                .writer
+                .acquire(asked)
+                .map_err(|e| e.with_sql(sql))
+                .and_then(|()| check_many(conn, sql));
+        }
+        if let Err(e) = checked {
+            self.settle();
+            return Err(e);
+        }
         let mut total = 0i64;
         let mut last = None;
         for p in seq {
             let r = self.execute(sql, p)?;
-            if r.description.is_some() {
-                return Err(DbError::new(
-                    ErrorKind::ProgrammingError,
-                    "executemany() can only execute DML statements.",
-                )
-                .with_sql(sql));
-            }
             total += r.rowcount.max(0);
             last = r.lastrowid.or(last);
         }
