@@ -628,16 +628,18 @@ mod postgres {
 
     /// "No error leaves a connection failing for ever": the driver caches
     /// prepared statements by their text, and a schema change that alters
-    /// a statement's result columns makes every later run of the same text
+    /// a statement's result columns made every later run of the same text
     /// fail on that connection with 0A000 "cached plan must not change
-    /// result type" (psycopg2 prepares nothing, so it never fails). Rolling
-    /// back does not help; only a reconnect or 256 other statements do.
+    /// result type" (psycopg2 prepares nothing, so it never fails). Now the
+    /// entry is dropped and, when the statement is the first of its
+    /// transaction, prepared again and run once more; later in a
+    /// transaction only that job fails, and the next one succeeds.
     #[test]
     #[cfg_attr(
         not(pg_available),
         ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
     )]
-    fn pg_schema_change_breaks_cached_statement_for_ever() {
+    fn pg_schema_change_under_cached_statement_prepares_it_again() {
         let _server = sharing_server();
         let c = pg();
         let t = table(&c, "attack_plan", "k int8");
@@ -654,16 +656,35 @@ mod postgres {
                 panic!("attempt {attempt}: the same query fails after a schema change: {e}");
             }
         }
+        // Inside a transaction, after another statement: this job fails once
+        // (its transaction is aborted), the next runs.
+        exec(&other, &format!("ALTER TABLE {t} ADD COLUMN w text"), ()).unwrap();
+        other.commit().unwrap();
+        exec(&c, "SELECT 1", ()).unwrap();
+        let e = exec(&c, &select, ()).expect_err("stale inside a transaction");
+        assert_eq!(e.code(), Some("0A000"), "{e}");
+        c.rollback().unwrap();
+        let rows = exec(&c, &select, ()).expect("prepared again");
+        assert!(rows.is_empty());
+        c.rollback().unwrap();
+        // In autocommit mode the retry needs no rollback.
+        c.set_autocommit(true).unwrap();
+        exec(&c, &select, ()).unwrap();
+        exec(&other, &format!("ALTER TABLE {t} DROP COLUMN w"), ()).unwrap();
+        other.commit().unwrap();
+        exec(&c, &select, ()).expect("autocommit: prepared again");
+        c.set_autocommit(false).unwrap();
     }
 
-    /// A column whose type changes under a cached statement must not be
-    /// decoded with the old type.
+    /// A column whose type changes under a cached statement is not decoded
+    /// with the old type: the statement is prepared again (it failed with
+    /// 0A000 before the fix).
     #[test]
     #[cfg_attr(
         not(pg_available),
         ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
     )]
-    fn pg_type_change_under_cached_statement() {
+    fn pg_type_change_under_cached_statement_reads_the_new_type() {
         let _server = sharing_server();
         let c = pg();
         let t = table(&c, "attack_retype", "k int8");

@@ -32,6 +32,19 @@
 //! [`DbConnection::set_autocommit`](crate::dbapi::DbConnection::set_autocommit)
 //! (psycopg2's `autocommit = True`) no transaction is begun.
 //!
+//! # Prepared statements
+//! Single statements are prepared once per connection and kept by their
+//! text (at most 256; psycopg2 prepares nothing). When another session
+//! changes a table so that a kept statement's result columns change, the
+//! server refuses to run it (0A000 "cached plan must not change result
+//! type"); 26000 "prepared statement does not exist" means it is gone
+//! (`DEALLOCATE`, `DISCARD ALL`). Either way the driver drops it and, if it
+//! was the first statement of its transaction (or ran in autocommit mode),
+//! rolls back the transaction it began for it, prepares it again and runs
+//! it once more. Later in a transaction the earlier statements are lost
+//! with the aborted transaction, so that job fails with the error; the next
+//! run prepares the statement anew.
+//!
 //! # Several statements in one query
 //! As psycopg2, which sends every query as one simple `Query` message: SQL
 //! holding several statements (separated by `;` outside literals, comments
@@ -536,6 +549,7 @@ impl DriverConnection for PgConnection {
         if fresh {
             self.check_no_cancel_in_flight(sql)?;
         }
+        let cached = statements == 1 && self.statements.contains_key(t.sql.as_ref());
         let run = |c: &mut Self| {
             if statements > 1 {
                 c.run_many(sql)
@@ -551,6 +565,34 @@ impl DriverConnection for PgConnection {
             Err(e) if fresh && self.autocommit && e.code() == Some("25P02") => {
                 tracing::warn!("a statement met an aborted transaction (25P02): rolling it back");
                 self.simple("ROLLBACK")?;
+                run(self)
+            }
+            Err(e) if cached && is_stale_statement(&e) => {
+                // The cached statement no longer fits the schema (another
+                // session altered a table it reads: 0A000 "cached plan
+                // must not change result type") or is gone from the server
+                // (26000, after DEALLOCATE or DISCARD): without this every
+                // later run of the same text would fail the same way.
+                self.statements.remove(t.sql.as_ref());
+                if !fresh {
+                    // Earlier statements of the transaction are aborted
+                    // with it: this job fails, the next one prepares anew.
+                    return Err(e);
+                }
+                tracing::info!(
+                    code = e.code(),
+                    "a cached prepared statement went stale: preparing it again"
+                );
+                if self.in_transaction {
+                    // The transaction the driver began for this statement
+                    // holds nothing else: roll it back and begin afresh.
+                    if let Err(r) = self.simple("ROLLBACK") {
+                        self.discard("ROLLBACK after a stale cached statement failed");
+                        return Err(r.with_connection_lost(true));
+                    }
+                    self.in_transaction = false;
+                    self.check_no_cancel_in_flight(sql)?;
+                }
                 run(self)
             }
             other => other,
@@ -624,6 +666,14 @@ impl DriverConnection for PgConnection {
     fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
         Some(Arc::clone(&self.canceller) as Arc<dyn StatementCanceller>)
     }
+}
+
+/// True for the errors of a cached prepared statement the server can no
+/// longer run as prepared: 0A000 ("cached plan must not change result
+/// type", after a table it reads changed) and 26000 ("prepared statement
+/// does not exist"). psycopg2 prepares nothing, so it never meets them.
+fn is_stale_statement(e: &DbError) -> bool {
+    matches!(e.code(), Some("0A000" | "26000"))
 }
 
 /// The PEP 249 kind for a SQLSTATE, as psycopg2 maps them.
