@@ -778,27 +778,51 @@ mod postgres {
         assert_eq!(pg_count(&c, &t), 0);
     }
 
-    /// A `COMMIT` issued as SQL inside a transaction the driver began: the
-    /// driver still believes its transaction is open, so it issues no
-    /// `BEGIN` before the next statement, which the server then runs in
-    /// autocommit; the rollback of the failed job cannot undo it. The
-    /// SQLite driver begins a new transaction there (`is_autocommit`), so
-    /// the same interaction rolls its later writes back on SQLite and
-    /// commits them on PostgreSQL. psycopg2 has the same hole.
+    /// A `COMMIT` (or `ROLLBACK`, `END`, `ABORT`) issued as SQL inside a
+    /// transaction the driver began: the driver kept believing its
+    /// transaction was open, issued no `BEGIN` before the next statement,
+    /// and the server ran it in autocommit, out of reach of the job's
+    /// rollback (psycopg2 has the same hole). Now the driver begins a new
+    /// transaction there, as the SQLite driver does (`is_autocommit`), so
+    /// the same sequence rolls the later write back on both.
     #[test]
     #[cfg_attr(
         not(pg_available),
         ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
     )]
-    fn pg_write_after_sql_commit_escapes_the_rollback() {
+    fn pg_write_after_sql_commit_is_rolled_back() {
         let _server = sharing_server();
         let c = pg();
         let t = table(&c, "attack_commit", "k int8");
+        let mut expected = 0;
+        for end in [
+            "COMMIT",
+            "end",
+            "/* done */ ROLLBACK WORK",
+            "ABORT",
+            "SELECT 1; COMMIT",
+        ] {
+            exec(&c, &format!("INSERT INTO {t} VALUES (1)"), ()).unwrap();
+            exec(&c, end, ()).unwrap();
+            if !end.contains("ROLLBACK") && end != "ABORT" {
+                expected += 1;
+            }
+            exec(&c, &format!("INSERT INTO {t} VALUES (2)"), ()).unwrap();
+            c.rollback().unwrap();
+            assert_eq!(
+                pg_count(&c, &t),
+                expected,
+                "{end}: the write after it survived rollback()"
+            );
+        }
+        // ROLLBACK TO SAVEPOINT keeps the transaction: the job's rollback
+        // still undoes everything.
         exec(&c, &format!("INSERT INTO {t} VALUES (1)"), ()).unwrap();
-        exec(&c, "COMMIT", ()).unwrap();
+        exec(&c, "SAVEPOINT s", ()).unwrap();
+        exec(&c, "ROLLBACK TO SAVEPOINT s", ()).unwrap();
         exec(&c, &format!("INSERT INTO {t} VALUES (2)"), ()).unwrap();
         c.rollback().unwrap();
-        let n = pg_count(&c, &t);
+        assert_eq!(pg_count(&c, &t), expected);
         // Same sequence on SQLite: row 2 is rolled back.
         let s = sqlite(":memory:", &[]);
         exec(&s, "CREATE TABLE t (k INTEGER)", ()).unwrap();
@@ -807,7 +831,6 @@ mod postgres {
         exec(&s, "INSERT INTO t VALUES (2)", ()).unwrap();
         s.rollback().unwrap();
         assert_eq!(count(&s, "SELECT count(*) FROM t"), 1);
-        assert_eq!(n, 1, "the write after COMMIT survived rollback()");
     }
 
     /// README 18 for PostgreSQL: the server's message (and its DETAIL)

@@ -87,6 +87,18 @@
 //! interrupt the job it was sent for. (The pool sends at most one request per
 //! job, and only before the job's own work is over.)
 //!
+//! # COMMIT and ROLLBACK as SQL
+//! A `COMMIT`, `ROLLBACK`, `END`, `ABORT` or `PREPARE TRANSACTION` run as a
+//! statement (alone or among several in one query; `ROLLBACK TO SAVEPOINT`
+//! and `... AND CHAIN` excepted) ends the transaction the driver began, and
+//! the driver notices: the next statement begins a new transaction, which
+//! the job's `rollback` undoes, as the `sqlite3` driver behaves. (psycopg2
+//! keeps believing its transaction is open, so there the next statements
+//! run in autocommit.) The `postgres` crate does not expose the server's
+//! transaction status, so the statements' leading keywords are read
+//! (outside literals and comments); a `BEGIN` the driver sends into a
+//! transaction it missed is only a server warning.
+//!
 //! # Failed COMMIT and ROLLBACK
 //! The driver's idea of "in a transaction" is cleared only when `COMMIT` or
 //! `ROLLBACK` succeeded. A failed `COMMIT` is followed by a `ROLLBACK` (the
@@ -110,6 +122,7 @@
 //! and a closed connection are marked as a lost connection.
 
 pub(crate) mod paramstyle;
+mod txn_control;
 pub mod types;
 
 use std::collections::HashMap;
@@ -298,7 +311,8 @@ const STATEMENT_CACHE: usize = 256;
 struct PgConnection {
     /// `None` once closed or discarded.
     client: Option<Client>,
-    /// Cleared only when `COMMIT` or `ROLLBACK` succeeded.
+    /// Cleared only when `COMMIT` or `ROLLBACK` succeeded (the driver's, or
+    /// one issued as SQL).
     in_transaction: bool,
     autocommit: bool,
     statements: HashMap<String, Statement>,
@@ -551,11 +565,19 @@ impl DriverConnection for PgConnection {
         }
         let cached = statements == 1 && self.statements.contains_key(t.sql.as_ref());
         let run = |c: &mut Self| {
-            if statements > 1 {
+            let r = if statements > 1 {
                 c.run_many(sql)
             } else {
                 c.run(sql, &t)
+            };
+            // A COMMIT, ROLLBACK, END or ABORT issued as SQL ended the
+            // transaction the driver began: the next statement must begin
+            // a new one, or it would run in autocommit and escape the
+            // job's rollback.
+            if r.is_ok() && c.in_transaction && txn_control::ends_transaction(sql) {
+                c.in_transaction = false;
             }
+            r
         };
         match run(self) {
             // First statement outside a driver-begun transaction (autocommit)
