@@ -1,8 +1,9 @@
 //! Adversarial review of the `sqlite3` and `psycopg2` drivers: each test
 //! states a promise of the drivers' module docs or README (items 15-18, "From
-//! SQLite to PostgreSQL") and attacks it. Tests named after a defect fail on
-//! the code they were written against; the others are attacks that held and
-//! stay as regression tests.
+//! SQLite to PostgreSQL") and attacks it. The defects the review found are
+//! fixed, and their tests are named after what they now prove (each doc says
+//! what failed before); the others are attacks that held and stay as
+//! regression tests.
 //!
 //! The PostgreSQL tests need `ADBAPI_PG_URL` (see `scripts/pg-test-server`);
 //! without it they are reported as ignored with a `SKIPPED` reason.
