@@ -151,7 +151,7 @@ fn effect(head: &[String]) -> Option<bool> {
 /// `COMMIT` in one simple query run in an implicit transaction that ends
 /// with the query, so they leave none open either.
 pub(super) fn ends_transaction(sql: &str) -> bool {
-    statement_heads(sql).iter().filter_map(|h| effect(h)).last() == Some(false)
+    statement_heads(sql).iter().rev().find_map(|h| effect(h)) == Some(false)
 }
 
 #[cfg(test)]
