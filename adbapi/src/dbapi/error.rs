@@ -121,19 +121,34 @@ impl fmt::Display for ErrorDetails {
 /// How many characters of a statement an error quotes; the rest is counted,
 /// not kept: `SELECT ... (12345 more characters)`. CPython's exceptions carry
 /// no SQL at all; SQLAlchemy's `[SQL: ...]` is the model, with its length
-/// limit.
+/// limit. The same limit applies to each part of a driver's or server's
+/// message (see [`shorten`]).
 pub(crate) const SQL_QUOTE_CHARS: usize = 300;
+
+/// `text` cut to its first [`SQL_QUOTE_CHARS`] characters (on a character
+/// boundary), followed by `... (N more characters)` if there are more;
+/// borrowed when nothing is cut.
+///
+/// `with_sql` quotes statements through it, and the drivers pass every part
+/// of a driver's or server's message through it too: SQLite's
+/// `unrecognized token: "..."` and PostgreSQL's `unterminated quoted string
+/// at or near "..."` (and its DETAIL) quote the offending token whole, so a
+/// 100 kB literal would otherwise come back whole in `message()`, `Display`
+/// and every log line.
+pub(crate) fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(SQL_QUOTE_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => {
+            let more = text[cut..].chars().count();
+            std::borrow::Cow::Owned(format!("{}... ({more} more characters)", &text[..cut]))
+        }
+    }
+}
 
 /// The first [`SQL_QUOTE_CHARS`] characters of `sql`, followed by
 /// `... (N more characters)` if there are more.
 fn quote_sql(sql: &str) -> String {
-    match sql.char_indices().nth(SQL_QUOTE_CHARS) {
-        None => sql.to_owned(),
-        Some((cut, _)) => {
-            let more = sql[cut..].chars().count();
-            format!("{}... ({more} more characters)", &sql[..cut])
-        }
-    }
+    shorten(sql).into_owned()
 }
 
 macro_rules! leaf_error {
@@ -415,6 +430,18 @@ impl DbError {
         self
     }
 
+    /// `text` as an error may quote it: its first 300 characters (cut on a
+    /// character boundary), then `... (N more characters)` if it is longer;
+    /// borrowed when nothing is cut. The helper behind
+    /// [`with_sql`](Self::with_sql), for drivers to shorten the parts of a
+    /// driver's or server's message that quote user input (SQLite's
+    /// `unrecognized token: "..."`, PostgreSQL's `at or near "..."`).
+    /// SQLAlchemy's `[SQL: ...]` quoting is the model; CPython's and
+    /// psycopg2's exceptions keep the text whole.
+    pub fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
+        shorten(text)
+    }
+
     /// Records the driver's error code.
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.details_mut().code = Some(code.into());
@@ -507,5 +534,17 @@ mod tests {
             },
         );
         assert!(raw.to_string().len() < 400);
+    }
+
+    #[test]
+    fn shorten_cuts_on_a_char_boundary_and_counts_the_rest() {
+        assert!(matches!(
+            shorten("short"),
+            std::borrow::Cow::Borrowed("short")
+        ));
+        let exact = "é".repeat(SQL_QUOTE_CHARS);
+        assert_eq!(shorten(&exact), exact.as_str());
+        let long = format!("{exact}☃☃");
+        assert_eq!(shorten(&long), format!("{exact}... (2 more characters)"));
     }
 }

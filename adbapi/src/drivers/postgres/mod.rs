@@ -32,6 +32,19 @@
 //! [`DbConnection::set_autocommit`](crate::dbapi::DbConnection::set_autocommit)
 //! (psycopg2's `autocommit = True`) no transaction is begun.
 //!
+//! # Prepared statements
+//! Single statements are prepared once per connection and kept by their
+//! text (at most 256; psycopg2 prepares nothing). When another session
+//! changes a table so that a kept statement's result columns change, the
+//! server refuses to run it (0A000 "cached plan must not change result
+//! type"); 26000 "prepared statement does not exist" means it is gone
+//! (`DEALLOCATE`, `DISCARD ALL`). Either way the driver drops it and, if it
+//! was the first statement of its transaction (or ran in autocommit mode),
+//! rolls back the transaction it began for it, prepares it again and runs
+//! it once more. Later in a transaction the earlier statements are lost
+//! with the aborted transaction, so that job fails with the error; the next
+//! run prepares the statement anew.
+//!
 //! # Several statements in one query
 //! As psycopg2, which sends every query as one simple `Query` message: SQL
 //! holding several statements (separated by `;` outside literals, comments
@@ -74,6 +87,18 @@
 //! interrupt the job it was sent for. (The pool sends at most one request per
 //! job, and only before the job's own work is over.)
 //!
+//! # COMMIT and ROLLBACK as SQL
+//! A `COMMIT`, `ROLLBACK`, `END`, `ABORT` or `PREPARE TRANSACTION` run as a
+//! statement (alone or among several in one query; `ROLLBACK TO SAVEPOINT`
+//! and `... AND CHAIN` excepted) ends the transaction the driver began, and
+//! the driver notices: the next statement begins a new transaction, which
+//! the job's `rollback` undoes, as the `sqlite3` driver behaves. (psycopg2
+//! keeps believing its transaction is open, so there the next statements
+//! run in autocommit.) The `postgres` crate does not expose the server's
+//! transaction status, so the statements' leading keywords are read
+//! (outside literals and comments); a `BEGIN` the driver sends into a
+//! transaction it missed is only a server warning.
+//!
 //! # Failed COMMIT and ROLLBACK
 //! The driver's idea of "in a transaction" is cleared only when `COMMIT` or
 //! `ROLLBACK` succeeded. A failed `COMMIT` is followed by a `ROLLBACK` (the
@@ -97,6 +122,7 @@
 //! and a closed connection are marked as a lost connection.
 
 mod connect;
+mod txn_control;
 pub mod types;
 
 use std::collections::HashMap;
@@ -166,7 +192,8 @@ const STATEMENT_CACHE: usize = 256;
 struct PgConnection {
     /// `None` once closed or discarded.
     client: Option<Client>,
-    /// Cleared only when `COMMIT` or `ROLLBACK` succeeded.
+    /// Cleared only when `COMMIT` or `ROLLBACK` succeeded (the driver's, or
+    /// one issued as SQL).
     in_transaction: bool,
     autocommit: bool,
     statements: HashMap<String, Statement>,
@@ -417,12 +444,21 @@ impl DriverConnection for PgConnection {
         if fresh {
             self.check_no_cancel_in_flight(sql)?;
         }
+        let cached = statements == 1 && self.statements.contains_key(t.sql.as_ref());
         let run = |c: &mut Self| {
-            if statements > 1 {
+            let r = if statements > 1 {
                 c.run_many(sql)
             } else {
                 c.run(sql, &t)
+            };
+            // A COMMIT, ROLLBACK, END or ABORT issued as SQL ended the
+            // transaction the driver began: the next statement must begin
+            // a new one, or it would run in autocommit and escape the
+            // job's rollback.
+            if r.is_ok() && c.in_transaction && txn_control::ends_transaction(sql) {
+                c.in_transaction = false;
             }
+            r
         };
         match run(self) {
             // First statement outside a driver-begun transaction (autocommit)
@@ -432,6 +468,34 @@ impl DriverConnection for PgConnection {
             Err(e) if fresh && self.autocommit && e.code() == Some("25P02") => {
                 tracing::warn!("a statement met an aborted transaction (25P02): rolling it back");
                 self.simple("ROLLBACK")?;
+                run(self)
+            }
+            Err(e) if cached && is_stale_statement(&e) => {
+                // The cached statement no longer fits the schema (another
+                // session altered a table it reads: 0A000 "cached plan
+                // must not change result type") or is gone from the server
+                // (26000, after DEALLOCATE or DISCARD): without this every
+                // later run of the same text would fail the same way.
+                self.statements.remove(t.sql.as_ref());
+                if !fresh {
+                    // Earlier statements of the transaction are aborted
+                    // with it: this job fails, the next one prepares anew.
+                    return Err(e);
+                }
+                tracing::info!(
+                    code = e.code(),
+                    "a cached prepared statement went stale: preparing it again"
+                );
+                if self.in_transaction {
+                    // The transaction the driver began for this statement
+                    // holds nothing else: roll it back and begin afresh.
+                    if let Err(r) = self.simple("ROLLBACK") {
+                        self.discard("ROLLBACK after a stale cached statement failed");
+                        return Err(r.with_connection_lost(true));
+                    }
+                    self.in_transaction = false;
+                    self.check_no_cancel_in_flight(sql)?;
+                }
                 run(self)
             }
             other => other,
@@ -507,6 +571,14 @@ impl DriverConnection for PgConnection {
     }
 }
 
+/// True for the errors of a cached prepared statement the server can no
+/// longer run as prepared: 0A000 ("cached plan must not change result
+/// type", after a table it reads changed) and 26000 ("prepared statement
+/// does not exist"). psycopg2 prepares nothing, so it never meets them.
+fn is_stale_statement(e: &DbError) -> bool {
+    matches!(e.code(), Some("0A000" | "26000"))
+}
+
 /// The PEP 249 kind for a SQLSTATE, as psycopg2 maps them.
 pub fn kind_for_sqlstate(code: &str) -> ErrorKind {
     match code.get(..2).unwrap_or("") {
@@ -529,12 +601,21 @@ pub fn sqlstate_is_disconnect(code: &str) -> bool {
 
 /// Maps a `postgres` error onto a PEP 249 kind.
 pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
+    let mut cut = false;
     let mut d = if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        let mut msg = db.message().to_owned();
+        // The server quotes the offending token whole ("unterminated quoted
+        // string at or near ..."), in the message and again in the DETAIL:
+        // each part is shortened as the SQL is.
+        let mut shorten = |text: &str| {
+            let short = DbError::shorten(text);
+            cut |= matches!(short, std::borrow::Cow::Owned(_));
+            short.into_owned()
+        };
+        let mut msg = shorten(db.message());
         if let Some(detail) = db.detail() {
             msg.push_str(" (");
-            msg.push_str(detail);
+            msg.push_str(&shorten(detail));
             msg.push(')');
         }
         DbError::new(kind_for_sqlstate(code), msg)
@@ -561,6 +642,13 @@ pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
     if let Some(s) = sql {
         d = d.with_sql(s);
     }
+    if cut {
+        // The crate's error displays the server's text whole through its
+        // source (a traceback prints the chain), and cannot be rebuilt
+        // shorter: the shortened message stands in for it.
+        let short = ShortenedServerError(d.message().to_owned());
+        return d.with_source(short);
+    }
     d.with_source(e)
 }
 
@@ -575,3 +663,17 @@ pub(crate) fn modules() -> Vec<(&'static str, Arc<dyn DbApiModule>)> {
         })
         .collect()
 }
+
+/// Stands in for a `postgres::Error` whose server message or detail was too
+/// long to quote whole: it holds the shortened text only. No psycopg2
+/// counterpart (psycopg2 keeps the server's text whole).
+#[derive(Debug)]
+struct ShortenedServerError(String);
+
+impl fmt::Display for ShortenedServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "db error (shortened): {}", self.0)
+    }
+}
+
+impl std::error::Error for ShortenedServerError {}

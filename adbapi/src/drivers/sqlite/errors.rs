@@ -1,6 +1,8 @@
 //! SQLite result codes as PEP 249 exceptions, as CPython's `sqlite3` maps
 //! them, and the checks CPython makes before SQLite sees a statement.
 
+use std::borrow::Cow;
+
 use rusqlite::ffi::ErrorCode;
 
 use crate::dbapi::{DbError, ErrorKind};
@@ -40,14 +42,37 @@ pub(super) fn is_busy(e: &DbError) -> bool {
         .is_some_and(|c| c & 0xff == BUSY && c != BUSY_SNAPSHOT)
 }
 
+/// True for `SQLITE_LOCKED_SHAREDCACHE`: in shared-cache mode a table lock
+/// held by another connection of the process (a writer's open transaction
+/// holds the write lock of each table it wrote). SQLite fails at once there,
+/// without calling the busy handler.
+pub(super) fn is_shared_cache_locked(e: &DbError) -> bool {
+    const LOCKED_SHAREDCACHE: i32 = 6 | (1 << 8);
+    e.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c == LOCKED_SHAREDCACHE)
+}
+
 /// Maps a rusqlite error onto a PEP 249 kind, as CPython's `sqlite3` maps
 /// SQLite result codes (`_pysqlite_seterror`).
 pub(super) fn map_error(e: rusqlite::Error, sql: Option<&str>) -> DbError {
     use rusqlite::Error as E;
     // rusqlite copies the whole statement into a prepare error (and its
     // Display); the error quotes the SQL once, shortened, via `with_sql`.
+    // SQLite's own message quotes the offending token whole ("unrecognized
+    // token: ...", "no such table: ..."), so it is shortened as the SQL is,
+    // in the kept source too (a traceback prints the source chain).
     let e = match e {
-        E::SqlInputError { error, msg, .. } => E::SqliteFailure(error, Some(msg)),
+        E::SqlInputError { error, msg, .. } => {
+            E::SqliteFailure(error, Some(DbError::shorten(&msg).into_owned()))
+        }
+        E::SqliteFailure(error, Some(msg)) => {
+            let msg = match DbError::shorten(&msg) {
+                Cow::Borrowed(_) => msg,
+                Cow::Owned(short) => short,
+            };
+            E::SqliteFailure(error, Some(msg))
+        }
         other => other,
     };
     let (kind, code) = match &e {
@@ -89,7 +114,7 @@ pub(super) fn map_error(e: rusqlite::Error, sql: Option<&str>) -> DbError {
     };
     let message = match &e {
         E::SqliteFailure(_, Some(msg)) => msg.clone(),
-        other => other.to_string(),
+        other => DbError::shorten(&other.to_string()).into_owned(),
     };
     let mut d = DbError::new(kind, message);
     if let Some(c) = code {

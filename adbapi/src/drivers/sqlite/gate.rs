@@ -28,9 +28,19 @@
 //!   `OperationalError: database is locked`, the error SQLite itself would
 //!   give after the busy timeout.
 //!
+//! - a shared-cache in-memory database has a gate keyed on its URI's name
+//!   (every connection naming it opens it), and a statement outside a
+//!   transaction that meets another connection's shared-cache table lock
+//!   (`SQLITE_LOCKED_SHAREDCACHE`, which SQLite reports at once, without the
+//!   busy handler) is run once more in the process's turn, like a busy one.
+//!
 //! What is not: the gate covers the main database file only (not `ATTACH`ed
-//! ones), and there is none for `:memory:` and temporary databases, which no
-//! other connection can open. A transaction begun explicitly with `BEGIN`
+//! ones), and there is none for `:memory:`, private `mode=memory` and
+//! temporary databases, which no other connection can open (nor for
+//! `vfs=memdb` databases). In shared-cache mode a write that meets a
+//! reader's table lock, or a statement inside a transaction that meets any
+//! other connection's, fails at once: SQLite offers no wait there but
+//! `sqlite3_unlock_notify`, which this build does not enable. A transaction begun explicitly with `BEGIN`
 //! (deferred) that reads before it writes already holds a read lock while it
 //! waits for the gate; if the gate holder then needs an exclusive lock
 //! (committing in rollback-journal mode), it waits for that reader in
@@ -146,10 +156,11 @@ impl Gate {
     }
 
     /// Waits for the gate in arrival order and takes it for connection
-    /// `conn`; gives up if `cancel` moves on.
-    fn acquire(&self, conn: u64, cancel: &Cancel) -> Result<(), Refusal> {
+    /// `conn`; gives up if `cancel` has moved on from generation `asked`
+    /// (read when the statement started, so a cancel that lands between
+    /// the start and the wait is not lost).
+    fn acquire(&self, conn: u64, cancel: &Cancel, asked: u64) -> Result<(), Refusal> {
         let me = thread::current().id();
-        let asked = cancel.generation();
         let mut st = lock(&self.state);
         if let Some(h) = st.holder {
             if h.thread == me && h.conn != conn {
@@ -254,15 +265,24 @@ impl Writer {
         (Arc::clone(&self.cancel), self.gate.clone())
     }
 
-    /// Takes the gate unless held already (or there is none).
-    pub(super) fn acquire(&mut self) -> Result<(), DbError> {
+    /// The cancel generation now: taken when a statement starts and given
+    /// to [`acquire`](Self::acquire), so that a cancel of that statement
+    /// landing before its wait for the gate still stops the wait.
+    pub(super) fn generation(&self) -> u64 {
+        self.cancel.generation()
+    }
+
+    /// Takes the gate unless held already (or there is none); gives up if
+    /// the statement was cancelled since generation `asked` (see
+    /// [`generation`](Self::generation)).
+    pub(super) fn acquire(&mut self, asked: u64) -> Result<(), DbError> {
         let Some(gate) = &self.gate else {
             return Ok(());
         };
         if self.held {
             return Ok(());
         }
-        match gate.acquire(self.id, &self.cancel) {
+        match gate.acquire(self.id, &self.cancel, asked) {
             Ok(()) => {
                 self.held = true;
                 Ok(())
@@ -322,6 +342,14 @@ pub(super) fn cancel_wait(cancel: &Cancel, gate: Option<&Gate>) {
 mod tests {
     use super::*;
 
+    impl Writer {
+        /// Takes the gate for a statement starting now.
+        fn acquire_now(&mut self) -> Result<(), DbError> {
+            let asked = self.generation();
+            self.acquire(asked)
+        }
+    }
+
     fn test_gate(name: &str) -> Arc<Gate> {
         Gate::for_file(
             &std::env::temp_dir().join(format!("gate-unit-{}-{name}", std::process::id())),
@@ -350,14 +378,14 @@ mod tests {
     fn waiters_are_served_first_come_first_served() {
         let gate = test_gate("fifo");
         let mut first = Writer::new(Some(Arc::clone(&gate)));
-        first.acquire().unwrap();
+        first.acquire_now().unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
         for i in 0..6 {
             let (g, o) = (Arc::clone(&gate), Arc::clone(&order));
             threads.push(thread::spawn(move || {
                 let mut w = Writer::new(Some(g));
-                w.acquire().unwrap();
+                w.acquire_now().unwrap();
                 lock(&o).push(i);
                 w.release();
             }));
@@ -377,7 +405,7 @@ mod tests {
         let gate = test_gate("paths");
         let take = || {
             let mut w = Writer::new(Some(Arc::clone(&gate)));
-            w.acquire().unwrap();
+            w.acquire_now().unwrap();
             assert!(w.held());
             w
         };
@@ -388,7 +416,7 @@ mod tests {
         let g = Arc::clone(&gate);
         let panicked = thread::spawn(move || {
             let mut w = Writer::new(Some(g));
-            w.acquire().unwrap();
+            w.acquire_now().unwrap();
             panic!("user code panics while its transaction is open");
         })
         .join();
@@ -399,7 +427,7 @@ mod tests {
                 static KEPT: std::cell::RefCell<Option<Writer>> = const { std::cell::RefCell::new(None) };
             }
             let mut w = Writer::new(Some(g));
-            w.acquire().unwrap();
+            w.acquire_now().unwrap();
             KEPT.with(|k| *k.borrow_mut() = Some(w));
         })
         .join()
@@ -416,16 +444,16 @@ mod tests {
     fn same_thread_is_refused_not_deadlocked() {
         let gate = test_gate("same-thread");
         let mut a = Writer::new(Some(Arc::clone(&gate)));
-        a.acquire().unwrap();
-        a.acquire().unwrap(); // held already: no-op
+        a.acquire_now().unwrap();
+        a.acquire_now().unwrap(); // held already: no-op
         let mut b = Writer::new(Some(Arc::clone(&gate)));
-        let e = b.acquire().expect_err("would deadlock");
+        let e = b.acquire_now().expect_err("would deadlock");
         assert_eq!(e.kind(), ErrorKind::OperationalError);
         assert!(e.message().starts_with("database is locked"), "{e}");
         assert_eq!(e.code(), Some("5"));
         assert_eq!(gate.waiting(), 0);
         a.release();
-        b.acquire().unwrap();
+        b.acquire_now().unwrap();
         b.release();
     }
 
@@ -434,15 +462,15 @@ mod tests {
     fn cancelled_waiter_leaves_the_queue() {
         let gate = test_gate("cancel");
         let mut holder = Writer::new(Some(Arc::clone(&gate)));
-        holder.acquire().unwrap();
+        holder.acquire_now().unwrap();
         let mut cancelled = Writer::new(Some(Arc::clone(&gate)));
         let (cancel, g) = cancelled.canceller();
-        let t1 = thread::spawn(move || cancelled.acquire());
+        let t1 = thread::spawn(move || cancelled.acquire_now());
         wait_until("the first waiter queued", || gate.waiting() == 1);
         let g2 = Arc::clone(&gate);
         let t2 = thread::spawn(move || {
             let mut w = Writer::new(Some(g2));
-            w.acquire().map(|()| w.held())
+            w.acquire_now().map(|()| w.held())
         });
         wait_until("the second waiter queued", || gate.waiting() == 2);
         cancel_wait(&cancel, g.as_deref());
@@ -454,12 +482,40 @@ mod tests {
         assert_eq!(gate.waiting(), 0);
     }
 
+    /// A cancel that lands after the statement started but before it waits
+    /// for the gate (between preparing and waiting) still stops the wait.
+    #[test]
+    fn cancel_before_the_wait_is_not_lost() {
+        let gate = test_gate("early-cancel");
+        let mut holder = Writer::new(Some(Arc::clone(&gate)));
+        holder.acquire_now().unwrap();
+        let mut w = Writer::new(Some(Arc::clone(&gate)));
+        let (cancel, g) = w.canceller();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = thread::spawn(move || {
+            let asked = w.generation(); // the statement starts
+            cancel_wait(&cancel, g.as_deref()); // the cancel lands
+            tx.send(w.acquire(asked)).unwrap();
+        });
+        // Fixed: refused at once. Unfixed, the wait would last until the
+        // holder ends its turn: the generous bound only keeps that failure
+        // from hanging the suite.
+        let r = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the cancelled statement is still waiting for the gate");
+        holder.release();
+        t.join().unwrap();
+        let e = r.unwrap().expect_err("cancelled");
+        assert_eq!(e.code(), Some("9"), "{e}");
+        assert_eq!(gate.waiting(), 0);
+    }
+
     #[test]
     fn no_gate_no_wait() {
         let mut a = Writer::new(None);
         let mut b = Writer::new(None);
-        a.acquire().unwrap();
-        b.acquire().unwrap();
+        a.acquire_now().unwrap();
+        b.acquire_now().unwrap();
         assert!(!a.held() && !b.held());
     }
 }

@@ -49,11 +49,33 @@
 //! write, first come first served (the `gate` module): a connection waits for its
 //! turn before the first write of a transaction, and gives it back as soon as
 //! the transaction ends. So writers of one pool never fail each other with
-//! "database is locked"; the `timeout` only applies to other processes. A
+//! "database is locked": among writers, the `timeout` only applies to other
+//! processes. Readers do not take the gate, so in rollback-journal mode a
+//! writer's `COMMIT` (which needs the exclusive lock) still waits, up to
+//! the `timeout`, for readers of this process to drop their shared locks:
+//! each lasts one read statement outside a transaction, so with the default
+//! timeout no `COMMIT` fails, but with `timeout=0` it can. In WAL mode
+//! (`PRAGMA journal_mode=WAL`) readers never block a writer. A
 //! second connection to the same file on a thread whose first connection
 //! has an open write transaction (opened inside an interaction, say) cannot
 //! wait for it: its write fails at once with `OperationalError: database is
 //! locked`, which SQLite would have said after the timeout.
+//!
+//! A shared-cache in-memory database (`file:NAME?mode=memory&cache=shared`
+//! or `file::memory:?cache=shared`, with `uri=True`) is opened by every
+//! connection of the process that names it, so its writers take turns on a
+//! gate keyed on that name; a `cache=shared` URI of a file shares the file's
+//! gate. Shared cache locks tables, not the file, and SQLite reports a
+//! table lock held by another connection as `database table is locked`
+//! (`SQLITE_LOCKED_SHAREDCACHE`, code 262) at once, without the busy
+//! handler. So there: writers never fail each other; a statement outside a
+//! transaction (a plain read, or a write in autocommit mode) that meets a
+//! writer's table lock waits for that writer's turn to end and runs again;
+//! but a write that meets a reader's table lock (a read running at that
+//! moment, or one inside a transaction, which keeps its read locks until it
+//! ends) fails at once, and so does a statement inside a transaction that
+//! meets another's lock. Prefer a file (WAL) or one connection
+//! (`cp_max=1`) for concurrent readers and writers of one database.
 //!
 //! # Statements
 //! SQL containing a NUL character is a `ProgrammingError` ("the query
@@ -63,6 +85,11 @@
 //! whitespace and comments) does nothing and has no description, as in
 //! CPython. Statements longer than [`CACHED_SQL_MAX`] bytes are prepared
 //! afresh each time instead of being kept in the statement cache.
+//! `executemany` prepares its statement before running any parameter set,
+//! even with none (broken SQL is an error, as in CPython), and refuses a
+//! read-only statement (as CPython) or one that returns rows (`INSERT ...
+//! RETURNING`, which CPython refuses only after its first run wrote a row)
+//! before anything runs.
 //!
 //! # Parameters and values
 //! `paramstyle` is `qmark` (`?`); named placeholders (`:name`, `@name`,
@@ -95,7 +122,7 @@ use std::sync::Arc;
 use rusqlite::OpenFlags;
 
 use self::descriptions::Descriptions;
-use self::errors::{check_sql, closed, is_busy, map_error};
+use self::errors::{check_sql, closed, is_busy, is_shared_cache_locked, map_error};
 use self::gate::{Cancel, Gate, Writer};
 use self::sql::Shape;
 use self::values::{bind, value_of};
@@ -116,11 +143,70 @@ pub const CACHED_SQL_MAX: usize = 16 * 1024;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SqliteModule;
 
-/// The key of the file's writer gate: its canonical path, or `None` for a
-/// database no other connection can open (`:memory:`, a temporary one).
-fn gate_key(conn: &rusqlite::Connection) -> Option<PathBuf> {
+/// The key of the database's writer gate: for a file, its canonical path;
+/// for a shared-cache in-memory database (`file:NAME?mode=memory&cache=shared`
+/// or `file::memory:?cache=shared` with `uri=True`), which every connection
+/// of the process naming it opens, `file:NAME?mode=memory&cache=shared`
+/// (no canonical path looks like that); `None` for a database no other
+/// connection can open (`:memory:`, a private `mode=memory` URI, a
+/// temporary one).
+fn gate_key(conn: &rusqlite::Connection, o: &connect::Options) -> Option<PathBuf> {
+    if o.uri {
+        if let Some(name) = shared_memory_name(&o.database) {
+            return Some(PathBuf::from(format!(
+                "file:{name}?mode=memory&cache=shared"
+            )));
+        }
+    }
     let path = conn.path().filter(|p| !p.is_empty())?;
     Some(std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path)))
+}
+
+/// The name of the in-memory database a `file:` URI opens in shared-cache
+/// mode, decoded as SQLite decodes it (`%HH` escapes; an authority, if
+/// any, dropped), or `None` if the URI opens a file or a private in-memory
+/// database. As SQLite (`sqlite3ParseUri`): `mode=memory` or the name
+/// `:memory:` makes it in-memory, and `cache=shared` shares it among the
+/// connections of the process that name it.
+fn shared_memory_name(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("file:")?;
+    let rest = rest.split('#').next().unwrap_or("");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = match path.strip_prefix("//") {
+        Some(authority_and_path) => &authority_and_path[authority_and_path.find('/')?..],
+        None => path,
+    };
+    let (mut memory, mut shared) = (false, false);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("mode", v)) => memory = v == "memory",
+            Some(("cache", v)) => shared = v == "shared",
+            _ => {}
+        }
+    }
+    let name = percent_decode(path);
+    (shared && (memory || name == ":memory:")).then_some(name)
+}
+
+/// `%HH` escapes decoded; anything else (an invalid escape, bytes that are
+/// not UTF-8 once decoded) kept as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
 }
 
 impl DbApiModule for SqliteModule {
@@ -147,7 +233,7 @@ impl DbApiModule for SqliteModule {
         conn.busy_timeout(o.timeout)
             .map_err(|e| map_error(e, None))?;
         conn.set_prepared_statement_cache_capacity(o.cached_statements);
-        let writer = Writer::new(gate_key(&conn).map(|p| Gate::for_file(&p)));
+        let writer = Writer::new(gate_key(&conn, &o).map(|p| Gate::for_file(&p)));
         let (cancel, gate) = writer.canceller();
         let interrupt = Arc::new(SqliteInterrupt {
             handle: conn.get_interrupt_handle(),
@@ -264,8 +350,9 @@ fn begin(conn: &rusqlite::Connection, level: &str) -> DbResult<()> {
 }
 
 /// Runs one statement: takes the writer gate and begins a transaction first
-/// if it writes. The caller gives the gate back if the connection ends up
-/// outside a transaction.
+/// if it writes. `asked` is the cancel generation when the statement
+/// started. The caller gives the gate back if the connection ends up outside
+/// a transaction.
 fn run(
     conn: &rusqlite::Connection,
     isolation: Option<&str>,
@@ -273,6 +360,7 @@ fn run(
     descriptions: &mut Descriptions,
     sql: &str,
     params: &Params,
+    asked: u64,
 ) -> DbResult<ExecResult> {
     let Some(mut stmt) = prepare(conn, sql)? else {
         return Ok(ExecResult {
@@ -288,7 +376,7 @@ fn run(
     let shape = Shape::of(sql);
     let writes = !stmt.readonly();
     if writes || shape.locks_for_writing {
-        writer.acquire().map_err(|e| e.with_sql(sql))?;
+        writer.acquire(asked).map_err(|e| e.with_sql(sql))?;
     }
     if writes && shape.implicit_begin && conn.is_autocommit() {
         if let Some(level) = isolation {
@@ -341,6 +429,33 @@ fn run(
     })
 }
 
+/// Prepares `sql` for `executemany` and refuses what it cannot run: a
+/// read-only statement, as CPython refuses it (`sqlite3_stmt_readonly`,
+/// same message), and one that returns rows (`INSERT ... RETURNING`), which
+/// CPython refuses only when its first run returns a row, after writing it;
+/// here nothing has run yet. Empty SQL passes (it does nothing).
+fn check_many(conn: &rusqlite::Connection, sql: &str) -> DbResult<()> {
+    let Some(stmt) = prepare(conn, sql)? else {
+        return Ok(());
+    };
+    if stmt.readonly() {
+        return Err(DbError::new(
+            ErrorKind::ProgrammingError,
+            "executemany() can only execute DML statements.",
+        )
+        .with_sql(sql));
+    }
+    if stmt.column_count() > 0 {
+        return Err(DbError::new(
+            ErrorKind::ProgrammingError,
+            "executemany() can only execute DML statements. This one returns rows (RETURNING): \
+             run it with execute() once per parameter set",
+        )
+        .with_sql(sql));
+    }
+    Ok(())
+}
+
 impl SqliteConnection {
     /// Gives the writer gate back if the connection is outside a
     /// transaction (committed, rolled back, ended by an error, autocommit).
@@ -370,6 +485,9 @@ impl SqliteConnection {
 impl DriverConnection for SqliteConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
         check_sql(sql)?;
+        // Taken before anything else: a cancel landing while the statement
+        // is prepared or bound must still stop its wait for the gate.
+        let asked = self.writer.generation();
         let conn = self.conn.as_ref().ok_or_else(closed)?;
         let mut r = run(
             conn,
@@ -378,6 +496,7 @@ impl DriverConnection for SqliteConnection {
             &mut self.descriptions,
             sql,
             params,
+            asked,
         );
         // A statement that found the file busy before it wrote anything
         // (preparing it read the schema, or a read needed its shared lock
@@ -385,15 +504,19 @@ impl DriverConnection for SqliteConnection {
         // this process's turn to write: then no connection of this process
         // holds a lock, and the busy timeout waits for other processes only.
         // Only outside a transaction, where this connection holds no lock a
-        // waiting turn could be stuck behind.
-        if r.as_ref().is_err_and(is_busy)
+        // waiting turn could be stuck behind. The same for a statement that
+        // met another connection's table lock in shared-cache mode (a reader
+        // meeting a writer's open transaction): in the turn no writer of
+        // this process has a transaction open.
+        if r.as_ref()
+            .is_err_and(|e| is_busy(e) || is_shared_cache_locked(e))
             && conn.is_autocommit()
             && !self.writer.held()
             && self.writer.has_gate()
         {
             r = self
                 .writer
-                .acquire()
+                .acquire(asked)
                 .map_err(|e| e.with_sql(sql))
                 .and_then(|()| {
                     run(
@@ -403,6 +526,7 @@ impl DriverConnection for SqliteConnection {
                         &mut self.descriptions,
                         sql,
                         params,
+                        asked,
                     )
                 });
         }
@@ -412,17 +536,37 @@ impl DriverConnection for SqliteConnection {
 
     fn executemany(&mut self, sql: &str, seq: &[Params]) -> DbResult<ExecResult> {
         check_sql(sql)?;
+        let asked = self.writer.generation();
+        let conn = self.conn.as_ref().ok_or_else(closed)?;
+        // Prepared before any parameter set runs (and checked even when
+        // there are none), as CPython's `_pysqlite_query_execute` prepares
+        // first: broken SQL is an error, and a statement that would return
+        // rows is refused before anything is written. The runs below take
+        // the same statement from the statement cache.
+        let mut checked = check_many(conn, sql);
+        if checked
+            .as_ref()
+            .is_err_and(|e| is_busy(e) || is_shared_cache_locked(e))
+            && conn.is_autocommit()
+            && !self.writer.held()
+            && self.writer.has_gate()
+        {
+            // As in `execute`: preparing met another connection's lock;
+            // try once more in this process's turn.
+            checked = self
+                .writer
+                .acquire(asked)
+                .map_err(|e| e.with_sql(sql))
+                .and_then(|()| check_many(conn, sql));
+        }
+        if let Err(e) = checked {
+            self.settle();
+            return Err(e);
+        }
         let mut total = 0i64;
         let mut last = None;
         for p in seq {
             let r = self.execute(sql, p)?;
-            if r.description.is_some() {
-                return Err(DbError::new(
-                    ErrorKind::ProgrammingError,
-                    "executemany() can only execute DML statements.",
-                )
-                .with_sql(sql));
-            }
             total += r.rowcount.max(0);
             last = r.lastrowid.or(last);
         }
@@ -510,6 +654,35 @@ mod tests {
         assert_eq!(d.sql_bytes(), 0, "the description cache keeps no huge SQL");
         d.get(short, &raw.prepare(short).unwrap());
         assert_eq!(d.sql_bytes(), short.len());
+    }
+
+    /// Which URIs name a shared-cache in-memory database, and by what name.
+    #[test]
+    fn shared_memory_names() {
+        let name = |u: &str| shared_memory_name(u);
+        assert_eq!(
+            name("file:db?mode=memory&cache=shared").as_deref(),
+            Some("db")
+        );
+        assert_eq!(
+            name("file:d%20b?cache=shared&mode=memory").as_deref(),
+            Some("d b")
+        );
+        assert_eq!(
+            name("file::memory:?cache=shared").as_deref(),
+            Some(":memory:")
+        );
+        assert_eq!(
+            name("file:///mem?mode=memory&cache=shared#x").as_deref(),
+            Some("/mem")
+        );
+        assert_eq!(name("file:db?mode=memory"), None, "private");
+        assert_eq!(name("file::memory:"), None, "private");
+        assert_eq!(name("file:db?mode=memory&cache=private"), None);
+        assert_eq!(name("file:db.sqlite?cache=shared"), None, "a file");
+        assert_eq!(name("db?mode=memory&cache=shared"), None, "not a URI");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 
     fn names(c: &crate::dbapi::Cursor) -> Vec<String> {
