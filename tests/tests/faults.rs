@@ -43,6 +43,13 @@
 //!
 //! [`COMPOUND`] covers two faults in one job and a panicking interaction.
 //!
+//! The sweep, [`SEVERED`] and [`COMPOUND`] also run with the fault module
+//! wrapping the PostgreSQL driver (`ADBAPI_PG_URL`) and the MySQL/MariaDB
+//! driver (`ADBAPI_MYSQL_URL`), with the same expectations: the faults are
+//! injected above the driver, so what differs is only how each real driver
+//! commits, rolls back and closes underneath. Without a server those tests
+//! are reported as ignored (see `tests/build.rs`).
+//!
 //! The last tests cancel a job while it runs into a fault: the cancel must
 //! reach the job's own statement and never a later job's.
 
@@ -513,15 +520,18 @@ async fn scenario(
 enum DbKind {
     Sqlite,
     Postgres,
+    /// MariaDB through `pymysql` (InnoDB tables, `autocommit=0`).
+    Mysql,
 }
 
 /// A case's own database: a file for SQLite; a fresh schema (selected with
-/// psycopg2's `options="-c search_path=..."`) for PostgreSQL, dropped
-/// afterwards.
+/// psycopg2's `options="-c search_path=..."`) for PostgreSQL, a fresh
+/// database (named in the URL) for MariaDB, dropped afterwards.
 struct CaseDb {
     kind: DbKind,
     _dir: Option<TempDir>,
     path: std::path::PathBuf,
+    /// The PostgreSQL schema or the MariaDB database.
     schema: String,
 }
 
@@ -562,7 +572,37 @@ impl CaseDb {
                     schema,
                 }
             }
+            DbKind::Mysql => {
+                let db = format!(
+                    "f_{}",
+                    unique_name("c").replace(['-', '.'], "_").to_lowercase()
+                );
+                let admin = integration_tests::mysql::direct();
+                // The known row is committed before the pool exists; the
+                // table is InnoDB (MariaDB's default engine), so the pool's
+                // rollbacks undo what the job did, as on the other backends.
+                for sql in [
+                    format!("CREATE DATABASE {db}"),
+                    format!(
+                        "CREATE TABLE {db}.t (id INTEGER PRIMARY KEY, v TEXT NOT NULL) ENGINE=InnoDB"
+                    ),
+                    format!("INSERT INTO {db}.t (id, v) VALUES (1, 'known')"),
+                ] {
+                    integration_tests::mysql::exec(&admin, &sql, ());
+                }
+                CaseDb {
+                    kind,
+                    _dir: None,
+                    path: std::path::PathBuf::new(),
+                    schema: db,
+                }
+            }
         }
+    }
+
+    /// MariaDB: the URL of the case's database.
+    fn mysql_url(&self) -> String {
+        integration_tests::mysql::with_database(&integration_tests::mysql::url(), &self.schema)
     }
 
     /// The real module the fault module wraps.
@@ -570,6 +610,7 @@ impl CaseDb {
         let name = match self.kind {
             DbKind::Sqlite => "sqlite3",
             DbKind::Postgres => "psycopg2",
+            DbKind::Mysql => "pymysql",
         };
         dbapi::lookup_module(name).expect("built-in module")
     }
@@ -582,6 +623,7 @@ impl CaseDb {
             DbKind::Postgres => ConnectionPool::builder(module)
                 .arg(integration_tests::pg::url())
                 .kwarg("options", format!("-c search_path={}", self.schema)),
+            DbKind::Mysql => ConnectionPool::builder(module).arg(self.mysql_url()),
         }
     }
 
@@ -598,6 +640,13 @@ impl CaseDb {
                 );
                 rows_text(&rows)
             }
+            DbKind::Mysql => {
+                let conn = integration_tests::mysql::direct_to(&self.mysql_url());
+                let rows =
+                    integration_tests::mysql::exec(&conn, "SELECT id, v FROM t ORDER BY id", ());
+                drop(conn.close());
+                rows_text(&rows)
+            }
         }
     }
 }
@@ -611,6 +660,12 @@ impl Drop for CaseDb {
                 &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
                 (),
             );
+        }
+        if self.kind == DbKind::Mysql {
+            // The pool is closed by now, so no session holds a lock on it.
+            let admin = integration_tests::mysql::direct();
+            let _ = admin.execute(&format!("DROP DATABASE IF EXISTS {}", self.schema), ());
+            drop(admin.close());
         }
     }
 }
@@ -1013,6 +1068,46 @@ fn sweep_two_workers_reconnect_postgres() {
     sweep(2, true, DbKind::Postgres);
 }
 
+/// The same sweep with the fault module wrapping the MySQL/MariaDB driver.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn sweep_one_worker_no_reconnect_mysql() {
+    sweep(1, false, DbKind::Mysql);
+}
+
+/// As above, with `cp_reconnect`.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn sweep_one_worker_reconnect_mysql() {
+    sweep(1, true, DbKind::Mysql);
+}
+
+/// Two workers, without `cp_reconnect`, on MariaDB.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn sweep_two_workers_no_reconnect_mysql() {
+    sweep(2, false, DbKind::Mysql);
+}
+
+/// Two workers, with `cp_reconnect`, on MariaDB.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn sweep_two_workers_reconnect_mysql() {
+    sweep(2, true, DbKind::Mysql);
+}
+
 /// The table covers every combination the sweep asks for, and no row is
 /// dead.
 #[test]
@@ -1099,6 +1194,16 @@ fn severed_connection() {
 fn severed_connection_postgres() {
     let _server = integration_tests::pg::sharing_server();
     severed_connection_on(DbKind::Postgres);
+}
+
+/// The severed-connection table with the MySQL/MariaDB driver underneath.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn severed_connection_mysql() {
+    severed_connection_on(DbKind::Mysql);
 }
 
 fn severed_connection_on(kind: DbKind) {
@@ -1225,6 +1330,16 @@ fn compound_faults() {
 fn compound_faults_postgres() {
     let _server = integration_tests::pg::sharing_server();
     compound_faults_on(DbKind::Postgres);
+}
+
+/// The compound-fault table with the MySQL/MariaDB driver underneath.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn compound_faults_mysql() {
+    compound_faults_on(DbKind::Mysql);
 }
 
 fn compound_faults_on(kind: DbKind) {

@@ -39,7 +39,7 @@ pub(crate) struct Translated<'a> {
 
 /// What a lexed span is, for the callers that treat them differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Span {
+pub(crate) enum Span {
     /// A string literal: the drivers' `%` formatting turns `%%` into `%` here.
     Literal,
     /// A quoted identifier or a dollar-quoted string: left as it is.
@@ -76,7 +76,7 @@ fn quoted_end(b: &[u8], i: usize, quote: u8, escapes: bool) -> usize {
 
 /// If a literal, quoted identifier or comment starts at `i`, its kind and
 /// the index just past it.
-fn span_at(sql: &str, i: usize, d: Dialect) -> Option<(Span, usize)> {
+pub(crate) fn span_at(sql: &str, i: usize, d: Dialect) -> Option<(Span, usize)> {
     let b = sql.as_bytes();
     let line_end = |from: usize| {
         b[from..]

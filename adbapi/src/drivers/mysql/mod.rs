@@ -41,9 +41,20 @@
 //! (the server would take it for a placeholder); lexing follows the default
 //! `sql_mode` (backslash escapes in `'..'` and `".."`, `` `ident` ``).
 //!
+//! A `Bytes` value is bound as a binary string (its placeholder is sent as
+//! `CAST(? AS BINARY)`), as pymysql sends bytes as `_binary'...'`: `SELECT
+//! %s` of bytes gives `Bytes` back, and bytes stored in a text column are
+//! checked as that column's charset (with the default strict `sql_mode`,
+//! bytes that are not UTF-8 are refused with 1366, a `DataError`).
+//!
 //! Several statements in one call are a `ProgrammingError` before anything
 //! is sent (pymysql does not enable `CLIENT.MULTI_STATEMENTS` either, so the
-//! server would refuse them); a NUL character in the SQL too.
+//! server would refuse them); a NUL character in the SQL too. SQL holding no
+//! statement (empty, whitespace, comments or semicolons only) is the
+//! server's `OperationalError` 1065 "Query was empty", whatever the server
+//! would make of it. A statement or a parameter larger than the session's
+//! `max_allowed_packet` is an `OperationalError` 1153 naming the limit,
+//! raised before anything is sent (the server would close the session).
 //!
 //! # Rows
 //! Rows are the tuple-like [`Row`]; every row fetched through a cursor also
@@ -92,10 +103,10 @@ use mysql::Conn;
 
 use self::cancel::KillCanceller;
 use self::errors::map_error;
-use super::pyformat::{statement_count_for, translate_for, Dialect};
+use super::pyformat::{span_at, statement_count_for, translate_for, Dialect};
 use crate::dbapi::{
     Column, ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind, ExecResult,
-    Params, Row, StatementCanceller,
+    Params, Row, StatementCanceller, Value,
 };
 
 /// The names the driver is registered under.
@@ -149,8 +160,17 @@ impl DbApiModule for MysqlModule {
         let s = connect::settings(self.name, args)?;
         let conn = Conn::new(s.opts.clone()).map_err(|e| map_error(e, None))?;
         let canceller = Arc::new(KillCanceller::new(&s.opts, conn.connection_id()));
+        let mut conn = conn;
+        // The session value is read-only once connected, so one look is
+        // exact for the connection's life.
+        let max_packet = conn
+            .query_first::<u64, _>("SELECT @@max_allowed_packet")
+            .map_err(|e| map_error(e, Some("SELECT @@max_allowed_packet")))?
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX);
         Ok(Box::new(MyConnection {
             conn: Some(conn),
+            max_packet,
             in_transaction: false,
             autocommit: s.autocommit,
             canceller,
@@ -165,6 +185,9 @@ struct MyConnection {
     in_transaction: bool,
     autocommit: bool,
     canceller: Arc<KillCanceller>,
+    /// The session's `max_allowed_packet`: no packet the driver sends, and
+    /// no parameter sent in pieces, may be larger.
+    max_packet: usize,
 }
 
 fn closed() -> DbError {
@@ -201,6 +224,59 @@ impl MyConnection {
             self.discard("the connection was lost");
         }
         e
+    }
+
+    /// Refuses, before anything is sent, a statement or parameter the server
+    /// would not take. The server answers an oversized packet with 1153 and
+    /// closes the session, and a parameter sent in pieces beyond the limit
+    /// desynchronises the protocol; either way the worker would lose its
+    /// connection to one bad value. pymysql lets the server refuse (1153, an
+    /// `OperationalError`): the same kind and number here, the session kept.
+    fn check_sizes(&self, sql: &str, sent: &str, values: &[mysql::Value]) -> DbResult<()> {
+        let too_big = |what: String, len: usize| {
+            DbError::new(
+                ErrorKind::OperationalError,
+                format!(
+                    "{what} is {len} bytes, more than the server's max_allowed_packet ({} bytes): nothing was                      sent (raise max_allowed_packet on the server, or send the value in smaller pieces)",
+                    self.max_packet
+                ),
+            )
+            .with_code("1153")
+            .with_sql(sql)
+        };
+        // COM_QUERY and COM_STMT_PREPARE: a command byte and the SQL.
+        if sent.len() + 1 > self.max_packet {
+            return Err(too_big("the statement".to_owned(), sent.len()));
+        }
+        if values.is_empty() {
+            return Ok(());
+        }
+        // COM_STMT_EXECUTE as the `mysql` crate builds it: parameters go
+        // inline unless the packet would exceed one protocol payload, then
+        // every string parameter goes in pieces (COM_STMT_SEND_LONG_DATA),
+        // each of which the server caps at max_allowed_packet.
+        let data: u64 = values.iter().map(mysql::Value::bin_len).sum();
+        let total = 11 + values.len().div_ceil(8) + 2 * values.len();
+        let total = usize::try_from(data)
+            .unwrap_or(usize::MAX)
+            .saturating_add(total);
+        if total <= mysql::consts::MAX_PAYLOAD_LEN {
+            if total > self.max_packet {
+                return Err(too_big(
+                    format!("the statement's {} parameters together", values.len()),
+                    total,
+                ));
+            }
+            return Ok(());
+        }
+        for (i, v) in values.iter().enumerate() {
+            if let mysql::Value::Bytes(b) = v {
+                if b.len() > self.max_packet {
+                    return Err(too_big(format!("parameter {}", i + 1), b.len()));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_no_kill_in_flight(&mut self, sql: &str) -> DbResult<()> {
@@ -291,6 +367,42 @@ impl MyConnection {
     }
 }
 
+/// `sent` (translated, with one `?` per value) with the placeholder of every
+/// `Bytes` value written `CAST(? AS BINARY)`. The binary protocol types a
+/// string parameter as text in the connection's charset, so `SELECT %s` of
+/// bytes that are not UTF-8 came back as an unreadable text column; pymysql
+/// sends bytes as `_binary'...'`, which the cast mirrors: the value is a
+/// binary string wherever it appears (an expression's result comes back as
+/// `Bytes`; stored in a text column it is checked as that column's
+/// charset).
+fn binary_placeholders<'a>(sent: &'a str, values: &[&Value]) -> std::borrow::Cow<'a, str> {
+    if !values.iter().any(|v| matches!(v, Value::Bytes(_))) {
+        return std::borrow::Cow::Borrowed(sent);
+    }
+    let b = sent.as_bytes();
+    let mut out = String::with_capacity(sent.len() + 16 * values.len());
+    let (mut i, mut copied, mut k) = (0, 0, 0);
+    while i < b.len() {
+        if let Some((_, end)) = span_at(sent, i, Dialect::MySql) {
+            i = end;
+            continue;
+        }
+        if b[i] == b'?' {
+            // The translator refuses a bare `?`, so every one outside a
+            // literal, quoted name or comment is the k-th placeholder.
+            if matches!(values.get(k), Some(Value::Bytes(_))) {
+                out.push_str(&sent[copied..i]);
+                out.push_str("CAST(? AS BINARY)");
+                copied = i + 1;
+            }
+            k += 1;
+        }
+        i += 1;
+    }
+    out.push_str(&sent[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
 impl DriverConnection for MyConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
         if sql.contains('\0') {
@@ -310,12 +422,26 @@ impl DriverConnection for MyConnection {
             ));
         }
         let t = translate_for(sql, params, Dialect::MySql)?;
+        // pymysql formats first, so wrong parameters are reported before an
+        // empty query. MariaDB runs SQL holding only comments as a no-op and
+        // refuses "" and ";;" with 1065: one answer for all of them. An
+        // executable comment (`/*! ... */`, `/*M! ... */`) is SQL to the
+        // server, though the lexer sees a comment.
+        if statements == 0 && !sql.contains("/*!") && !sql.contains("/*M!") {
+            return Err(DbError::new(
+                ErrorKind::OperationalError,
+                "(1065, 'Query was empty'): the SQL holds no statement, only whitespace, comments or semicolons",
+            )
+            .with_code("1065")
+            .with_sql(sql));
+        }
         let values = t
             .values
             .iter()
             .map(|v| values::encode(v))
             .collect::<DbResult<Vec<_>>>()
             .map_err(|e| e.with_sql(sql))?;
+        let sent = binary_placeholders(&t.sql, &t.values);
         if values.len() > usize::from(u16::MAX) {
             return Err(programming(
                 format!(
@@ -325,11 +451,12 @@ impl DriverConnection for MyConnection {
                 sql,
             ));
         }
+        self.check_sizes(sql, &sent, &values)?;
         if !self.in_transaction {
             self.check_no_kill_in_flight(sql)?;
         }
         self.in_transaction = true;
-        let res = self.run(sql, &t.sql, values);
+        let res = self.run(sql, &sent, values);
         res.map_err(|e| self.after_error(e))
     }
 
@@ -398,5 +525,20 @@ impl DriverConnection for MyConnection {
 
     fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
         Some(Arc::clone(&self.canceller) as Arc<dyn StatementCanceller>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_placeholders_of_bytes_become_binary() {
+        let (b, i) = (Value::Bytes(vec![0xff]), Value::Int(1));
+        assert_eq!(
+            binary_placeholders("SELECT ?, '?', `?`, ? /* ? */", &[&i, &b]),
+            "SELECT ?, '?', `?`, CAST(? AS BINARY) /* ? */"
+        );
+        assert_eq!(binary_placeholders("SELECT ?", &[&i]), "SELECT ?");
     }
 }
