@@ -6,17 +6,20 @@
 //! tests that need exact times use `testing::Clock`, which shares the
 //! `DelayedCall` implementation with the real reactor.
 
-mod common_single;
+mod common;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use common_single::{capture_logs, containing, run_bounded, Events, SAFETY_NET};
+use common::Events;
 use deferred::Deferred;
 use reactor::prelude::*;
 use reactor::testing::Clock;
 use reactor::{monotonic_seconds, DelayedCall, DelayedCallError, Reactor};
+use test_support::logs::{capture_logs, containing};
+use test_support::reactor::run_bounded;
+use test_support::TIMEOUT as SAFETY_NET;
 use tracing::Level;
 
 fn reactor() -> Reactor {
