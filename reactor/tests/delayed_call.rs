@@ -530,6 +530,27 @@ fn delay_on_real_reactor() {
     assert_eq!(events.get(), ["ran"]);
 }
 
+// Beyond Twisted (a Python float overflows to infinity): delay() keeps a
+// call's time finite, so a sum that overflows is refused; the real reactor
+// then still computes its next timeout. Found in review.
+#[test]
+fn delay_refuses_a_non_finite_time() {
+    let clock = Clock::new();
+    let call = clock.call_later(Duration::from_secs(1), || {});
+    call.delay(-f64::MAX).unwrap();
+    assert!(matches!(
+        call.delay(-f64::MAX),
+        Err(DelayedCallError::InvalidDelay(_))
+    ));
+    assert!(call.get_time().is_finite());
+    let reactor = Reactor::new().expect("reactor");
+    let call = reactor.call_later(Duration::from_secs(1), || {});
+    call.delay(f64::MAX).unwrap();
+    assert!(call.delay(f64::MAX).is_err());
+    reactor.iterate(Duration::ZERO); // must not panic computing the timeout
+    assert!(call.active());
+}
+
 // No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: reset and delay check the same
 // states as cancel, cancelled first, with the same errors.
 #[test]

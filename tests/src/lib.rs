@@ -18,6 +18,8 @@
 //! - [`suite`]: Twisted's `ADBAPITestBase.test_pool` and
 //!   `ReconnectTestBase.test_pool`, written once against `&dyn Backend` so
 //!   any database backend can run them;
+//! - [`pools`]: small helpers the pool test files share (SQLite pools on
+//!   real and fake reactors, integer rows, outcome rendering);
 //! - [`faults`]: a fault-injection DB-API module for the fault and load
 //!   tests;
 //! - [`model`]: per-job fault plans over [`faults`] for the model-based
@@ -31,6 +33,7 @@ pub mod harness;
 pub mod model;
 pub mod mysql;
 pub mod pg;
+pub mod pools;
 pub mod suite;
 
 pub use test_support::logs;
