@@ -1,7 +1,8 @@
 //! `run`, `stop`, `crash`, `iterate` and the startup/shutdown events of the
 //! real reactor: ports of Twisted's `SystemEventTestsBuilder`
-//! (`src/twisted/internet/test/test_core.py`), following Twisted's `ReactorBase` (`twisted.internet.base`)
-//! and 2.3.
+//! (`src/twisted/internet/test/test_core.py`), following Twisted's
+//! `ReactorBase` (`twisted.internet.base`): `startRunning`, `stop`, `crash`,
+//! `iterate`, and the `startup`/`shutdown` events run as `_ThreePhaseEvent`s.
 //!
 //! Every run is bounded: `run_bounded` schedules a timed call that crashes
 //! the reactor (and fails the test) if it is still running after
