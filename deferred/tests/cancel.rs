@@ -9,8 +9,9 @@ mod common;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use common::{capture_logs, generic, new_log, with_prefix, GenericError, Log};
+use common::{generic, new_log, GenericError, Log};
 use deferred::{AlreadyCalledError, CancelledError, Deferred, Failure, Resolver};
+use test_support::logs::{capture_logs, with_prefix};
 
 /// What the `_callback` / `_errback` pair of the Twisted tests recorded.
 struct Seen<T> {

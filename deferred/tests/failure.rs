@@ -12,8 +12,9 @@ use std::fmt;
 use std::io;
 use std::panic::Location;
 
-use common::{capture_logs, generic, GenericError};
+use common::{generic, GenericError};
 use deferred::{fail, log_error, Deferred, Failure, MessageError, PanicError};
+use test_support::logs::capture_logs;
 
 /// An error with a cause, like a subclass relationship in Python.
 #[derive(Debug)]

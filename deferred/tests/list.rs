@@ -14,11 +14,12 @@ mod common;
 use std::cell::Cell;
 use std::rc::Rc;
 
-use common::{capture_logs, generic, new_log, unhandled, with_prefix, GenericError, Log};
+use common::{generic, new_log, unhandled, GenericError, Log};
 use deferred::{
     fail, gather_results, race, succeed, CancelledError, Deferred, DeferredList, Failure,
     FailureGroup, FirstError, OneCallbackResult, Resolver,
 };
+use test_support::logs::{capture_logs, with_prefix};
 
 /// What reached an input before the list's own step.
 fn describe<T: std::fmt::Debug>(r: &Result<T, Failure>) -> String {

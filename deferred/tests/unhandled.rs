@@ -8,8 +8,9 @@
 
 mod common;
 
-use common::{capture_logs, generic, unhandled, GenericError, Logged};
+use common::{generic, unhandled, GenericError};
 use deferred::{fail, succeed, Deferred, Failure, Resolver};
+use test_support::logs::{capture_logs, Logged};
 use tracing::Level;
 
 /// Asserts exactly one unhandled-error event carrying `text`.

@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{
-    capture_logs, containing, new_default_reactor, run_bounded, stop_default, SafetyNet, TIMEOUT,
-};
+use common::{new_default_reactor, stop_default};
 use reactor::prelude::*;
 use reactor::{default_reactor, ReactorFromThreads, RemoteHandle};
+use test_support::logs::{capture_logs, containing};
+use test_support::reactor::{run_bounded, SafetyNet};
+use test_support::TIMEOUT;
 use tracing::Level;
 
 type Shared<T> = Arc<Mutex<Vec<T>>>;
@@ -64,7 +65,7 @@ fn test_lots_of_threads_are_scheduled_correctly() {
     for t in threads {
         t.join().unwrap();
     }
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(counter.load(Ordering::SeqCst), 100);
     assert_eq!(on_loop.load(Ordering::SeqCst), 100);
 }
@@ -91,7 +92,7 @@ fn test_threads_are_run_in_scheduled_order() {
         reactor.call_from_thread(move || o.lock().unwrap().push(i));
     }
     reactor.call_from_thread(stop_default);
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(snapshot(&order), vec![1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
@@ -119,7 +120,7 @@ fn test_scheduled_threads_not_run_until_reactor_runs() {
         e.lock().unwrap().push("timer");
         stop_default();
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(
         snapshot(&events),
         vec!["call_when_running", "queued call", "timer"]
@@ -146,7 +147,7 @@ fn test_wake_up() {
             });
         });
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(arrived.load(Ordering::SeqCst), 1);
 }
 
@@ -169,7 +170,7 @@ fn test_call_from_thread_stops() {
         let e3 = e.clone();
         r.call_later(Duration::ZERO, move || e3.lock().unwrap().push("stopped"));
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(snapshot(&events), vec!["first", "stopped", "second"]);
 }
 
@@ -204,7 +205,7 @@ fn test_call_from_thread_runs_in_reactor_thread() {
         })
         .unwrap();
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(snapshot(&seen), vec![thread::current().id()]);
 }
 
@@ -232,7 +233,7 @@ fn test_call_from_thread_from_reactor_and_other_thread() {
         .unwrap();
         r.call_from_thread(move || done(&s, "reactor thread"));
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     let mut got = snapshot(&seen);
     got.sort_unstable();
     assert_eq!(got, vec!["other thread", "reactor thread"]);
@@ -270,7 +271,7 @@ fn test_waker_overflow() {
         assert_eq!(ran2.load(Ordering::SeqCst), 0, "the loop was blocked");
         assert_eq!(r.loop_queue().len(), N);
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(ran.load(Ordering::SeqCst), N);
     assert!(reactor.loop_queue().is_empty());
 }
@@ -300,7 +301,7 @@ fn test_nested_call_from_thread_runs_next_turn() {
     reactor.call_from_thread(move || e.lock().unwrap().push("b"));
     // No timer but the safety net is left once the nested call is queued: a
     // lost wakeup would leave the loop asleep until the net fires.
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(
         snapshot(&events),
         vec!["a", "b", "timer of the same turn", "nested"]
@@ -327,7 +328,7 @@ fn test_nested_iterate_keeps_fifo_order() {
         reactor.call_from_thread(move || e.lock().unwrap().push(i.to_string()));
     }
     reactor.call_from_thread(stop_default);
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     let got = snapshot(&events);
     // Whatever the nested turn ran, every call ran once and "queued by 1"
     // (queued last) came after 2, 3 and 4.
@@ -363,7 +364,7 @@ fn test_nested_iterate_runs_older_queued_calls() {
     });
     let d = done.clone();
     reactor.call_from_thread(move || d.store(1, Ordering::SeqCst));
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(done.load(Ordering::SeqCst), 1);
     assert!(
         turns.load(Ordering::SeqCst) <= 2,
@@ -432,7 +433,7 @@ fn test_call_from_thread_panic_is_logged() {
     })
     .join()
     .unwrap();
-    let ((), logs) = capture_logs(|| run_bounded(&reactor));
+    let ((), logs) = capture_logs(|| run_bounded(&reactor).expect("the reactor runs"));
     assert_eq!(snapshot(&events), vec!["before", "after"]);
     let logged = containing(&logs, "while calling from thread");
     assert_eq!(logged.len(), 1, "{logs:?}");
@@ -473,7 +474,7 @@ fn test_remote_handle_is_send_sync_clone() {
         t.join().unwrap();
     }
     reactor.call_from_thread(stop_default);
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     let mut got = snapshot(&seen);
     got.sort_unstable();
     assert_eq!(got, vec![0, 1, 2, 3, 10, 11, 12, 13]);
@@ -490,7 +491,7 @@ fn test_is_in_io_thread() {
             .push((r.is_in_io_thread(), r.remote().is_loop_thread()));
         r.stop().unwrap();
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(*results.borrow(), vec![(true, true)]);
 }
 
@@ -507,6 +508,6 @@ fn test_is_not_in_io_thread() {
             remote.call_from_thread(stop_default);
         })
         .unwrap();
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(snapshot(&results), vec![false]);
 }

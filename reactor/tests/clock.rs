@@ -3,14 +3,14 @@
 //! `twisted.internet.task.Clock` implements it, and its use as the clock of `Deferred::add_timeout`
 //! (`test_defer.py`'s `DeferredAddTimeoutTests` use a `Clock`).
 
-mod common_single;
+mod common;
 
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
 
-use common_single::Events;
+use common::Events;
 use deferred::{CancelledError, Deferred, ReactorTime, TimeoutError};
 use reactor::testing::Clock;
 use reactor::{DelayedCall, DelayedCallError};

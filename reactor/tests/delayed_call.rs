@@ -6,17 +6,20 @@
 //! tests that need exact times use `testing::Clock`, which shares the
 //! `DelayedCall` implementation with the real reactor.
 
-mod common_single;
+mod common;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use common_single::{capture_logs, containing, run_bounded, Events, SAFETY_NET};
+use common::Events;
 use deferred::Deferred;
 use reactor::prelude::*;
 use reactor::testing::Clock;
 use reactor::{monotonic_seconds, DelayedCall, DelayedCallError, Reactor};
+use test_support::logs::{capture_logs, containing};
+use test_support::reactor::run_bounded;
+use test_support::TIMEOUT as SAFETY_NET;
 use tracing::Level;
 
 fn reactor() -> Reactor {
@@ -525,6 +528,27 @@ fn delay_on_real_reactor() {
     assert!(call.get_time() <= r.seconds());
     r.iterate(Duration::ZERO);
     assert_eq!(events.get(), ["ran"]);
+}
+
+// Beyond Twisted (a Python float overflows to infinity): delay() keeps a
+// call's time finite, so a sum that overflows is refused; the real reactor
+// then still computes its next timeout. Found in review.
+#[test]
+fn delay_refuses_a_non_finite_time() {
+    let clock = Clock::new();
+    let call = clock.call_later(Duration::from_secs(1), || {});
+    call.delay(-f64::MAX).unwrap();
+    assert!(matches!(
+        call.delay(-f64::MAX),
+        Err(DelayedCallError::InvalidDelay(_))
+    ));
+    assert!(call.get_time().is_finite());
+    let reactor = Reactor::new().expect("reactor");
+    let call = reactor.call_later(Duration::from_secs(1), || {});
+    call.delay(f64::MAX).unwrap();
+    assert!(call.delay(f64::MAX).is_err());
+    reactor.iterate(Duration::ZERO); // must not panic computing the timeout
+    assert!(call.active());
 }
 
 // No direct Twisted test; Twisted's `DelayedCall` and `ReactorBase.callLater`: reset and delay check the same

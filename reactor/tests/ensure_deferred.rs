@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::{self, ThreadId};
 
-use common::{new_default_reactor, run_bounded, TIMEOUT};
+use common::new_default_reactor;
 use crossbeam_channel::{bounded, Sender};
 use deferred::{fail, succeed, CancelledError, Deferred, Failure};
 use reactor::prelude::*;
@@ -29,6 +29,8 @@ use reactor::{
     default_reactor, defer_to_thread, defer_to_thread_pool, ReactorFromThreads, ReactorThreads,
     ThreadPool,
 };
+use test_support::reactor::run_bounded;
+use test_support::TIMEOUT;
 
 #[derive(Debug, thiserror::Error)]
 #[error("new error")]
@@ -67,7 +69,7 @@ fn test_ensure_deferred_coroutine() {
             r2.stop().unwrap();
         });
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(*out.borrow(), vec![42]);
     assert_eq!(reactor.loop_queue().tasks(), 0);
 }
@@ -119,7 +121,7 @@ fn test_ensure_deferred_error_propagates() {
                 Ok(())
             });
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(*got.borrow(), vec![true]);
 }
 
@@ -160,7 +162,7 @@ fn test_ensure_deferred_panic_fails_deferred() {
                 Ok(0)
             });
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(*got.borrow(), vec![true]);
     assert_eq!(reactor.loop_queue().tasks(), 0);
 }
@@ -234,7 +236,7 @@ fn test_ensure_deferred_cancel_withdraws_queued_job() {
             r2.stop().unwrap();
         });
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(*got.borrow(), vec!["cancelled", "later job done"]);
     assert!(!ran.load(Ordering::SeqCst), "the withdrawn job never ran");
     pool.stop();
@@ -289,7 +291,7 @@ fn test_waker_woken_from_foreign_thread() {
     });
     // The loop has nothing to do but wait: only the foreign wake can end it.
     reactor.call_when_running(move || go_tx.send(()).unwrap());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     let waker_thread = waking.join().unwrap();
     assert_eq!(got.get(), 2);
     let me = thread::current().id();
@@ -334,7 +336,7 @@ fn test_wake_during_poll_polls_again() {
         g.set(v);
         r.stop().unwrap();
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(got.get(), 3);
 }
 
@@ -374,7 +376,7 @@ fn test_free_ensure_deferred_uses_default_reactor() {
         g.set(v);
         default_reactor().stop().unwrap();
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(got.get(), 42);
     assert_eq!(reactor.loop_queue().tasks(), 0);
 }

@@ -7,7 +7,7 @@
 //! the reactor's queue, on a later turn, as Twisted's tests that use
 //! `NonThreadPool` rely on).
 
-mod common_single;
+mod common;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common_single::Events;
+use common::Events;
 use deferred::{Deferred, Failure};
 use reactor::prelude::*;
 use reactor::testing::{FakeReactor, PoolMode, TestPool};

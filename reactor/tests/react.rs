@@ -8,16 +8,18 @@
 //! `test_arguments` has no counterpart: a Rust `main` closure captures its
 //! arguments.
 
-mod common_single;
+mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common_single::{capture_logs, errors_containing, Events, SAFETY_NET};
+use common::Events;
 use deferred::{Deferred, Failure};
 use reactor::prelude::*;
 use reactor::{default_reactor, react, DelayedCall, Exit, Phase, Reactor};
+use test_support::logs::{capture_logs, errors_containing};
+use test_support::TIMEOUT as SAFETY_NET;
 
 /// The error the failing tests use (Twisted's `ExpectedException`).
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +62,7 @@ impl Seen {
 }
 
 /// The errors logged as `main function encountered error`.
-fn main_errors(logs: &[common_single::Logged]) -> usize {
+fn main_errors(logs: &[test_support::logs::Logged]) -> usize {
     errors_containing(logs, "main function encountered error").len()
 }
 

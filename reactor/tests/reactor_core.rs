@@ -1,23 +1,26 @@
 //! `run`, `stop`, `crash`, `iterate` and the startup/shutdown events of the
 //! real reactor: ports of Twisted's `SystemEventTestsBuilder`
-//! (`src/twisted/internet/test/test_core.py`), following Twisted's `ReactorBase` (`twisted.internet.base`)
-//! and 2.3.
+//! (`src/twisted/internet/test/test_core.py`), following Twisted's
+//! `ReactorBase` (`twisted.internet.base`): `startRunning`, `stop`, `crash`,
+//! `iterate`, and the `startup`/`shutdown` events run as `_ThreePhaseEvent`s.
 //!
 //! Every run is bounded: `run_bounded` schedules a timed call that crashes
 //! the reactor (and fails the test) if it is still running after
-//! `SAFETY_NET`, as trial's `runReactor` does.
+//! `test_support::TIMEOUT`, as trial's `runReactor` does.
 
-mod common_single;
+mod common;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common_single::{capture_logs, containing, run_bounded, Events};
+use common::Events;
 use deferred::Deferred;
 use reactor::prelude::*;
 use reactor::{Phase, Reactor, ReactorNotRunning, RunError};
+use test_support::logs::{capture_logs, containing};
+use test_support::reactor::run_bounded;
 use tracing::Level;
 
 fn reactor() -> Reactor {
@@ -250,7 +253,7 @@ fn test_iterate() {
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let remote = r.remote();
     let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(common_single::SAFETY_NET).is_err() {
+        if done_rx.recv_timeout(test_support::TIMEOUT).is_err() {
             remote.call_from_thread(|| ());
             return true;
         }

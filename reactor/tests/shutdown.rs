@@ -18,11 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{new_default_reactor, run_bounded, TIMEOUT};
+use common::new_default_reactor;
 use crossbeam_channel::unbounded;
 use deferred::Deferred;
 use reactor::prelude::*;
 use reactor::{defer_to_thread, Phase, Reactor, ReactorFromThreads, RunError, ThreadPool};
+use test_support::reactor::run_bounded;
+use test_support::TIMEOUT;
 
 type Log = Rc<RefCell<Vec<String>>>;
 
@@ -53,7 +55,7 @@ fn test_stop_shut_down_events() {
     log_shutdown_phases(&reactor, &log);
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(
         *log.borrow(),
         vec![
@@ -89,7 +91,7 @@ fn test_stop_with_timers_pending() {
         let l2 = l.clone();
         r.call_later(Duration::ZERO, move || push(&l2, "due after stop"));
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     // Timers due in the turn that fires shutdown run first (runUntilCurrent
     // runs them before the shutdown event); the far one never runs.
     assert_eq!(
@@ -154,7 +156,7 @@ fn test_stop_with_thread_pool_jobs_queued_and_running() {
         });
         r.stop().unwrap();
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     let log = log.borrow().clone();
     let jobs: Vec<_> = log
         .iter()
@@ -208,7 +210,7 @@ fn test_stop_with_asynchronous_before_trigger() {
     reactor.add_system_event_trigger(Phase::After, "shutdown", move || push(&l, "after"));
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(
         *log.borrow(),
         vec![
@@ -254,7 +256,7 @@ fn test_during_trigger_added_from_before_trigger() {
     });
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(
         *log.borrow(),
         vec![
@@ -311,7 +313,7 @@ fn test_stop_with_everything_pending() {
         });
         r.stop().unwrap();
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     let log = log.borrow().clone();
     for phase in [
         "before running=true",
@@ -350,7 +352,7 @@ fn test_calls_queued_during_shutdown_never_run() {
     });
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(reactor.loop_queue().len(), 1, "queued, left behind");
     assert!(!ran.load(Ordering::SeqCst));
 }

@@ -4,16 +4,14 @@
 //! closed; here nothing blocks the loop, so a hold taken in `during` delays
 //! the `after` phase (the loop keeps turning meanwhile) until it is dropped.
 
-mod common;
-
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::run_bounded;
 use reactor::prelude::*;
 use reactor::testing::FakeReactor;
 use reactor::{Phase, Reactor, ReactorCore, ShutdownHold};
+use test_support::reactor::run_bounded;
 
 type Log = Rc<RefCell<Vec<String>>>;
 
@@ -43,7 +41,7 @@ fn a_hold_taken_during_shutdown_delays_the_after_phase() {
     });
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(*log.borrow(), ["during", "timer 1", "release", "after"]);
 }
 
@@ -59,7 +57,7 @@ fn without_holds_after_follows_during_at_once() {
     }
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(*log.borrow(), ["during", "after"]);
 }
 

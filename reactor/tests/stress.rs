@@ -16,9 +16,11 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use common::{new_default_reactor, SafetyNet, Watchdog};
+use common::new_default_reactor;
 use reactor::prelude::*;
 use reactor::{default_reactor, ReactorFromThreads, RemoteHandle};
+use test_support::bounded::Watchdog;
+use test_support::reactor::SafetyNet;
 
 const THREADS: usize = 8;
 const PER_THREAD: u32 = 100_000;

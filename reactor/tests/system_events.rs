@@ -9,16 +9,17 @@
 //! `testing::FakeReactor` and the `ReactorCore` trait where both reactors
 //! must agree.
 
-mod common_single;
+mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use common_single::{capture_logs, errors_containing, Events};
+use common::Events;
 use deferred::{fail, Deferred, Failure};
 use reactor::prelude::*;
 use reactor::testing::FakeReactor;
 use reactor::{Phase, Reactor, TriggerError, TriggerId};
+use test_support::logs::{capture_logs, errors_containing};
 
 const EVENT: &str = "test";
 

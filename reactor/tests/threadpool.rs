@@ -8,22 +8,22 @@
 //! Not ported: `test_persistence` (pickling) and `test_callbackContext`
 //! (Twisted's logging context) have no counterpart here.
 //!
-//! Worker threads log through the global subscriber (see
-//! [`common::global_logs`]); tests give each pool a unique name and look only
-//! at events whose `pool` field names it.
-
-mod common;
+//! Worker threads log on their own threads, so tests capture every thread
+//! (`test_support::logs::LogCapture::all_threads`), give each pool a unique
+//! name and look only at events whose `pool` field names it.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common::{capture_logs, global_logs, pool_logs, wait_until, TIMEOUT};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use deferred::Failure;
 use reactor::testing::{PoolMode, TestPool};
 use reactor::{PoolConfigError, PoolSizeError, PoolStopped, ThreadPool};
+use test_support::bounded::wait_until;
+use test_support::logs::{capture_logs, LogCapture};
+use test_support::TIMEOUT;
 use tracing::Level;
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +210,7 @@ fn test_call_in_thread() {
 // Twisted: ThreadPoolTests.test_callInThreadException
 #[test]
 fn test_call_in_thread_exception() {
-    global_logs();
+    let capture = LogCapture::all_threads();
     let pool = ThreadPool::new(0, 1, "call-in-thread-exception").unwrap();
     pool.call_in_thread(|| panic!("{}", NewError)).unwrap();
     pool.start().unwrap();
@@ -222,7 +222,7 @@ fn test_call_in_thread_exception() {
     assert_eq!(pool.workers(), 1);
     assert_eq!(pool.thread_names().len(), 1);
     pool.stop();
-    let logs = pool_logs(&global_logs(), "call-in-thread-exception");
+    let logs = capture.with_field("pool", "call-in-thread-exception");
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert_eq!(logs[0].level, Level::ERROR);
     assert!(logs[0]
@@ -274,7 +274,7 @@ fn test_call_in_thread_with_callback_exception_in_callback() {
 // Twisted: ThreadPoolTests.test_callInThreadWithCallbackExceptionInOnResult
 #[test]
 fn test_call_in_thread_with_callback_exception_in_on_result() {
-    global_logs();
+    let capture = LogCapture::all_threads();
     let pool = ThreadPool::new(0, 1, "on-result-exception").unwrap();
     pool.start().unwrap();
     let (tx, rx) = bounded(1);
@@ -293,7 +293,7 @@ fn test_call_in_thread_with_callback_exception_in_on_result() {
         .unwrap();
     assert_eq!(recv(&rx), "PoolThread-on-result-exception-0");
     pool.stop();
-    let logs = pool_logs(&global_logs(), "on-result-exception");
+    let logs = capture.with_field("pool", "on-result-exception");
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert_eq!(logs[0].level, Level::ERROR);
     assert!(logs[0]
@@ -738,7 +738,10 @@ fn test_inline_mode_runs_jobs_on_the_calling_thread() {
     // A panic is logged (here, on this thread) and the call still succeeds.
     let (r, logs) = capture_logs(|| pool.call_in_thread(|| panic!("inline job exploded")));
     assert!(r.is_ok());
-    let logs = pool_logs(&logs, "inline");
+    let logs: Vec<_> = logs
+        .iter()
+        .filter(|l| l.field("pool") == Some("inline"))
+        .collect();
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(logs[0]
         .field("failure")

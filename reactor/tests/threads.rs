@@ -21,10 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{
-    capture_logs, errors, global_logs, new_default_reactor, pool_logs, run_bounded, stop_default,
-    wait_until, TIMEOUT,
-};
+use common::{new_default_reactor, stop_default};
 use crossbeam_channel::{bounded, unbounded, Sender};
 use deferred::{fail, succeed, CancelledError, Deferred, Failure};
 use reactor::prelude::*;
@@ -34,6 +31,10 @@ use reactor::{
     defer_to_thread_pool, stop_thread_pool, BlockingCallError, Phase, PoolStopped, Reactor,
     ReactorFromThreads, ReactorThreads, RemoteHandle, ThreadPool,
 };
+use test_support::bounded::wait_until;
+use test_support::logs::{capture_logs, errors, LogCapture};
+use test_support::reactor::run_bounded;
+use test_support::TIMEOUT;
 
 #[derive(Debug, thiserror::Error)]
 #[error("new error: {0}")]
@@ -50,7 +51,7 @@ fn run_scenario(scenario: impl FnOnce(&Reactor) + 'static) -> Reactor {
     let reactor = new_default_reactor();
     let r = reactor.clone();
     reactor.call_when_running(move || scenario(&r));
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     reactor
 }
 
@@ -109,7 +110,7 @@ fn test_call_multiple() {
 // later ones still run (each call is guarded, as Twisted's worker logs).
 #[test]
 fn test_call_multiple_with_panic() {
-    global_logs();
+    let capture = LogCapture::all_threads();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     run_scenario(move |r| {
@@ -124,7 +125,7 @@ fn test_call_multiple_with_panic() {
         call_multiple_in_thread(r, calls).unwrap();
     });
     assert_eq!(*seen.lock().unwrap(), vec![0, 2]);
-    let logs = global_logs();
+    let logs = capture.events();
     let logged: Vec<_> = logs
         .iter()
         .filter(|l| {
@@ -295,7 +296,7 @@ fn test_defer_to_thread_pool_with_fake_reactor() {
 // Issue: "A panic in f becomes a Failure, and the worker thread survives."
 #[test]
 fn test_defer_to_thread_pool_panic_becomes_failure() {
-    global_logs();
+    let capture = LogCapture::all_threads();
     let pool = ThreadPool::new(1, 1, "dttp-panic").unwrap();
     pool.start().unwrap();
     let got = new_log();
@@ -330,7 +331,7 @@ fn test_defer_to_thread_pool_panic_becomes_failure() {
     assert_eq!(pool.thread_names().len(), 1);
     pool.stop();
     // The panic became the Deferred's failure; the pool logged nothing.
-    assert!(pool_logs(&global_logs(), "dttp-panic").is_empty());
+    assert!(capture.with_field("pool", "dttp-panic").is_empty());
 }
 
 // Beyond Twisted: work given to a stopped pool fails (on a later turn)
@@ -630,7 +631,7 @@ fn test_call_in_thread() {
         })
         .unwrap();
     assert!(rx.is_empty());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     let name = rx.try_recv().unwrap().unwrap();
     assert!(
         name.starts_with("PoolThread-twisted.internet.reactor-"),
@@ -811,7 +812,7 @@ fn test_get_thread_pool() {
         s.borrow_mut().push((p.started(), p.joined()));
         r.stop().unwrap();
     });
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert_eq!(*state.borrow(), vec![(true, false)]);
     assert!(pool.joined(), "stopped before run returns");
     assert_eq!(pool.workers(), 0);
@@ -832,7 +833,7 @@ fn test_stop_thread_pool() {
     let pool = reactor.get_thread_pool();
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
-    run_bounded(&reactor);
+    run_bounded(&reactor).expect("the reactor runs");
     assert!(pool.joined());
     assert_eq!(pool.workers(), 0);
     // The reactor let go of it: asking again gives a new pool.

@@ -1,6 +1,6 @@
 //! A port of Twisted's `src/twisted/test/test_adbapi.py` (Twisted 24.7 /
-//! 26.10; `TWISTED.md` 4.1): every test class and method that can run
-//! without an external database server.
+//! 26.10), module `twisted.test.test_adbapi`: every test class and method
+//! that can run without an external database server.
 //!
 //! | Twisted | here |
 //! |---|---|

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a deterministic fake clock
-//! (Twisted's `twisted.internet.task.Clock`) and a `tracing` capture layer
-//! (Twisted's log observers / `flushLoggedErrors`).
+//! (Twisted's `twisted.internet.task.Clock`), the `unhandled` log query and
+//! small recording helpers. Log capture (Twisted's log observers and
+//! `flushLoggedErrors`) comes from the workspace's `test-support` crate.
 //!
 //! Each test file uses only some of these helpers.
 #![allow(dead_code)]
@@ -8,13 +9,10 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
-use std::sync::Once;
 use std::time::Duration;
 
 use deferred::{ReactorTime, ScheduledCall};
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use test_support::logs::Logged;
 
 // ---------------------------------------------------------------------------
 // Fake clock
@@ -130,109 +128,12 @@ impl ScheduledCall for CallHandle {
 }
 
 // ---------------------------------------------------------------------------
-// Log capture
+// Log queries (the capture itself is `test_support::logs`)
 // ---------------------------------------------------------------------------
-
-/// One event recorded by [`capture_logs`].
-#[derive(Clone, Debug)]
-pub(crate) struct Logged {
-    pub(crate) level: Level,
-    pub(crate) message: String,
-    /// The other fields, rendered with `Debug` (a `%value` field renders as
-    /// its `Display`).
-    pub(crate) fields: Vec<(String, String)>,
-}
-
-impl Logged {
-    pub(crate) fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    message: String,
-    fields: Vec<(String, String)>,
-}
-
-impl Visit for Recorder {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            self.message = format!("{value:?}");
-        } else {
-            self.fields
-                .push((field.name().to_owned(), format!("{value:?}")));
-        }
-    }
-}
-
-thread_local! {
-    /// The events recorded on this thread while [`capture_logs`] runs.
-    static SINK: RefCell<Option<Vec<Logged>>> = const { RefCell::new(None) };
-}
-
-/// Routes every event to the emitting thread's [`SINK`], if one is active.
-struct CaptureLayer;
-
-impl<S: Subscriber> Layer<S> for CaptureLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut rec = Recorder::default();
-        event.record(&mut rec);
-        let logged = Logged {
-            level: *event.metadata().level(),
-            message: rec.message,
-            fields: rec.fields,
-        };
-        SINK.with(|sink| {
-            if let Some(events) = sink.borrow_mut().as_mut() {
-                events.push(logged);
-            }
-        });
-    }
-}
-
-/// Installs the capturing subscriber as the global default, once.
-///
-/// A global default rather than `tracing::subscriber::with_default`: with a
-/// single scoped dispatcher, tracing computes a callsite's interest from the
-/// default of whichever thread hits it first, so a callsite first reached by a
-/// test running in parallel without a subscriber would be cached as disabled
-/// and the capturing test would miss its events.
-fn install() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CaptureLayer))
-            .expect("no other global subscriber in the test binaries");
-    });
-    // Re-evaluate callsites cached before the subscriber existed.
-    tracing::callsite::rebuild_interest_cache();
-}
-
-/// Runs `f`, recording every event emitted on this thread meanwhile, and
-/// returns `f`'s result with the events.
-pub(crate) fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, Vec<Logged>) {
-    install();
-    SINK.with(|sink| *sink.borrow_mut() = Some(Vec::new()));
-    let r = f();
-    let logged = SINK
-        .with(|sink| sink.borrow_mut().take())
-        .unwrap_or_default();
-    (r, logged)
-}
-
-/// The events whose message starts with `prefix`.
-pub(crate) fn with_prefix<'a>(logs: &'a [Logged], prefix: &str) -> Vec<&'a Logged> {
-    logs.iter()
-        .filter(|l| l.message.starts_with(prefix))
-        .collect()
-}
 
 /// The "Unhandled error in Deferred" events.
 pub(crate) fn unhandled(logs: &[Logged]) -> Vec<&Logged> {
-    with_prefix(logs, "Unhandled error in Deferred")
+    test_support::logs::with_prefix(logs, "Unhandled error in Deferred")
 }
 
 // ---------------------------------------------------------------------------
