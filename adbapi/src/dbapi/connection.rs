@@ -25,6 +25,11 @@ struct ConnInner {
     /// How many commits were begun, so a canceller can tell that a job has
     /// committed something and is past cancelling.
     commits: AtomicU64,
+    /// How many statements were begun (counted like `commits`).
+    statements: AtomicU64,
+    /// The driver's autocommit mode, mirrored so the loop thread can read it
+    /// without the driver's lock (a statement may be running).
+    autocommit: AtomicBool,
 }
 
 /// An open DB-API connection: the raw connection Twisted's pool keeps per
@@ -44,6 +49,7 @@ impl DbConnection {
     pub fn new(module: &str, driver: Box<dyn DriverConnection>) -> Self {
         static IDS: AtomicU64 = AtomicU64::new(1);
         let canceller = driver.canceller();
+        let autocommit = driver.autocommit();
         DbConnection {
             inner: Arc::new(ConnInner {
                 driver: Mutex::new(Some(driver)),
@@ -52,6 +58,8 @@ impl DbConnection {
                 canceller,
                 interrupted: AtomicBool::new(false),
                 commits: AtomicU64::new(0),
+                statements: AtomicU64::new(0),
+                autocommit: AtomicBool::new(autocommit),
             }),
         }
     }
@@ -96,6 +104,18 @@ impl DbConnection {
         self.inner.commits.load(Ordering::SeqCst)
     }
 
+    /// How many statements have been begun on this connection.
+    pub(crate) fn statements_begun(&self) -> u64 {
+        self.inner.statements.load(Ordering::SeqCst)
+    }
+
+    /// Whether the connection is in autocommit mode (as set at connect or
+    /// with [`set_autocommit`](Self::set_autocommit); a mode changed by SQL,
+    /// such as MySQL's `SET autocommit = 1`, is not seen).
+    pub fn autocommit(&self) -> bool {
+        self.inner.autocommit.load(Ordering::SeqCst)
+    }
+
     /// Rolls back. Mirrors `connection.rollback()`.
     pub fn rollback(&self) -> DbResult<()> {
         self.with_driver(|d| d.rollback())
@@ -106,7 +126,9 @@ impl DbConnection {
     /// statements such as `CREATE DATABASE` or `VACUUM`). Mirrors psycopg2's
     /// `connection.autocommit = True`.
     pub fn set_autocommit(&self, on: bool) -> DbResult<()> {
-        self.with_driver(|d| d.set_autocommit(on))
+        self.with_driver(|d| d.set_autocommit(on))?;
+        self.inner.autocommit.store(on, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Closes the connection; closing a closed connection does nothing.
@@ -180,6 +202,14 @@ impl DbConnection {
     /// Forgets a pending [`interrupt`](Self::interrupt).
     pub fn clear_interrupt(&self) {
         self.inner.interrupted.store(false, Ordering::SeqCst);
+    }
+
+    /// Counts a statement as begun, then fails if the connection was
+    /// interrupted (both SeqCst, the order `commit` uses, so a canceller
+    /// either stops the statement or sees that it began).
+    pub(super) fn begin_statement(&self, sql: &str) -> DbResult<()> {
+        self.inner.statements.fetch_add(1, Ordering::SeqCst);
+        self.check_interrupt(sql)
     }
 
     pub(super) fn check_interrupt(&self, sql: &str) -> DbResult<()> {

@@ -81,7 +81,7 @@ impl Cursor {
     /// Executes one statement with bound parameters. Mirrors `execute`.
     pub fn execute(&mut self, sql: &str, params: impl Into<Params>) -> DbResult<&mut Self> {
         self.check()?;
-        self.conn.check_interrupt(sql)?;
+        self.conn.begin_statement(sql)?;
         let params = params.into();
         let r = self.conn.with_driver(|d| d.execute(sql, &params))?;
         self.load(r);
@@ -95,7 +95,7 @@ impl Cursor {
         seq: impl IntoIterator<Item = P>,
     ) -> DbResult<&mut Self> {
         self.check()?;
-        self.conn.check_interrupt(sql)?;
+        self.conn.begin_statement(sql)?;
         let seq: Vec<Params> = seq.into_iter().map(Into::into).collect();
         let r = self.conn.with_driver(|d| d.executemany(sql, &seq))?;
         self.load(r);

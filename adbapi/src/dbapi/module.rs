@@ -89,6 +89,14 @@ pub trait DriverConnection: Send + 'static {
     fn check_cursor(&mut self) -> DbResult<()> {
         Ok(())
     }
+    /// Whether each statement commits by itself (autocommit mode: psycopg2's
+    /// `autocommit = True`, pymysql's `autocommit=True`, `sqlite3`'s
+    /// `isolation_level = None`). The pool uses it to tell a cancel that can
+    /// still undo a job from one that comes after statements were committed.
+    /// The default says no.
+    fn autocommit(&self) -> bool {
+        false
+    }
     /// A thread-safe way to cancel the statement running on this connection
     /// from another thread, if the driver has one (PostgreSQL does).
     fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {

@@ -31,8 +31,9 @@ pub(super) struct JobSlot {
 #[derive(Default)]
 struct JobState {
     conn: Option<DbConnection>,
-    /// `conn`'s commit count when the job got it.
+    /// `conn`'s commit and statement counts when the job got it.
     commits_at_attach: u64,
+    statements_at_attach: u64,
     /// The job committed on a connection it has since left (a reconnect).
     committed_before: bool,
     cancelled: bool,
@@ -53,18 +54,20 @@ impl JobSlot {
         }
         st.conn = Some(conn.clone());
         st.commits_at_attach = conn.commits_begun();
+        st.statements_at_attach = conn.statements_begun();
         Ok(())
     }
 
-    /// True if the job has begun a commit of its own (a `run_with_connection`
-    /// function calling `commit()`): its work is partly durable, so a cancel
-    /// can no longer mean "nothing committed".
+    /// True if the job may have made some of its work durable itself: it
+    /// began a commit of its own (a `run_with_connection` function calling
+    /// `commit()`), or a statement on a connection in autocommit mode. A
+    /// cancel can then no longer mean "nothing committed".
     fn has_committed(st: &JobState) -> bool {
         st.committed_before
-            || st
-                .conn
-                .as_ref()
-                .is_some_and(|c| c.commits_begun() > st.commits_at_attach)
+            || st.conn.as_ref().is_some_and(|c| {
+                c.commits_begun() > st.commits_at_attach
+                    || (c.autocommit() && c.statements_begun() > st.statements_at_attach)
+            })
     }
 
     /// The job is over: a cancel request arriving now does nothing.
@@ -84,6 +87,7 @@ impl JobSlot {
             old.clear_interrupt();
         }
         st.commits_at_attach = conn.commits_begun();
+        st.statements_at_attach = conn.statements_begun();
         if st.cancelled {
             // Already cancelled: the job's next statement on the new
             // connection fails too.
@@ -116,6 +120,12 @@ impl JobSlot {
     /// Once the job has begun to finish (its commit may be under way) it is
     /// too late: the cancel is declined, so that "cancelled" always means
     /// "nothing committed", and the job's Deferred reports what happened.
+    ///
+    /// A job that has already made part of its work durable (its own
+    /// `commit()`, or statements in autocommit mode) is stopped all the same
+    /// (its running statement is cancelled and the next one fails), but the
+    /// cancel is declined: the Deferred reports the job's real outcome
+    /// (usually the interrupted statement's error), not `CancelledError`.
     fn mark_cancelled(&self) -> CancelAction {
         let mut st = self.lock();
         if st.finishing {
@@ -123,13 +133,13 @@ impl JobSlot {
         }
         let conn = st.conn.clone();
         if let Some(c) = &conn {
-            // Interrupt first, then look for a commit of the job's own: a
-            // commit that began before the interrupt is seen here, and one
-            // that begins after it fails (see `DbConnection::commit`).
+            // Interrupt first, then look for work made durable: a commit or
+            // statement that began before the interrupt is seen here, and one
+            // that begins after it fails (see `DbConnection::commit` and
+            // `begin_statement`).
             c.mark_interrupted();
             if Self::has_committed(&st) {
-                c.clear_interrupt();
-                return CancelAction::TooLate;
+                return CancelAction::StopButReport(c.clone());
             }
         } else if st.committed_before {
             return CancelAction::TooLate;
@@ -161,6 +171,10 @@ enum CancelAction {
     Cancelled(Option<DbConnection>),
     /// The job had begun to finish: the cancel is declined.
     TooLate,
+    /// The job made part of its work durable already: its running statement
+    /// is cancelled at the driver too, but the cancel is declined, so the
+    /// Deferred reports what happened.
+    StopButReport(DbConnection),
 }
 
 /// A job's connection wrapper that detaches the job's cancel slot when it is
@@ -196,14 +210,15 @@ pub(super) fn job_slot() -> (Arc<JobSlot>, impl FnOnce() -> Interrupt + 'static)
     let job = Arc::new(JobSlot::default());
     let slot = Arc::clone(&job);
     let interrupt = move || {
-        let conn = match slot.mark_cancelled() {
+        let (conn, outcome) = match slot.mark_cancelled() {
             CancelAction::TooLate => return Interrupt::TooLate,
             CancelAction::Cancelled(None) => return Interrupt::Cancelled,
-            CancelAction::Cancelled(Some(conn)) => conn,
+            CancelAction::Cancelled(Some(conn)) => (conn, Interrupt::Cancelled),
+            CancelAction::StopButReport(conn) => (conn, Interrupt::TooLate),
         };
         if !conn.cancel_blocks() {
             slot.cancel_statement(&conn);
-            return Interrupt::Cancelled;
+            return outcome;
         }
         let s = Arc::clone(&slot);
         let c = conn.clone();
@@ -214,7 +229,7 @@ pub(super) fn job_slot() -> (Arc<JobSlot>, impl FnOnce() -> Interrupt + 'static)
         {
             slot.cancel_statement(&conn);
         }
-        Interrupt::Cancelled
+        outcome
     };
     (job, interrupt)
 }

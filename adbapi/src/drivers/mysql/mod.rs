@@ -508,6 +508,10 @@ impl DriverConnection for MyConnection {
         self.conn().map(|_| ())
     }
 
+    fn autocommit(&self) -> bool {
+        self.autocommit
+    }
+
     fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
         let sql = if on {
             "SET autocommit = 1"

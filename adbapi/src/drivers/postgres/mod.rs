@@ -555,6 +555,10 @@ impl DriverConnection for PgConnection {
         self.client().map(|_| ())
     }
 
+    fn autocommit(&self) -> bool {
+        self.autocommit
+    }
+
     fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
         if self.in_transaction {
             return Err(DbError::new(

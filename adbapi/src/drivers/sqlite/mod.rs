@@ -599,6 +599,10 @@ impl DriverConnection for SqliteConnection {
         Some(Arc::clone(&self.interrupt) as Arc<dyn StatementCanceller>)
     }
 
+    fn autocommit(&self) -> bool {
+        self.isolation.is_none()
+    }
+
     fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
         // Python's sqlite3: isolation_level None is autocommit; turning it on
         // commits an open transaction, as assigning isolation_level does.
