@@ -305,10 +305,13 @@ impl Row {
     }
 
     /// The value in the column named `name` converted to `T`: pymysql's
-    /// `DictCursor` row `row[name]`, `sqlite3.Row`'s `row[name]`. The first
-    /// column of that name wins (a dict keeps one per name). A typed
-    /// `InterfaceError` says when no column has that name (listing those
-    /// there are) or the row has no description.
+    /// `DictCursor` row `row[name]`, psycopg2's `DictRow`, `sqlite3.Row`'s
+    /// `row[name]`. Names match exactly, for every driver (`sqlite3.Row` also
+    /// matches ignoring ASCII case; here write the name as the query spells
+    /// it). The first column of a name wins; pymysql's `DictCursor` keys a
+    /// later duplicate `table.column` instead: alias it in the SQL
+    /// (`b.id AS b_id`). A typed `InterfaceError` says when no column has
+    /// that name (listing those there are) or the row has no description.
     ///
     /// ```
     /// use adbapi::dbapi::connect;

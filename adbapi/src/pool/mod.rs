@@ -104,6 +104,11 @@ impl Drop for PoolInner {
         {
             let _ = self.reactor.remove_system_event_trigger(&id);
         }
+        // Not started yet (the reactor has not run): start the workers, so
+        // the jobs already queued run before they stop, as they would have.
+        if !self.threadpool.started() && self.threadpool.q_size() > 0 {
+            let _ = self.threadpool.start();
+        }
         drop(self.stop_workers());
     }
 }

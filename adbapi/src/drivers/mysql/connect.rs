@@ -170,7 +170,9 @@ pub(crate) fn settings(module: &str, args: &ConnectArgs) -> DbResult<Settings> {
         let s = text(module, "port", v)?;
         let port: u16 = s
             .parse()
-            .map_err(|_| arg_error(module, format!("invalid port {s:?} (1-65535)")))?;
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| arg_error(module, format!("invalid port {s:?} (1-65535)")))?;
         builder = builder.tcp_port(port);
     }
     if let Some(v) = kw.get("user") {
