@@ -15,18 +15,24 @@
 //! commit"), or to stall while committing ([`CommitFault::Slow`], so a cancel
 //! can land while the job commits).
 //!
-//! What is committed is read back from the real SQLite file
-//! ([`committed_keys`]): the database itself is the record of committed
-//! writes.
+//! What is committed is read back from the real database
+//! ([`committed_keys`] for the SQLite file, [`committed_keys_in`] for any
+//! module): the database itself is the record of committed writes.
+//!
+//! The module also records which worker thread ran each job's first tagged
+//! statement, in order ([`PlanModule::previous_job_on_thread`]), so a test can
+//! tell which job ran on a worker right after another one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use adbapi::dbapi::{
     register_module, ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind,
     ExecResult, Params, StatementCanceller, Value,
 };
+use adbapi::drivers::sqlite::SqliteModule;
 
 use crate::faults::{FaultModule, INJECTED_PANIC};
 
@@ -117,6 +123,9 @@ struct Plans {
     plans: HashMap<u64, JobPlan>,
     /// Jobs whose commit reached the database (before any fault after it).
     committed: BTreeSet<u64>,
+    /// Each job's first tagged statement, with the thread that ran it, in
+    /// the order they ran.
+    started: Vec<(ThreadId, u64)>,
 }
 
 #[derive(Debug)]
@@ -165,12 +174,19 @@ impl PlanModule {
     /// A module named `name` over a fresh [`FaultModule`] wrapping `sqlite3`
     /// (reachable with [`faults`](Self::faults)), registered under `name`.
     pub fn register(name: &str) -> Arc<PlanModule> {
+        Self::register_over(name, Arc::new(SqliteModule))
+    }
+
+    /// As [`register`](Self::register), over a [`FaultModule`] wrapping
+    /// `inner` (any real driver, for example `pymysql`'s
+    /// `adbapi::drivers::mysql::MysqlModule`).
+    pub fn register_over(name: &str, inner: Arc<dyn DbApiModule>) -> Arc<PlanModule> {
         let m = Arc::new(PlanModule {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 plans: Mutex::new(Plans::default()),
             }),
-            faults: FaultModule::new(&format!("{name}-faults")),
+            faults: FaultModule::wrapping(&format!("{name}-faults"), inner),
         });
         register_module(name, Arc::clone(&m) as Arc<dyn DbApiModule>);
         m
@@ -190,6 +206,20 @@ impl PlanModule {
     /// account (the database file is the authority: see [`committed_keys`]).
     pub fn commits_reached(&self) -> BTreeSet<u64> {
         self.shared.plans().committed.clone()
+    }
+
+    /// The job that started on the same worker thread just before job
+    /// `key` did (by their first tagged statements), if `key` started and
+    /// was not the thread's first.
+    pub fn previous_job_on_thread(&self, key: u64) -> Option<u64> {
+        let plans = self.shared.plans();
+        let pos = plans.started.iter().position(|&(_, k)| k == key)?;
+        let thread = plans.started[pos].0;
+        plans.started[..pos]
+            .iter()
+            .rev()
+            .find(|&&(t, _)| t == thread)
+            .map(|&(_, k)| k)
     }
 }
 
@@ -259,6 +289,12 @@ impl DriverConnection for PlanConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
         self.check_severed("execute")?;
         if let Some(key) = parse_tag(sql) {
+            if self.job != Some(key) {
+                let mut plans = self.shared.plans();
+                if !plans.started.iter().any(|&(_, k)| k == key) {
+                    plans.started.push((std::thread::current().id(), key));
+                }
+            }
             self.job = Some(key);
             let plan = self.shared.plan(key);
             self.apply(plan.exec, "execute", key)?;
@@ -328,17 +364,25 @@ impl DriverConnection for PlanConnection {
 /// The keys in table `t` (column `k`) of the SQLite file `path`, read on a
 /// connection of its own: what the pool's jobs committed.
 pub fn committed_keys(path: &str) -> BTreeSet<u64> {
-    let conn = adbapi::dbapi::connect("sqlite3", &[path.into()], &[])
-        .unwrap_or_else(|e| panic!("open {path} to read the committed keys: {e}"));
+    committed_keys_in("sqlite3", path, "t")
+}
+
+/// The keys in table `table` (column `k`) of the database that module
+/// `module` reaches with the single connect argument `target` (a file, a
+/// URL), read on a connection of its own in a fresh transaction: what the
+/// pool's jobs committed.
+pub fn committed_keys_in(module: &str, target: &str, table: &str) -> BTreeSet<u64> {
+    let conn = adbapi::dbapi::connect(module, &[target.into()], &[])
+        .unwrap_or_else(|e| panic!("open {target} to read the committed keys: {e}"));
     let rows = conn
-        .execute("SELECT k FROM t", ())
+        .execute(&format!("SELECT k FROM {table}"), ())
         .and_then(|mut c| c.fetchall())
-        .unwrap_or_else(|e| panic!("read the committed keys of {path}: {e}"));
+        .unwrap_or_else(|e| panic!("read the committed keys of {target} ({table}): {e}"));
     let _ = conn.close();
     rows.iter()
         .map(|r| match r.values().first() {
             Some(Value::Int(k)) => u64::try_from(*k).expect("keys are non-negative"),
-            other => panic!("unexpected key {other:?} in {path}"),
+            other => panic!("unexpected key {other:?} in {target} ({table})"),
         })
         .collect()
 }

@@ -13,7 +13,8 @@
 //!
 //! A program ([`Program`]) makes a pool (`cp_min`/`cp_max` 1-3,
 //! `cp_reconnect` on or off) over a [`PlanModule`] (per-job fault plans over
-//! the step-counted [`FaultModule`], wrapping a real SQLite file), arms a few
+//! the step-counted [`FaultModule`], wrapping a real SQLite file, or a
+//! MariaDB/MySQL server through `pymysql`: see [`Backend`]), arms a few
 //! step-counted faults (connect, cursor, close), and runs its [`Step`]s from
 //! the reactor: `run_query`, `run_operation`, `run_interaction` (ok, error,
 //! panic, slow), each writing a unique key and optionally with `add_timeout`;
@@ -39,20 +40,28 @@
 //!   (and, for a dropped pool, soon after); no connection was closed twice;
 //! - the `after`/`shutdown` triggers run only once the pool has closed;
 //! - the pool still works at the end unless the program closed it.
+//!
+//! On MariaDB/MySQL (`pool_model_mysql`, needs `ADBAPI_MYSQL_URL`; 48 cases
+//! unless `ADBAPI_MODEL_MYSQL_CASES` says otherwise) each case writes to an
+//! InnoDB table of its own, dropped when the case ends.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adbapi::dbapi::ErrorKind;
+use adbapi::dbapi::{DbApiModule, ErrorKind};
+use adbapi::drivers::mysql::MysqlModule;
 use adbapi::{args, kwargs, Arg, ConnectionPool, PoolClosed};
 use deferred::{CancelledError, Deferred, Failure, TimeoutError};
 use integration_tests::faults::{quiet_injected_panics, Fault, Step as FaultStep, When};
 use integration_tests::harness::{unique_name, TempDir};
-use integration_tests::model::{committed_keys, tag, CommitFault, JobPlan, PlanModule, StepFault};
+use integration_tests::model::{
+    committed_keys_in, tag, CommitFault, JobPlan, PlanModule, StepFault,
+};
+use integration_tests::mysql::MysqlBackend;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use reactor::prelude::*;
@@ -307,6 +316,100 @@ fn program() -> impl Strategy<Value = Program> {
         })
 }
 
+// ---------------------------------------------------------------- backends
+
+/// The database the programs run against.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// A fresh SQLite file per case.
+    Sqlite,
+    /// The MariaDB/MySQL database at `url` (through `pymysql`), with a fresh
+    /// InnoDB table per case.
+    Mysql { url: String },
+}
+
+/// One case's table: made before the pool, read back after `run()`,
+/// dropped at the end.
+struct CaseDb {
+    backend: Backend,
+    /// The single connect argument (the SQLite file, the server's URL).
+    target: String,
+    table: String,
+    /// The SQLite file's directory, removed on drop.
+    _dir: Option<TempDir>,
+}
+
+impl CaseDb {
+    fn create(backend: &Backend) -> Result<CaseDb, String> {
+        let (target, table, dir, ddl) = match backend {
+            Backend::Sqlite => {
+                let dir = TempDir::new("pool-model");
+                let db = dir.file("model.db");
+                (
+                    db,
+                    "t".to_owned(),
+                    Some(dir),
+                    "CREATE TABLE t (k INTEGER PRIMARY KEY)".to_owned(),
+                )
+            }
+            Backend::Mysql { url } => {
+                let table = unique_name("pool_model").replace('-', "_");
+                let ddl = format!("CREATE TABLE {table} (k BIGINT PRIMARY KEY) ENGINE=InnoDB");
+                (url.clone(), table, None, ddl)
+            }
+        };
+        let case = CaseDb {
+            backend: backend.clone(),
+            target,
+            table,
+            _dir: dir,
+        };
+        let c = adbapi::dbapi::connect(case.module(), &[case.target.as_str().into()], &[])
+            .map_err(|e| e.to_string())?;
+        c.execute(&ddl, ()).map_err(|e| e.to_string())?;
+        c.commit().map_err(|e| e.to_string())?;
+        c.close().map_err(|e| e.to_string())?;
+        Ok(case)
+    }
+
+    /// The real driver's registered name.
+    fn module(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite3",
+            Backend::Mysql { .. } => "pymysql",
+        }
+    }
+
+    /// The real driver, for the [`PlanModule`] to wrap.
+    fn driver(&self) -> Arc<dyn DbApiModule> {
+        match self.backend {
+            Backend::Sqlite => Arc::new(adbapi::drivers::sqlite::SqliteModule),
+            Backend::Mysql { .. } => Arc::new(MysqlModule::named("pymysql")),
+        }
+    }
+
+    fn committed(&self) -> BTreeSet<u64> {
+        committed_keys_in(self.module(), &self.target, &self.table)
+    }
+
+    /// Drops a MySQL case's table. A lock wait here means some session
+    /// still holds the table (a transaction the pool left open): bounded,
+    /// and reported.
+    fn drop_table(&self) -> Result<(), String> {
+        if matches!(self.backend, Backend::Sqlite) {
+            return Ok(());
+        }
+        let c = adbapi::dbapi::connect(self.module(), &[self.target.as_str().into()], &[])
+            .map_err(|e| e.to_string())?;
+        let r = c
+            .execute("SET SESSION lock_wait_timeout = 10", ())
+            .and_then(|_| c.execute(&format!("DROP TABLE IF EXISTS {}", self.table), ()));
+        let _ = c.close();
+        r.map(|_| ())
+            .map_err(|e| format!("dropping the case's table {}: {e}", self.table))
+    }
+}
+
 // ---------------------------------------------------------------- running
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,6 +465,8 @@ type Hook = Box<dyn FnOnce()>;
 struct Model {
     reactor: Reactor,
     module: Arc<PlanModule>,
+    /// The table the jobs write to.
+    table: String,
     pool: RefCell<Option<ConnectionPool>>,
     tracked: RefCell<Vec<Tracked>>,
     /// Steps waiting for a Deferred (by index in `tracked`) to fire.
@@ -454,8 +559,8 @@ fn push_tracked(model: &Model, step: Option<usize>, kind: Kind, refused_expected
     tracked.len() - 1
 }
 
-fn insert_sql(key: u64) -> String {
-    format!("INSERT INTO t (k) VALUES ({key}) {}", tag(key))
+fn insert_sql(table: &str, key: u64) -> String {
+    format!("INSERT INTO {table} (k) VALUES ({key}) {}", tag(key))
 }
 
 fn issue_job(
@@ -486,9 +591,10 @@ fn issue_job(
         Some(ms) => d.add_timeout(Duration::from_millis(u64::from(ms)), &model.reactor),
         None => d,
     };
+    let table = model.table.clone();
     let d: Deferred<String> = match op {
         Op::Query => pool
-            .run_query(&format!("{} RETURNING k", insert_sql(key)), ())
+            .run_query(&format!("{} RETURNING k", insert_sql(&table, key)), ())
             .add_callback(|rows| {
                 format!(
                     "{:?}",
@@ -496,10 +602,10 @@ fn issue_job(
                 )
             }),
         Op::Operation => pool
-            .run_operation(&insert_sql(key), ())
+            .run_operation(&insert_sql(&table, key), ())
             .add_callback(|()| "()".to_owned()),
         Op::Interaction(body) => pool.run_interaction(move |txn| {
-            txn.execute(&insert_sql(key), ())?;
+            txn.execute(&insert_sql(&table, key), ())?;
             match body {
                 Body::Ok => {}
                 Body::Error => return Err(Failure::msg(format!("job {key}: planned error"))),
@@ -510,7 +616,7 @@ fn issue_job(
                 Body::Slow(ms) => std::thread::sleep(Duration::from_millis(u64::from(ms))),
             }
             let rows = txn
-                .execute(&format!("SELECT k FROM t WHERE k = {key}"), ())?
+                .execute(&format!("SELECT k FROM {table} WHERE k = {key}"), ())?
                 .fetchall()?;
             Ok(format!(
                 "{:?}",
@@ -658,27 +764,18 @@ fn finish(model: &Rc<Model>) {
 }
 
 /// Runs one program to completion and checks it; `Err` says what is wrong.
-fn run_program(prog: &Program) -> Result<(), String> {
+fn run_program(prog: &Program, backend: &Backend) -> Result<(), String> {
     quiet_injected_panics();
-    let dir = TempDir::new("pool-model");
-    let db = dir.file("model.db");
-    {
-        let c = adbapi::dbapi::connect("sqlite3", &[db.as_str().into()], &[])
-            .map_err(|e| e.to_string())?;
-        c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)", ())
-            .map_err(|e| e.to_string())?;
-        c.commit().map_err(|e| e.to_string())?;
-        c.close().map_err(|e| e.to_string())?;
-    }
+    let db = CaseDb::create(backend)?;
     let name = unique_name("pool-model");
-    let module = PlanModule::register(&name);
+    let module = PlanModule::register_over(&name, db.driver());
     for g in &prog.global {
         module.faults().arm(g.step, When::Nth(g.nth), g.fault);
     }
     let reactor = Reactor::new().map_err(|e| e.to_string())?;
     let pool = ConnectionPool::new(
         &name,
-        args![db.as_str()],
+        args![db.target.as_str()],
         kwargs! {
             "cp_min" => prog.min as i64,
             "cp_max" => prog.max as i64,
@@ -691,6 +788,7 @@ fn run_program(prog: &Program) -> Result<(), String> {
     let model = Rc::new(Model {
         reactor: reactor.clone(),
         module: Arc::clone(&module),
+        table: db.table.clone(),
         pool: RefCell::new(Some(pool)),
         tracked: RefCell::new(Vec::new()),
         hooks: RefCell::new(HashMap::new()),
@@ -750,13 +848,22 @@ fn run_program(prog: &Program) -> Result<(), String> {
     for _ in 0..5 {
         reactor.iterate(Duration::from_millis(2));
     }
-    let result = check(prog, &model, &db);
+    let mut result = check(prog, &model, &db);
     // The hooks and the handles hold the model: break the cycles.
     model.hooks.borrow_mut().clear();
     for t in model.tracked.borrow_mut().iter_mut() {
         t.handle = None;
     }
     drop(model.pool.borrow_mut().take());
+    if let Err(e) = db.drop_table() {
+        result = match result {
+            Ok(()) => Err(vec![e]),
+            Err(mut problems) => {
+                problems.push(e);
+                Err(problems)
+            }
+        };
+    }
     result.map_err(|problems| {
         format!(
             "{}\ntrace:\n  {}",
@@ -766,14 +873,14 @@ fn run_program(prog: &Program) -> Result<(), String> {
     })
 }
 
-fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>> {
+fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     if model.timed_out.get() {
         problems.push(format!(
             "watchdog: the program had not ended after {WATCHDOG:?}"
         ));
     }
-    let committed = committed_keys(db);
+    let committed = db.committed();
     let severs = prog.severs();
     let has_global = !prog.global.is_empty();
     for (i, t) in model.tracked.borrow().iter().enumerate() {
@@ -923,13 +1030,13 @@ fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>>
 }
 
 /// Runs `prog` on a thread of its own, so a hang fails the case.
-fn run_guarded(prog: &Program) -> Result<(), String> {
+fn run_guarded(prog: &Program, backend: &Backend) -> Result<(), String> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let p = prog.clone();
+    let (p, b) = (prog.clone(), backend.clone());
     std::thread::Builder::new()
         .name("pool-model-case".to_owned())
         .spawn(move || {
-            let r = std::panic::catch_unwind(|| run_program(&p))
+            let r = std::panic::catch_unwind(|| run_program(&p, &b))
                 .unwrap_or_else(|_| Err("the case panicked (see stderr)".to_owned()));
             let _ = tx.send(r);
         })
@@ -941,17 +1048,39 @@ fn run_guarded(prog: &Program) -> Result<(), String> {
     })
 }
 
-fn cases() -> u32 {
-    std::env::var("ADBAPI_MODEL_CASES")
+fn cases(var: &str, default: u32) -> u32 {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(default)
 }
 
 #[test]
 fn pool_model() {
+    search(&Backend::Sqlite, cases("ADBAPI_MODEL_CASES", 256));
+}
+
+/// The same search on MariaDB/MySQL, with fewer cases (each makes and drops
+/// a table on the server).
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn pool_model_mysql() {
+    let server = MysqlBackend::new();
+    search(
+        &Backend::Mysql {
+            url: server.url().to_owned(),
+        },
+        cases("ADBAPI_MODEL_MYSQL_CASES", 48),
+    );
+}
+
+/// Runs `cases` random programs on `backend`, shrinking the first failure.
+fn search(backend: &Backend, cases: u32) {
     let mut runner = TestRunner::new(Config {
-        cases: cases(),
+        cases,
         failure_persistence: None,
         max_shrink_time: 180_000,
         ..Config::default()
@@ -963,7 +1092,7 @@ fn pool_model() {
     let result = runner.run(&program(), |prog| {
         let tries = if shrinking.get() { SHRINK_TRIES } else { 1 };
         for _ in 0..tries {
-            if let Err(why) = run_guarded(&prog) {
+            if let Err(why) = run_guarded(&prog, backend) {
                 shrinking.set(true);
                 return Err(TestCaseError::fail(why));
             }
@@ -997,7 +1126,7 @@ fn now(act: Act) -> Step {
 }
 
 fn assert_program(prog: Program) {
-    if let Err(why) = run_guarded(&prog) {
+    if let Err(why) = run_guarded(&prog, &Backend::Sqlite) {
         panic!("program:\n{prog:#?}\n{why}");
     }
 }
