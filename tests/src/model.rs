@@ -18,14 +18,9 @@
 //! What is committed is read back from the real database
 //! ([`committed_keys`] for the SQLite file, [`committed_keys_in`] for any
 //! module): the database itself is the record of committed writes.
-//!
-//! The module also records which worker thread ran each job's first tagged
-//! statement, in order ([`PlanModule::previous_job_on_thread`]), so a test can
-//! tell which job ran on a worker right after another one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use adbapi::dbapi::{
@@ -123,9 +118,6 @@ struct Plans {
     plans: HashMap<u64, JobPlan>,
     /// Jobs whose commit reached the database (before any fault after it).
     committed: BTreeSet<u64>,
-    /// Each job's first tagged statement, with the thread that ran it, in
-    /// the order they ran.
-    started: Vec<(ThreadId, u64)>,
 }
 
 #[derive(Debug)]
@@ -207,20 +199,6 @@ impl PlanModule {
     pub fn commits_reached(&self) -> BTreeSet<u64> {
         self.shared.plans().committed.clone()
     }
-
-    /// The job that started on the same worker thread just before job
-    /// `key` did (by their first tagged statements), if `key` started and
-    /// was not the thread's first.
-    pub fn previous_job_on_thread(&self, key: u64) -> Option<u64> {
-        let plans = self.shared.plans();
-        let pos = plans.started.iter().position(|&(_, k)| k == key)?;
-        let thread = plans.started[pos].0;
-        plans.started[..pos]
-            .iter()
-            .rev()
-            .find(|&&(t, _)| t == thread)
-            .map(|&(_, k)| k)
-    }
 }
 
 impl DbApiModule for PlanModule {
@@ -289,12 +267,6 @@ impl DriverConnection for PlanConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
         self.check_severed("execute")?;
         if let Some(key) = parse_tag(sql) {
-            if self.job != Some(key) {
-                let mut plans = self.shared.plans();
-                if !plans.started.iter().any(|&(_, k)| k == key) {
-                    plans.started.push((std::thread::current().id(), key));
-                }
-            }
             self.job = Some(key);
             let plan = self.shared.plan(key);
             self.apply(plan.exec, "execute", key)?;

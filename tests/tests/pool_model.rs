@@ -43,7 +43,12 @@
 //!
 //! On MariaDB/MySQL (`pool_model_mysql`, needs `ADBAPI_MYSQL_URL`; 48 cases
 //! unless `ADBAPI_MODEL_MYSQL_CASES` says otherwise) each case writes to an
-//! InnoDB table of its own, dropped when the case ends.
+//! InnoDB table of its own, dropped when the case ends. The invariants are
+//! the same, with no extra ambiguity: a cancel's `KILL QUERY` is sent while
+//! the job's cancel slot is locked and the job cannot begin to finish, and
+//! the driver closes a session a kill was sent on at the job's rollback, so
+//! a kill never reaches the next job on that worker
+//! (`mysql_a_cancel_never_reaches_the_next_job` aims at that).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -1126,7 +1131,11 @@ fn now(act: Act) -> Step {
 }
 
 fn assert_program(prog: Program) {
-    if let Err(why) = run_guarded(&prog, &Backend::Sqlite) {
+    assert_program_on(prog, &Backend::Sqlite);
+}
+
+fn assert_program_on(prog: Program, backend: &Backend) {
+    if let Err(why) = run_guarded(&prog, backend) {
         panic!("program:\n{prog:#?}\n{why}");
     }
 }
@@ -1137,13 +1146,17 @@ fn assert_program(prog: Program) {
 /// shutdown hold, so `run()` returns before the job's Deferred fires.
 #[test]
 fn cancelling_close_keeps_the_shutdown_hold() {
-    assert_program(Program {
+    assert_program(cancelling_close_keeps_the_shutdown_hold_program());
+}
+
+fn cancelling_close_keeps_the_shutdown_hold_program() -> Program {
+    Program {
         min: 1,
         max: 1,
         reconnect: false,
         global: vec![],
         steps: vec![now(q()), now(Act::Close), now(Act::Cancel(1))],
-    });
+    }
 }
 
 /// NEW defect N2 (Twisted does the same): a rollback that fails without the
@@ -1155,7 +1168,11 @@ fn cancelling_close_keeps_the_shutdown_hold() {
 /// the connection).
 #[test]
 fn a_failed_rollback_does_not_keep_the_transaction_open() {
-    assert_program(Program {
+    assert_program(a_failed_rollback_does_not_keep_the_transaction_open_program());
+}
+
+fn a_failed_rollback_does_not_keep_the_transaction_open_program() -> Program {
+    Program {
         min: 1,
         max: 2,
         reconnect: false,
@@ -1168,7 +1185,7 @@ fn a_failed_rollback_does_not_keep_the_transaction_open() {
             },
             timeout_ms: Some(1),
         })],
-    });
+    }
 }
 
 fn one_worker(steps: Vec<Step>) -> Program {
@@ -1185,13 +1202,17 @@ fn one_worker(steps: Vec<Step>) -> Program {
 /// the program stops the reactor, fires only after `run()` returned.
 #[test]
 fn a_refused_job_fires_before_run_returns() {
-    assert_program(one_worker(vec![
+    assert_program(a_refused_job_fires_before_run_returns_program());
+}
+
+fn a_refused_job_fires_before_run_returns_program() -> Program {
+    one_worker(vec![
         now(Act::Close),
         Step {
             at: At::AfterJob(0),
             act: q(),
         },
-    ]));
+    ])
 }
 
 /// Known defect 9: a job in flight when the last pool handle is dropped
@@ -1199,31 +1220,117 @@ fn a_refused_job_fires_before_run_returns() {
 /// shutdown).
 #[test]
 fn a_dropped_pool_holds_shutdown() {
-    assert_program(one_worker(vec![now(q()), now(Act::DropPool)]));
+    assert_program(a_dropped_pool_holds_shutdown_program());
+}
+
+fn a_dropped_pool_holds_shutdown_program() -> Program {
+    one_worker(vec![now(q()), now(Act::DropPool)])
 }
 
 /// Known defect 10: the `after`/`shutdown` triggers run while the pool's
 /// worker is still alive.
 #[test]
 fn after_shutdown_triggers_wait_for_the_pool() {
-    assert_program(one_worker(vec![now(q())]));
+    assert_program(after_shutdown_triggers_wait_for_the_pool_program());
+}
+
+fn after_shutdown_triggers_wait_for_the_pool_program() -> Program {
+    one_worker(vec![now(q())])
 }
 
 /// Known defect 11: a timeout (a cancel) landing while the job commits is
 /// reported as `TimeoutError` although the job committed.
 #[test]
 fn a_cancel_during_commit_reports_the_real_outcome() {
-    assert_program(
-        // The commit stalls 200 ms; the timeout fires 20 ms after issue,
-        // while the job commits (or, on a very slow machine, before it
-        // started, which passes).
-        one_worker(vec![now(Act::Run {
-            op: Op::Interaction(Body::Ok),
-            plan: JobPlan {
-                commit: CommitFault::Slow(200),
+    assert_program(a_cancel_during_commit_reports_the_real_outcome_program());
+}
+
+fn a_cancel_during_commit_reports_the_real_outcome_program() -> Program {
+    // The commit stalls 200 ms; the timeout fires 20 ms after issue,
+    // while the job commits (or, on a very slow machine, before it
+    // started, which passes).
+    one_worker(vec![now(Act::Run {
+        op: Op::Interaction(Body::Ok),
+        plan: JobPlan {
+            commit: CommitFault::Slow(200),
+            ..JobPlan::default()
+        },
+        timeout_ms: Some(20),
+    })])
+}
+
+/// MariaDB/MySQL: a cancel of a running job sends `KILL QUERY`, which is
+/// asynchronous to the job and could land on whatever the session runs
+/// next. The job's cancel slot holds the kill and the job's finish apart,
+/// and the driver closes a session a kill was sent on at its rollback; so
+/// the clean jobs queued behind a cancelled (or timed-out) job on the same
+/// worker must succeed, whenever the cancel lands: while the job sleeps
+/// between statements, runs a statement, commits, or after it finished.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn mysql_a_cancel_never_reaches_the_next_job() {
+    let server = MysqlBackend::new();
+    let backend = Backend::Mysql {
+        url: server.url().to_owned(),
+    };
+    let run = |op, plan, timeout_ms| Act::Run {
+        op,
+        plan,
+        timeout_ms,
+    };
+    for reconnect in [false, true] {
+        for delay in 0u8..=10 {
+            let slow_commit = JobPlan {
+                commit: CommitFault::Slow(4),
                 ..JobPlan::default()
-            },
-            timeout_ms: Some(20),
-        })]),
-    );
+            };
+            assert_program_on(
+                Program {
+                    min: 1,
+                    max: 1,
+                    reconnect,
+                    global: vec![],
+                    steps: vec![
+                        now(run(Op::Interaction(Body::Slow(6)), slow_commit, None)),
+                        Step {
+                            at: At::Timer(delay),
+                            act: Act::Cancel(0),
+                        },
+                        now(q()),
+                        now(run(Op::Query, JobPlan::default(), Some(delay / 2 + 1))),
+                        now(q()),
+                        now(run(Op::Operation, slow_commit, Some(delay + 1))),
+                        now(q()),
+                    ],
+                },
+                &backend,
+            );
+        }
+    }
+}
+
+/// The minimal programs above, on MariaDB/MySQL.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn mysql_minimal_programs() {
+    let server = MysqlBackend::new();
+    let backend = Backend::Mysql {
+        url: server.url().to_owned(),
+    };
+    for prog in [
+        cancelling_close_keeps_the_shutdown_hold_program(),
+        a_failed_rollback_does_not_keep_the_transaction_open_program(),
+        a_refused_job_fires_before_run_returns_program(),
+        a_dropped_pool_holds_shutdown_program(),
+        after_shutdown_triggers_wait_for_the_pool_program(),
+        a_cancel_during_commit_reports_the_real_outcome_program(),
+    ] {
+        assert_program_on(prog, &backend);
+    }
 }
