@@ -15,9 +15,9 @@
 //! commit"), or to stall while committing ([`CommitFault::Slow`], so a cancel
 //! can land while the job commits).
 //!
-//! What is committed is read back from the real SQLite file
-//! ([`committed_keys`]): the database itself is the record of committed
-//! writes.
+//! What is committed is read back from the real database
+//! ([`committed_keys`] for the SQLite file, [`committed_keys_in`] for any
+//! module): the database itself is the record of committed writes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +27,7 @@ use adbapi::dbapi::{
     register_module, ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind,
     ExecResult, Params, StatementCanceller, Value,
 };
+use adbapi::drivers::sqlite::SqliteModule;
 
 use crate::faults::{FaultModule, INJECTED_PANIC};
 
@@ -165,12 +166,19 @@ impl PlanModule {
     /// A module named `name` over a fresh [`FaultModule`] wrapping `sqlite3`
     /// (reachable with [`faults`](Self::faults)), registered under `name`.
     pub fn register(name: &str) -> Arc<PlanModule> {
+        Self::register_over(name, Arc::new(SqliteModule))
+    }
+
+    /// As [`register`](Self::register), over a [`FaultModule`] wrapping
+    /// `inner` (any real driver, for example `pymysql`'s
+    /// `adbapi::drivers::mysql::MysqlModule`).
+    pub fn register_over(name: &str, inner: Arc<dyn DbApiModule>) -> Arc<PlanModule> {
         let m = Arc::new(PlanModule {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 plans: Mutex::new(Plans::default()),
             }),
-            faults: FaultModule::new(&format!("{name}-faults")),
+            faults: FaultModule::wrapping(&format!("{name}-faults"), inner),
         });
         register_module(name, Arc::clone(&m) as Arc<dyn DbApiModule>);
         m
@@ -328,17 +336,25 @@ impl DriverConnection for PlanConnection {
 /// The keys in table `t` (column `k`) of the SQLite file `path`, read on a
 /// connection of its own: what the pool's jobs committed.
 pub fn committed_keys(path: &str) -> BTreeSet<u64> {
-    let conn = adbapi::dbapi::connect("sqlite3", &[path.into()], &[])
-        .unwrap_or_else(|e| panic!("open {path} to read the committed keys: {e}"));
+    committed_keys_in("sqlite3", path, "t")
+}
+
+/// The keys in table `table` (column `k`) of the database that module
+/// `module` reaches with the single connect argument `target` (a file, a
+/// URL), read on a connection of its own in a fresh transaction: what the
+/// pool's jobs committed.
+pub fn committed_keys_in(module: &str, target: &str, table: &str) -> BTreeSet<u64> {
+    let conn = adbapi::dbapi::connect(module, &[target.into()], &[])
+        .unwrap_or_else(|e| panic!("open {target} to read the committed keys: {e}"));
     let rows = conn
-        .execute("SELECT k FROM t", ())
+        .execute(&format!("SELECT k FROM {table}"), ())
         .and_then(|mut c| c.fetchall())
-        .unwrap_or_else(|e| panic!("read the committed keys of {path}: {e}"));
+        .unwrap_or_else(|e| panic!("read the committed keys of {target} ({table}): {e}"));
     let _ = conn.close();
     rows.iter()
         .map(|r| match r.values().first() {
             Some(Value::Int(k)) => u64::try_from(*k).expect("keys are non-negative"),
-            other => panic!("unexpected key {other:?} in {path}"),
+            other => panic!("unexpected key {other:?} in {target} ({table})"),
         })
         .collect()
 }

@@ -13,7 +13,8 @@
 //!
 //! A program ([`Program`]) makes a pool (`cp_min`/`cp_max` 1-3,
 //! `cp_reconnect` on or off) over a [`PlanModule`] (per-job fault plans over
-//! the step-counted [`FaultModule`], wrapping a real SQLite file), arms a few
+//! the step-counted [`FaultModule`], wrapping a real SQLite file, or a
+//! MariaDB/MySQL server through `pymysql`: see [`Backend`]), arms a few
 //! step-counted faults (connect, cursor, close), and runs its [`Step`]s from
 //! the reactor: `run_query`, `run_operation`, `run_interaction` (ok, error,
 //! panic, slow), each writing a unique key and optionally with `add_timeout`;
@@ -39,20 +40,33 @@
 //!   (and, for a dropped pool, soon after); no connection was closed twice;
 //! - the `after`/`shutdown` triggers run only once the pool has closed;
 //! - the pool still works at the end unless the program closed it.
+//!
+//! On MariaDB/MySQL (`pool_model_mysql`, needs `ADBAPI_MYSQL_URL`; 48 cases
+//! unless `ADBAPI_MODEL_MYSQL_CASES` says otherwise) each case writes to an
+//! InnoDB table of its own, dropped when the case ends. The invariants are
+//! the same, with no extra ambiguity: a cancel's `KILL QUERY` is sent while
+//! the job's cancel slot is locked and the job cannot begin to finish, and
+//! the driver closes a session a kill was sent on at the job's rollback, so
+//! a kill never reaches the next job on that worker
+//! (`mysql_a_cancel_never_reaches_the_next_job` aims at that).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adbapi::dbapi::ErrorKind;
+use adbapi::dbapi::{DbApiModule, ErrorKind};
+use adbapi::drivers::mysql::MysqlModule;
 use adbapi::{args, kwargs, Arg, ConnectionPool, PoolClosed};
 use deferred::{CancelledError, Deferred, Failure, TimeoutError};
 use integration_tests::faults::{quiet_injected_panics, Fault, Step as FaultStep, When};
 use integration_tests::harness::{unique_name, TempDir};
-use integration_tests::model::{committed_keys, tag, CommitFault, JobPlan, PlanModule, StepFault};
+use integration_tests::model::{
+    committed_keys_in, tag, CommitFault, JobPlan, PlanModule, StepFault,
+};
+use integration_tests::mysql::MysqlBackend;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use reactor::prelude::*;
@@ -307,6 +321,100 @@ fn program() -> impl Strategy<Value = Program> {
         })
 }
 
+// ---------------------------------------------------------------- backends
+
+/// The database the programs run against.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// A fresh SQLite file per case.
+    Sqlite,
+    /// The MariaDB/MySQL database at `url` (through `pymysql`), with a fresh
+    /// InnoDB table per case.
+    Mysql { url: String },
+}
+
+/// One case's table: made before the pool, read back after `run()`,
+/// dropped at the end.
+struct CaseDb {
+    backend: Backend,
+    /// The single connect argument (the SQLite file, the server's URL).
+    target: String,
+    table: String,
+    /// The SQLite file's directory, removed on drop.
+    _dir: Option<TempDir>,
+}
+
+impl CaseDb {
+    fn create(backend: &Backend) -> Result<CaseDb, String> {
+        let (target, table, dir, ddl) = match backend {
+            Backend::Sqlite => {
+                let dir = TempDir::new("pool-model");
+                let db = dir.file("model.db");
+                (
+                    db,
+                    "t".to_owned(),
+                    Some(dir),
+                    "CREATE TABLE t (k INTEGER PRIMARY KEY)".to_owned(),
+                )
+            }
+            Backend::Mysql { url } => {
+                let table = unique_name("pool_model").replace('-', "_");
+                let ddl = format!("CREATE TABLE {table} (k BIGINT PRIMARY KEY) ENGINE=InnoDB");
+                (url.clone(), table, None, ddl)
+            }
+        };
+        let case = CaseDb {
+            backend: backend.clone(),
+            target,
+            table,
+            _dir: dir,
+        };
+        let c = adbapi::dbapi::connect(case.module(), &[case.target.as_str().into()], &[])
+            .map_err(|e| e.to_string())?;
+        c.execute(&ddl, ()).map_err(|e| e.to_string())?;
+        c.commit().map_err(|e| e.to_string())?;
+        c.close().map_err(|e| e.to_string())?;
+        Ok(case)
+    }
+
+    /// The real driver's registered name.
+    fn module(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite3",
+            Backend::Mysql { .. } => "pymysql",
+        }
+    }
+
+    /// The real driver, for the [`PlanModule`] to wrap.
+    fn driver(&self) -> Arc<dyn DbApiModule> {
+        match self.backend {
+            Backend::Sqlite => Arc::new(adbapi::drivers::sqlite::SqliteModule),
+            Backend::Mysql { .. } => Arc::new(MysqlModule::named("pymysql")),
+        }
+    }
+
+    fn committed(&self) -> BTreeSet<u64> {
+        committed_keys_in(self.module(), &self.target, &self.table)
+    }
+
+    /// Drops a MySQL case's table. A lock wait here means some session
+    /// still holds the table (a transaction the pool left open): bounded,
+    /// and reported.
+    fn drop_table(&self) -> Result<(), String> {
+        if matches!(self.backend, Backend::Sqlite) {
+            return Ok(());
+        }
+        let c = adbapi::dbapi::connect(self.module(), &[self.target.as_str().into()], &[])
+            .map_err(|e| e.to_string())?;
+        let r = c
+            .execute("SET SESSION lock_wait_timeout = 10", ())
+            .and_then(|_| c.execute(&format!("DROP TABLE IF EXISTS {}", self.table), ()));
+        let _ = c.close();
+        r.map(|_| ())
+            .map_err(|e| format!("dropping the case's table {}: {e}", self.table))
+    }
+}
+
 // ---------------------------------------------------------------- running
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,6 +470,8 @@ type Hook = Box<dyn FnOnce()>;
 struct Model {
     reactor: Reactor,
     module: Arc<PlanModule>,
+    /// The table the jobs write to.
+    table: String,
     pool: RefCell<Option<ConnectionPool>>,
     tracked: RefCell<Vec<Tracked>>,
     /// Steps waiting for a Deferred (by index in `tracked`) to fire.
@@ -454,8 +564,8 @@ fn push_tracked(model: &Model, step: Option<usize>, kind: Kind, refused_expected
     tracked.len() - 1
 }
 
-fn insert_sql(key: u64) -> String {
-    format!("INSERT INTO t (k) VALUES ({key}) {}", tag(key))
+fn insert_sql(table: &str, key: u64) -> String {
+    format!("INSERT INTO {table} (k) VALUES ({key}) {}", tag(key))
 }
 
 fn issue_job(
@@ -486,9 +596,10 @@ fn issue_job(
         Some(ms) => d.add_timeout(Duration::from_millis(u64::from(ms)), &model.reactor),
         None => d,
     };
+    let table = model.table.clone();
     let d: Deferred<String> = match op {
         Op::Query => pool
-            .run_query(&format!("{} RETURNING k", insert_sql(key)), ())
+            .run_query(&format!("{} RETURNING k", insert_sql(&table, key)), ())
             .add_callback(|rows| {
                 format!(
                     "{:?}",
@@ -496,10 +607,10 @@ fn issue_job(
                 )
             }),
         Op::Operation => pool
-            .run_operation(&insert_sql(key), ())
+            .run_operation(&insert_sql(&table, key), ())
             .add_callback(|()| "()".to_owned()),
         Op::Interaction(body) => pool.run_interaction(move |txn| {
-            txn.execute(&insert_sql(key), ())?;
+            txn.execute(&insert_sql(&table, key), ())?;
             match body {
                 Body::Ok => {}
                 Body::Error => return Err(Failure::msg(format!("job {key}: planned error"))),
@@ -510,7 +621,7 @@ fn issue_job(
                 Body::Slow(ms) => std::thread::sleep(Duration::from_millis(u64::from(ms))),
             }
             let rows = txn
-                .execute(&format!("SELECT k FROM t WHERE k = {key}"), ())?
+                .execute(&format!("SELECT k FROM {table} WHERE k = {key}"), ())?
                 .fetchall()?;
             Ok(format!(
                 "{:?}",
@@ -658,27 +769,18 @@ fn finish(model: &Rc<Model>) {
 }
 
 /// Runs one program to completion and checks it; `Err` says what is wrong.
-fn run_program(prog: &Program) -> Result<(), String> {
+fn run_program(prog: &Program, backend: &Backend) -> Result<(), String> {
     quiet_injected_panics();
-    let dir = TempDir::new("pool-model");
-    let db = dir.file("model.db");
-    {
-        let c = adbapi::dbapi::connect("sqlite3", &[db.as_str().into()], &[])
-            .map_err(|e| e.to_string())?;
-        c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)", ())
-            .map_err(|e| e.to_string())?;
-        c.commit().map_err(|e| e.to_string())?;
-        c.close().map_err(|e| e.to_string())?;
-    }
+    let db = CaseDb::create(backend)?;
     let name = unique_name("pool-model");
-    let module = PlanModule::register(&name);
+    let module = PlanModule::register_over(&name, db.driver());
     for g in &prog.global {
         module.faults().arm(g.step, When::Nth(g.nth), g.fault);
     }
     let reactor = Reactor::new().map_err(|e| e.to_string())?;
     let pool = ConnectionPool::new(
         &name,
-        args![db.as_str()],
+        args![db.target.as_str()],
         kwargs! {
             "cp_min" => prog.min as i64,
             "cp_max" => prog.max as i64,
@@ -691,6 +793,7 @@ fn run_program(prog: &Program) -> Result<(), String> {
     let model = Rc::new(Model {
         reactor: reactor.clone(),
         module: Arc::clone(&module),
+        table: db.table.clone(),
         pool: RefCell::new(Some(pool)),
         tracked: RefCell::new(Vec::new()),
         hooks: RefCell::new(HashMap::new()),
@@ -750,13 +853,22 @@ fn run_program(prog: &Program) -> Result<(), String> {
     for _ in 0..5 {
         reactor.iterate(Duration::from_millis(2));
     }
-    let result = check(prog, &model, &db);
+    let mut result = check(prog, &model, &db);
     // The hooks and the handles hold the model: break the cycles.
     model.hooks.borrow_mut().clear();
     for t in model.tracked.borrow_mut().iter_mut() {
         t.handle = None;
     }
     drop(model.pool.borrow_mut().take());
+    if let Err(e) = db.drop_table() {
+        result = match result {
+            Ok(()) => Err(vec![e]),
+            Err(mut problems) => {
+                problems.push(e);
+                Err(problems)
+            }
+        };
+    }
     result.map_err(|problems| {
         format!(
             "{}\ntrace:\n  {}",
@@ -766,14 +878,14 @@ fn run_program(prog: &Program) -> Result<(), String> {
     })
 }
 
-fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>> {
+fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     if model.timed_out.get() {
         problems.push(format!(
             "watchdog: the program had not ended after {WATCHDOG:?}"
         ));
     }
-    let committed = committed_keys(db);
+    let committed = db.committed();
     let severs = prog.severs();
     let has_global = !prog.global.is_empty();
     for (i, t) in model.tracked.borrow().iter().enumerate() {
@@ -923,13 +1035,13 @@ fn check(prog: &Program, model: &Rc<Model>, db: &str) -> Result<(), Vec<String>>
 }
 
 /// Runs `prog` on a thread of its own, so a hang fails the case.
-fn run_guarded(prog: &Program) -> Result<(), String> {
+fn run_guarded(prog: &Program, backend: &Backend) -> Result<(), String> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let p = prog.clone();
+    let (p, b) = (prog.clone(), backend.clone());
     std::thread::Builder::new()
         .name("pool-model-case".to_owned())
         .spawn(move || {
-            let r = std::panic::catch_unwind(|| run_program(&p))
+            let r = std::panic::catch_unwind(|| run_program(&p, &b))
                 .unwrap_or_else(|_| Err("the case panicked (see stderr)".to_owned()));
             let _ = tx.send(r);
         })
@@ -941,17 +1053,39 @@ fn run_guarded(prog: &Program) -> Result<(), String> {
     })
 }
 
-fn cases() -> u32 {
-    std::env::var("ADBAPI_MODEL_CASES")
+fn cases(var: &str, default: u32) -> u32 {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(default)
 }
 
 #[test]
 fn pool_model() {
+    search(&Backend::Sqlite, cases("ADBAPI_MODEL_CASES", 256));
+}
+
+/// The same search on MariaDB/MySQL, with fewer cases (each makes and drops
+/// a table on the server).
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn pool_model_mysql() {
+    let server = MysqlBackend::new();
+    search(
+        &Backend::Mysql {
+            url: server.url().to_owned(),
+        },
+        cases("ADBAPI_MODEL_MYSQL_CASES", 48),
+    );
+}
+
+/// Runs `cases` random programs on `backend`, shrinking the first failure.
+fn search(backend: &Backend, cases: u32) {
     let mut runner = TestRunner::new(Config {
-        cases: cases(),
+        cases,
         failure_persistence: None,
         max_shrink_time: 180_000,
         ..Config::default()
@@ -963,7 +1097,7 @@ fn pool_model() {
     let result = runner.run(&program(), |prog| {
         let tries = if shrinking.get() { SHRINK_TRIES } else { 1 };
         for _ in 0..tries {
-            if let Err(why) = run_guarded(&prog) {
+            if let Err(why) = run_guarded(&prog, backend) {
                 shrinking.set(true);
                 return Err(TestCaseError::fail(why));
             }
@@ -997,7 +1131,11 @@ fn now(act: Act) -> Step {
 }
 
 fn assert_program(prog: Program) {
-    if let Err(why) = run_guarded(&prog) {
+    assert_program_on(prog, &Backend::Sqlite);
+}
+
+fn assert_program_on(prog: Program, backend: &Backend) {
+    if let Err(why) = run_guarded(&prog, backend) {
         panic!("program:\n{prog:#?}\n{why}");
     }
 }
@@ -1008,13 +1146,17 @@ fn assert_program(prog: Program) {
 /// shutdown hold, so `run()` returns before the job's Deferred fires.
 #[test]
 fn cancelling_close_keeps_the_shutdown_hold() {
-    assert_program(Program {
+    assert_program(cancelling_close_keeps_the_shutdown_hold_program());
+}
+
+fn cancelling_close_keeps_the_shutdown_hold_program() -> Program {
+    Program {
         min: 1,
         max: 1,
         reconnect: false,
         global: vec![],
         steps: vec![now(q()), now(Act::Close), now(Act::Cancel(1))],
-    });
+    }
 }
 
 /// NEW defect N2 (Twisted does the same): a rollback that fails without the
@@ -1026,7 +1168,11 @@ fn cancelling_close_keeps_the_shutdown_hold() {
 /// the connection).
 #[test]
 fn a_failed_rollback_does_not_keep_the_transaction_open() {
-    assert_program(Program {
+    assert_program(a_failed_rollback_does_not_keep_the_transaction_open_program());
+}
+
+fn a_failed_rollback_does_not_keep_the_transaction_open_program() -> Program {
+    Program {
         min: 1,
         max: 2,
         reconnect: false,
@@ -1039,7 +1185,7 @@ fn a_failed_rollback_does_not_keep_the_transaction_open() {
             },
             timeout_ms: Some(1),
         })],
-    });
+    }
 }
 
 fn one_worker(steps: Vec<Step>) -> Program {
@@ -1056,13 +1202,17 @@ fn one_worker(steps: Vec<Step>) -> Program {
 /// the program stops the reactor, fires only after `run()` returned.
 #[test]
 fn a_refused_job_fires_before_run_returns() {
-    assert_program(one_worker(vec![
+    assert_program(a_refused_job_fires_before_run_returns_program());
+}
+
+fn a_refused_job_fires_before_run_returns_program() -> Program {
+    one_worker(vec![
         now(Act::Close),
         Step {
             at: At::AfterJob(0),
             act: q(),
         },
-    ]));
+    ])
 }
 
 /// Known defect 9: a job in flight when the last pool handle is dropped
@@ -1070,31 +1220,117 @@ fn a_refused_job_fires_before_run_returns() {
 /// shutdown).
 #[test]
 fn a_dropped_pool_holds_shutdown() {
-    assert_program(one_worker(vec![now(q()), now(Act::DropPool)]));
+    assert_program(a_dropped_pool_holds_shutdown_program());
+}
+
+fn a_dropped_pool_holds_shutdown_program() -> Program {
+    one_worker(vec![now(q()), now(Act::DropPool)])
 }
 
 /// Known defect 10: the `after`/`shutdown` triggers run while the pool's
 /// worker is still alive.
 #[test]
 fn after_shutdown_triggers_wait_for_the_pool() {
-    assert_program(one_worker(vec![now(q())]));
+    assert_program(after_shutdown_triggers_wait_for_the_pool_program());
+}
+
+fn after_shutdown_triggers_wait_for_the_pool_program() -> Program {
+    one_worker(vec![now(q())])
 }
 
 /// Known defect 11: a timeout (a cancel) landing while the job commits is
 /// reported as `TimeoutError` although the job committed.
 #[test]
 fn a_cancel_during_commit_reports_the_real_outcome() {
-    assert_program(
-        // The commit stalls 200 ms; the timeout fires 20 ms after issue,
-        // while the job commits (or, on a very slow machine, before it
-        // started, which passes).
-        one_worker(vec![now(Act::Run {
-            op: Op::Interaction(Body::Ok),
-            plan: JobPlan {
-                commit: CommitFault::Slow(200),
+    assert_program(a_cancel_during_commit_reports_the_real_outcome_program());
+}
+
+fn a_cancel_during_commit_reports_the_real_outcome_program() -> Program {
+    // The commit stalls 200 ms; the timeout fires 20 ms after issue,
+    // while the job commits (or, on a very slow machine, before it
+    // started, which passes).
+    one_worker(vec![now(Act::Run {
+        op: Op::Interaction(Body::Ok),
+        plan: JobPlan {
+            commit: CommitFault::Slow(200),
+            ..JobPlan::default()
+        },
+        timeout_ms: Some(20),
+    })])
+}
+
+/// MariaDB/MySQL: a cancel of a running job sends `KILL QUERY`, which is
+/// asynchronous to the job and could land on whatever the session runs
+/// next. The job's cancel slot holds the kill and the job's finish apart,
+/// and the driver closes a session a kill was sent on at its rollback; so
+/// the clean jobs queued behind a cancelled (or timed-out) job on the same
+/// worker must succeed, whenever the cancel lands: while the job sleeps
+/// between statements, runs a statement, commits, or after it finished.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn mysql_a_cancel_never_reaches_the_next_job() {
+    let server = MysqlBackend::new();
+    let backend = Backend::Mysql {
+        url: server.url().to_owned(),
+    };
+    let run = |op, plan, timeout_ms| Act::Run {
+        op,
+        plan,
+        timeout_ms,
+    };
+    for reconnect in [false, true] {
+        for delay in 0u8..=10 {
+            let slow_commit = JobPlan {
+                commit: CommitFault::Slow(4),
                 ..JobPlan::default()
-            },
-            timeout_ms: Some(20),
-        })]),
-    );
+            };
+            assert_program_on(
+                Program {
+                    min: 1,
+                    max: 1,
+                    reconnect,
+                    global: vec![],
+                    steps: vec![
+                        now(run(Op::Interaction(Body::Slow(6)), slow_commit, None)),
+                        Step {
+                            at: At::Timer(delay),
+                            act: Act::Cancel(0),
+                        },
+                        now(q()),
+                        now(run(Op::Query, JobPlan::default(), Some(delay / 2 + 1))),
+                        now(q()),
+                        now(run(Op::Operation, slow_commit, Some(delay + 1))),
+                        now(q()),
+                    ],
+                },
+                &backend,
+            );
+        }
+    }
+}
+
+/// The minimal programs above, on MariaDB/MySQL.
+#[test]
+#[cfg_attr(
+    not(mysql_available),
+    ignore = "SKIPPED: no MySQL/MariaDB server; set ADBAPI_MYSQL_URL (eval \"$(scripts/mysql-test-server start)\")"
+)]
+fn mysql_minimal_programs() {
+    let server = MysqlBackend::new();
+    let backend = Backend::Mysql {
+        url: server.url().to_owned(),
+    };
+    for prog in [
+        cancelling_close_keeps_the_shutdown_hold_program(),
+        a_failed_rollback_does_not_keep_the_transaction_open_program(),
+        a_refused_job_fires_before_run_returns_program(),
+        a_dropped_pool_holds_shutdown_program(),
+        after_shutdown_triggers_wait_for_the_pool_program(),
+        a_cancel_during_commit_reports_the_real_outcome_program(),
+    ] {
+        assert_program_on(prog, &backend);
+    }
 }
