@@ -12,6 +12,9 @@
 //!   SQLite3 implementation;
 //! - [`pg`]: the PostgreSQL server of the tests and Twisted's
 //!   `PsycopgConnector`; [`mysql`]: the same for MySQL/MariaDB;
+//! - [`direct`]: helpers for tests on DB-API connections outside any pool
+//!   (a `sqlite3` connection, rows or error of a statement, counts, an
+//!   error shown with its sources);
 //! - [`fakes`]: DB-API modules for tests: a fake that fails on demand (the
 //!   fakes of `test_adbapi.py`) and a spy that wraps `sqlite3` and records
 //!   every call with the calling thread;
@@ -33,6 +36,7 @@
 
 pub mod backend;
 pub mod chaos;
+pub mod direct;
 pub mod fakes;
 pub mod faults;
 pub mod harness;
