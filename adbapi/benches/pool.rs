@@ -1,6 +1,9 @@
 //! Benchmarks of `ConnectionPool` on a real reactor against direct rusqlite on
 //! one thread, on a SQLite file database in WAL mode (criterion).
 //!
+//! Kept whole although over 600 lines: one criterion target whose workloads
+//! share one fixture and one printed comparison table.
+//!
 //! - `point_select_100k`: `SELECT v FROM t WHERE id = ?` on a 1 000-row table.
 //!   `pool/2`: 100 000 `run_query` calls outstanding at once through a pool of
 //!   exactly two workers (`cp_min = cp_max = 2`), each callback counts, the

@@ -19,17 +19,14 @@
 //! - `pool/outstanding`: N `run_query` outstanding at once on pools of 1 and 4
 //!   connections.
 
-use std::cell::Cell;
 use std::io::Write as _;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use adbapi::{kwargs, Arg, ConnectionPool};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use reactor::prelude::*;
-use reactor::Reactor;
+use criterion::{criterion_group, criterion_main, Criterion};
 
-const ROWS: i64 = 1_000;
+mod common;
+
+use common::{key, point_select_group};
 
 fn url() -> Option<String> {
     std::env::var("ADBAPI_PG_URL")
@@ -54,93 +51,13 @@ fn direct_serial(url: &str, n: u64) -> Duration {
         .expect("prepare");
     let start = Instant::now();
     for i in 0..n {
-        let id = (i as i64 * 7919) % ROWS;
+        let id = key(i);
         let id = i32::try_from(id).expect("small");
         let row = c.query_one(&stmt, &[&id]).expect("query");
         let v: &str = row.get(0);
         std::hint::black_box(v);
     }
     start.elapsed()
-}
-
-fn pool(reactor: &Reactor, url: &str, size: i64) -> ConnectionPool {
-    ConnectionPool::new(
-        "psycopg2",
-        vec![url.into()],
-        kwargs! { "cp_min" => size, "cp_max" => size, "cp_reactor" => Arg::reactor(reactor.clone()) },
-    )
-    .expect("pool")
-}
-
-fn pool_serial(url: &str, n: u64) -> Duration {
-    let reactor = Reactor::new().expect("reactor");
-    let p = pool(&reactor, url, 1);
-    let started = Rc::new(Cell::new(None));
-    let elapsed = Rc::new(Cell::new(Duration::ZERO));
-    fn next(
-        p: ConnectionPool,
-        r: Reactor,
-        i: u64,
-        n: u64,
-        started: Rc<Cell<Option<Instant>>>,
-        elapsed: Rc<Cell<Duration>>,
-    ) {
-        if i == n {
-            elapsed.set(started.get().expect("started").elapsed());
-            let _ = r.stop();
-            return;
-        }
-        let id = (i as i64 * 7919) % ROWS;
-        let p2 = p.clone();
-        let _ = p
-            .run_query("SELECT v FROM adbapi_bench WHERE id = %s", (id,))
-            .add_callback(move |rows| {
-                std::hint::black_box(rows);
-                next(p2, r, i + 1, n, started, elapsed);
-            });
-    }
-    let (r, s, e) = (reactor.clone(), started.clone(), elapsed.clone());
-    reactor.call_when_running(move || {
-        // One warm-up query so the connection exists before timing.
-        let p2 = p.clone();
-        let _ = p.run_query("SELECT 1", ()).add_callback(move |_| {
-            s.set(Some(Instant::now()));
-            next(p2, r, 0, n, s, e);
-        });
-    });
-    reactor.run().expect("run");
-    elapsed.get()
-}
-
-fn pool_outstanding(url: &str, n: u64, size: i64) -> Duration {
-    let reactor = Reactor::new().expect("reactor");
-    let p = pool(&reactor, url, size);
-    let elapsed = Rc::new(Cell::new(Duration::ZERO));
-    let (r, e) = (reactor.clone(), elapsed.clone());
-    reactor.call_when_running(move || {
-        let warm: Vec<_> = (0..size).map(|_| p.run_query("SELECT 1", ())).collect();
-        let p2 = p.clone();
-        let _ = deferred::gather_results(warm, true).add_callback(move |_| {
-            let start = Instant::now();
-            let left = Rc::new(Cell::new(n));
-            for i in 0..n {
-                let id = (i as i64 * 7919) % ROWS;
-                let (left, r, e) = (left.clone(), r.clone(), e.clone());
-                let _ = p2
-                    .run_query("SELECT v FROM adbapi_bench WHERE id = %s", (id,))
-                    .add_callback(move |rows| {
-                        std::hint::black_box(rows);
-                        left.set(left.get() - 1);
-                        if left.get() == 0 {
-                            e.set(start.elapsed());
-                            let _ = r.stop();
-                        }
-                    });
-            }
-        });
-    });
-    reactor.run().expect("run");
-    elapsed.get()
 }
 
 fn bench(c: &mut Criterion) {
@@ -152,19 +69,7 @@ fn bench(c: &mut Criterion) {
         return;
     };
     setup(&url);
-    let mut g = c.benchmark_group("pg_point_select");
-    g.sample_size(10);
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("direct/serial", |b| {
-        b.iter_custom(|n| direct_serial(&url, n))
-    });
-    g.bench_function("pool/serial", |b| b.iter_custom(|n| pool_serial(&url, n)));
-    for size in [1, 4] {
-        g.bench_function(format!("pool/outstanding/{size}"), |b| {
-            b.iter_custom(|n| pool_outstanding(&url, n, size))
-        });
-    }
-    g.finish();
+    point_select_group(c, "pg_point_select", "psycopg2", &url, direct_serial);
 }
 
 criterion_group!(benches, bench);

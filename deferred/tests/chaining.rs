@@ -4,6 +4,9 @@
 //! `test_boundedStackDepth` (long chains must not grow the native stack, when
 //! run or when dropped).
 //!
+//! Kept whole although over 600 lines: it ports one group of Twisted's
+//! `DeferredTests` (test_defer.py) and reads beside it.
+//!
 //! In Rust the inner Deferred's handle is moved into the chain when a
 //! callback returns it, so Twisted's steps that add callbacks to (or unpause)
 //! the inner Deferred *after* it was returned cannot be written; those tests

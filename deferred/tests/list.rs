@@ -4,6 +4,9 @@
 //! `test_cancelGatherResults*`), `DeferredListEmptyTests`, `RaceTests` and
 //! `FirstErrorTests`.
 //!
+//! Kept whole although over 600 lines: it ports Twisted's `DeferredList`,
+//! `gatherResults` and `race` tests of test_defer.py and reads beside them.
+//!
 //! The inputs are moved into the list, so what Twisted observes by adding
 //! callbacks to an input afterwards is observed here through a recording step
 //! added before the input goes in, through its resolver, or through the

@@ -3,6 +3,9 @@
 //! reference model of the semantics of Twisted's `twisted.internet.defer.Deferred`
 //! (`_runCallbacks`, `pause`, `chainDeferred`) and `DeferredList`.
 //!
+//! Kept whole although over 600 lines: it is one reference model and the
+//! properties checked against it, which would make no sense apart.
+//!
 //! # The reference model ([`Model`])
 //!
 //! The model is a direct interpreter of Twisted's rules; it knows nothing of

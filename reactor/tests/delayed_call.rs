@@ -2,6 +2,9 @@
 //! (`src/twisted/test/test_internet.py`) and the `DelayedCallMixin` tests
 //! (`src/twisted/internet/test/test_base.py`), following Twisted's `DelayedCall` and `ReactorBase.callLater`.
 //!
+//! Kept whole although over 600 lines: it ports Twisted's `TimeTests`,
+//! `DelayedTests` and `DelayedCallMixin` tests and reads beside them.
+//!
 //! Real-reactor tests drive the loop with `iterate` or a bounded `run`;
 //! tests that need exact times use `testing::Clock`, which shares the
 //! `DelayedCall` implementation with the real reactor.

@@ -3,6 +3,9 @@
 //! of Twisted's `_ThreePhaseEvent` (`twisted.internet.base`) that those tests leave implicit (failing
 //! before-Deferreds, re-firing while waiting, trigger ids).
 //!
+//! Kept whole although over 600 lines: it ports Twisted's
+//! `ThreePhaseEventTests` and `SystemEventTests` and reads beside them.
+//!
 //! Twisted's `_ThreePhaseEvent` is internal; here the same behaviour is
 //! reached through `Reactor::{add,remove}_system_event_trigger` and
 //! `fire_system_event`, which work without running the reactor, and through

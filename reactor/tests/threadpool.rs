@@ -5,6 +5,9 @@
 //! is harmless, dropping the last handle lets the workers finish the backlog
 //! and exit, and the `Inline` and `Manual` modes used by the test reactor.
 //!
+//! Kept whole although over 600 lines: it ports Twisted's test_threadpool.py
+//! and reads beside it.
+//!
 //! Not ported: `test_persistence` (pickling) and `test_callbackContext`
 //! (Twisted's logging context) have no counterpart here.
 //!

@@ -5,6 +5,9 @@
 //! `defer_to_thread`, `call_multiple_in_thread`, `blocking_call_from_thread`
 //! and the reactor's own pool (`ReactorBase.getThreadPool` and `_stopThreadPool`, `twisted.internet.threads`).
 //!
+//! Kept whole although over 600 lines: it ports Twisted's test_threads.py
+//! tests and reads beside them.
+//!
 //! Beyond Twisted (whose Deferred here has no canceller): cancelling a job
 //! that has not started means it never runs; cancelling a running one fails
 //! the Deferred at once and drops the late result silently; a stopped pool

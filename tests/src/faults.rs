@@ -1,5 +1,8 @@
 //! A fault-injection DB-API module for the fault and load tests.
 //!
+//! Kept whole although over 600 lines: it is one fault-injection module, its
+//! table of steps and the wrappers that consult it.
+//!
 //! [`FaultModule`] wraps the real `sqlite3` driver
 //! ([`adbapi::drivers::sqlite::SqliteModule`], through
 //! [`DbApiModule::connect`]), so the data is real, and lets every step a

@@ -12,14 +12,22 @@
 //!   SQLite3 implementation;
 //! - [`pg`]: the PostgreSQL server of the tests and Twisted's
 //!   `PsycopgConnector`; [`mysql`]: the same for MySQL/MariaDB;
+//! - [`direct`]: helpers for tests on DB-API connections outside any pool
+//!   (a `sqlite3` connection, rows or error of a statement, counts, an
+//!   error shown with its sources);
 //! - [`fakes`]: DB-API modules for tests: a fake that fails on demand (the
 //!   fakes of `test_adbapi.py`) and a spy that wraps `sqlite3` and records
 //!   every call with the calling thread;
+//! - [`hostile`]: the hostile-input table runner of the PostgreSQL and
+//!   MySQL hostile tests;
 //! - [`suite`]: Twisted's `ADBAPITestBase.test_pool` and
 //!   `ReconnectTestBase.test_pool`, written once against `&dyn Backend` so
 //!   any database backend can run them;
 //! - [`pools`]: small helpers the pool test files share (SQLite pools on
 //!   real and fake reactors, integer rows, outcome rendering);
+//! - [`chaos`]: the chaos harness of the PostgreSQL and MySQL chaos tests
+//!   (inserts under killed sessions and a cancel storm), the killer a
+//!   parameter;
 //! - [`faults`]: a fault-injection DB-API module for the fault and load
 //!   tests;
 //! - [`model`]: per-job fault plans over [`faults`] for the model-based
@@ -27,9 +35,12 @@
 //! - [`readme`]: the README's code blocks, run as doctests.
 
 pub mod backend;
+pub mod chaos;
+pub mod direct;
 pub mod fakes;
 pub mod faults;
 pub mod harness;
+pub mod hostile;
 pub mod model;
 pub mod mysql;
 pub mod pg;

@@ -39,6 +39,36 @@ pub fn direct_to(url: &str) -> DbConnection {
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
+/// A direct connection to the server's database, for setup and
+/// inspection outside any pool.
+pub fn direct() -> DbConnection {
+    direct_to(&url())
+}
+
+/// A `psycopg2` pool on the server's database, on `reactor`, with `extra`
+/// keyword arguments.
+pub fn pool_on(reactor: &reactor::Reactor, extra: Vec<(String, Arg)>) -> ConnectionPool {
+    let mut kw = vec![("cp_reactor".to_owned(), Arg::reactor(reactor.clone()))];
+    kw.extend(extra);
+    ConnectionPool::new("psycopg2", vec![url().into()], kw).expect("pool")
+}
+
+/// A test against the PostgreSQL server: compiled in with
+/// `cfg(pg_available)` (`ADBAPI_PG_URL` set at build time), else reported
+/// as ignored with the `SKIPPED` reason.
+#[macro_export]
+macro_rules! pg_test {
+    ($(#[$m:meta])* fn $name:ident() $body:block) => {
+        $(#[$m])*
+        #[test]
+        #[cfg_attr(
+            not(pg_available),
+            ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+        )]
+        fn $name() $body
+    };
+}
+
 /// Executes one statement on `conn`, commits, and returns the rows.
 pub fn exec(conn: &DbConnection, sql: &str, params: impl Into<Params>) -> Vec<Row> {
     let mut c = conn.cursor().expect("cursor");

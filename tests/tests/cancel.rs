@@ -7,6 +7,9 @@
 //! canceller, `cp_reconnect` pools, `run_with_connection` functions that
 //! commit themselves, late and repeated cancels, and `add_timeout`.
 //!
+//! Kept whole although over 600 lines: every test checks the one promise
+//! above (what `CancelledError` means) on another path of the pool.
+//!
 //! Tests named `regression_*` are defects found in review (each failed
 //! before its fix); `held_*` are attacks that held, kept so they keep
 //! holding.

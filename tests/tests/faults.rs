@@ -1,5 +1,8 @@
 //! Fault-injection sweep of `adbapi::ConnectionPool` on the real reactor.
 //!
+//! Kept whole although over 600 lines: it is one table, every fault crossed
+//! with every pool setting, and its checks.
+//!
 //! Every combination of
 //!
 //! - the step that goes wrong ([`Step`]: connect, `cp_openfun`, cursor,

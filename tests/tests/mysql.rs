@@ -18,6 +18,8 @@ use adbapi::{Arg, ConnectionLost, ConnectionPool, Row, Value};
 use deferred::{gather_results, CancelledError, Deferred, Failure, TimeoutError};
 use reactor::Reactor;
 
+use integration_tests::chaos::cancel_storm;
+use integration_tests::harness::run_chain;
 use integration_tests::mysql::{direct, exec, url, MysqlBackend};
 use integration_tests::suite;
 
@@ -37,32 +39,6 @@ fn pool_on(reactor: &Reactor, url: &str, extra: Vec<(String, Arg)>) -> Connectio
     let mut kw = vec![("cp_reactor".to_owned(), Arg::reactor(reactor.clone()))];
     kw.extend(extra);
     ConnectionPool::new("pymysql", vec![url.into()], kw).expect("pool")
-}
-
-/// Runs `reactor` until `body`'s Deferred fires, failing after `limit`.
-fn run<T: 'static>(
-    reactor: &Reactor,
-    limit: Duration,
-    body: impl FnOnce() -> Deferred<T> + 'static,
-) -> Result<T, Failure> {
-    let out: Rc<RefCell<Option<Result<T, Failure>>>> = Rc::new(RefCell::new(None));
-    let (o, r) = (out.clone(), reactor.clone());
-    reactor.call_when_running(move || {
-        let r2 = r.clone();
-        let _ = body().add_both(move |res| {
-            *o.borrow_mut() = Some(res);
-            let _ = r2.stop();
-            Ok(())
-        });
-    });
-    let r = reactor.clone();
-    let watchdog = reactor.call_later(limit, move || {
-        let _ = r.stop();
-    });
-    reactor.run().unwrap();
-    let _ = watchdog.cancel();
-    let res = out.borrow_mut().take();
-    res.unwrap_or_else(|| panic!("the Deferred did not fire within {limit:?}"))
 }
 
 fn id_of(p: &ConnectionPool) -> Deferred<i64> {
@@ -96,7 +72,7 @@ my_test! {
         let reactor = Reactor::new().unwrap();
         let p = pool_on(&reactor, b.url(), adbapi::kwargs! { "cp_max" => 1 });
         let p2 = p.clone();
-        let f = run(&reactor, Duration::from_secs(60), move || {
+        let f = run_chain(&reactor, Duration::from_secs(60), move || {
             p.run_operation("INSERT INTO uniq VALUES (%s)", ("a",))
                 .add_callback_deferred(move |()| p2.run_operation("INSERT INTO uniq VALUES (%s)", ("a",)))
         })
@@ -128,7 +104,7 @@ my_test! {
         );
         let first: Rc<RefCell<Option<Result<i64, Failure>>>> = Rc::new(RefCell::new(None));
         let (o, p2, r) = (first.clone(), p.clone(), reactor.clone());
-        let (old, new) = run(&reactor, Duration::from_secs(60), move || {
+        let (old, new) = run_chain(&reactor, Duration::from_secs(60), move || {
             let (d, resolver) = Deferred::<(i64, i64)>::new();
             let p3 = p2.clone();
             let _ = id_of(&p2).add_callback(move |old| {
@@ -170,7 +146,7 @@ my_test! {
         let p = pool_on(&reactor, &url(), adbapi::kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_reconnect" => true });
         let first: Rc<RefCell<Option<Result<i64, Failure>>>> = Rc::new(RefCell::new(None));
         let (o, p2) = (first.clone(), p.clone());
-        let (old, new) = run(&reactor, Duration::from_secs(60), move || {
+        let (old, new) = run_chain(&reactor, Duration::from_secs(60), move || {
             let p3 = p2.clone();
             id_of(&p2).add_callback_deferred(move |id| {
                 exec(&direct(), &format!("KILL CONNECTION {id}"), ());
@@ -204,7 +180,7 @@ my_test! {
         let p = pool_on(&reactor, &url(), adbapi::kwargs! { "cp_min" => 1, "cp_max" => 1 });
         let (p2, r) = (p.clone(), reactor.clone());
         let started = Instant::now();
-        let (cancelled, after) = run(&reactor, Duration::from_secs(120), move || {
+        let (cancelled, after) = run_chain(&reactor, Duration::from_secs(120), move || {
             let slow = p2.run_query("SELECT SLEEP(60) /* adbapi-cancel-test */", ());
             let slow = Rc::new(RefCell::new(Some(slow)));
             let (d, resolver) = Deferred::<(bool, i64)>::new();
@@ -243,7 +219,7 @@ my_test! {
         let p = pool_on(&reactor, &url(), adbapi::kwargs! { "cp_min" => 1, "cp_max" => 1 });
         let (p2, r) = (p.clone(), reactor.clone());
         let started = Instant::now();
-        let (timed_out, after) = run(&reactor, Duration::from_secs(120), move || {
+        let (timed_out, after) = run_chain(&reactor, Duration::from_secs(120), move || {
             let p3 = p2.clone();
             p2.run_query("SELECT SLEEP(60)", ())
                 .add_timeout(Duration::from_millis(300), &r)
@@ -269,8 +245,12 @@ my_test! {
         let p = pool_on(&reactor, &url(), adbapi::kwargs! { "cp_min" => 4, "cp_max" => 4 });
         const N: usize = 400;
         let (p2, r) = (p.clone(), reactor.clone());
-        let (stats, ok) = run(&reactor, Duration::from_secs(240), move || {
-            storm(&r, &p2, N).add_callback_deferred(move |stats| {
+        let (stats, ok) = run_chain(&reactor, Duration::from_secs(240), move || {
+            cancel_storm(&r, &p2, N, [
+                "SELECT SLEEP(0.001)",
+                "SELECT BENCHMARK(20000, MD5('x'))",
+                "SELECT 1",
+            ]).add_callback_deferred(move |stats| {
                 let jobs: Vec<Deferred<i64>> = (0..20)
                     .map(|_| p2.run_query("SELECT 1", ()).add_callback(|r| r[0].get::<i64>(0).unwrap()))
                     .collect();
@@ -290,78 +270,6 @@ my_test! {
     }
 }
 
-#[derive(Debug, Default)]
-struct StormStats {
-    fired: usize,
-    cancelled: usize,
-    uncancelled_failures: Vec<String>,
-}
-
-fn storm(r: &Reactor, p: &ConnectionPool, n: usize) -> Deferred<StormStats> {
-    struct St {
-        stats: StormStats,
-        n: usize,
-        next: usize,
-        seed: u64,
-        done: Option<deferred::Resolver<()>>,
-    }
-    fn submit(st: &Rc<RefCell<St>>, r: &Reactor, p: &ConnectionPool) {
-        let (i, roll) = {
-            let mut s = st.borrow_mut();
-            s.seed = s
-                .seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            s.next += 1;
-            (s.next - 1, (s.seed >> 33) % 300)
-        };
-        let cancel = roll < 100;
-        let sql = match i % 3 {
-            0 => "SELECT SLEEP(0.001)",
-            1 => "SELECT BENCHMARK(20000, MD5('x'))",
-            _ => "SELECT 1",
-        };
-        let (st2, r2, p2) = (st.clone(), r.clone(), p.clone());
-        let d = p.run_query(sql, ()).add_both(move |out| {
-            let (more, finished) = {
-                let mut s = st2.borrow_mut();
-                s.stats.fired += 1;
-                match out {
-                    Err(f) if f.check::<CancelledError>().is_some() => s.stats.cancelled += 1,
-                    Err(f) if !cancel => s.stats.uncancelled_failures.push(f.to_string()),
-                    _ => {}
-                }
-                (s.next < s.n, s.stats.fired == s.n)
-            };
-            if more {
-                submit(&st2, &r2, &p2);
-            }
-            if finished {
-                let done = st2.borrow_mut().done.take();
-                if let Some(d) = done {
-                    let _ = d.callback(());
-                }
-            }
-            Ok(())
-        });
-        if cancel {
-            r.call_later(Duration::from_micros(roll * 20), move || d.cancel());
-        }
-    }
-    let (all, resolver) = Deferred::<()>::new();
-    let st = Rc::new(RefCell::new(St {
-        stats: StormStats::default(),
-        n,
-        next: 0,
-        seed: 0x9e37_79b9_7f4a_7c15,
-        done: Some(resolver),
-    }));
-    for _ in 0..8.min(n) {
-        submit(&st, r, p);
-    }
-    all.add_callback(move |()| std::mem::take(&mut st.borrow_mut().stats))
-}
-
 my_test! {
     /// 10 000 concurrent inserts and queries on a pool of 5: every row
     /// written once, every result delivered once to its own query.
@@ -372,7 +280,7 @@ my_test! {
         let reactor = Reactor::new().unwrap();
         let p = pool_on(&reactor, b.url(), adbapi::kwargs! { "cp_min" => 5, "cp_max" => 5 });
         let p2 = p.clone();
-        let results = run(&reactor, Duration::from_secs(600), move || {
+        let results = run_chain(&reactor, Duration::from_secs(600), move || {
             let jobs: Vec<Deferred<(i64, i64)>> = (0..N)
                 .map(|i| {
                     let p3 = p2.clone();
@@ -531,7 +439,7 @@ my_test! {
         let reactor = Reactor::new().unwrap();
         let p = pool_on(&reactor, &url(), adbapi::kwargs! { "cp_min" => 1, "cp_max" => 1 });
         let p2 = p.clone();
-        let failures = run(&reactor, Duration::from_secs(60), move || {
+        let failures = run_chain(&reactor, Duration::from_secs(60), move || {
             let p3 = p2.clone();
             id_of(&p2).add_callback_deferred(move |id| {
                 exec(&direct(), &format!("KILL CONNECTION {id}"), ());

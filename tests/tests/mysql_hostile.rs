@@ -10,89 +10,11 @@
 //! They need `ADBAPI_MYSQL_URL` (see `scripts/mysql-test-server`); without it
 //! they are reported as ignored with a `SKIPPED` reason.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::Duration;
+use adbapi::dbapi::ErrorKind;
+use adbapi::{Params, Value};
 
-use adbapi::dbapi::{self, ErrorKind};
-use adbapi::{Arg, ConnectionPool, Params, Row, Value};
-use deferred::{Deferred, Failure};
-use reactor::prelude::*;
-use reactor::Reactor;
-
+use integration_tests::hostile::{case, err, rows, run_table, Case};
 use integration_tests::mysql::{direct, exec, url};
-
-/// A case's name, result, follow-up query result and the table's contents.
-type CaseOutcome = (
-    String,
-    Result<Vec<Row>, Failure>,
-    Result<Vec<Row>, Failure>,
-    Result<Vec<Row>, Failure>,
-);
-
-/// What a case must give.
-#[derive(Debug)]
-enum Expect {
-    /// A `DbError` of this kind whose message contains the text.
-    Error(ErrorKind, &'static str),
-    /// Success, with these rows.
-    Rows(Vec<Vec<Value>>),
-}
-
-struct Case {
-    name: &'static str,
-    sql: String,
-    params: Params,
-    expect: Expect,
-}
-
-fn case(
-    name: &'static str,
-    sql: impl Into<String>,
-    params: impl Into<Params>,
-    expect: Expect,
-) -> Case {
-    Case {
-        name,
-        sql: sql.into(),
-        params: params.into(),
-        expect,
-    }
-}
-
-fn err(kind: ErrorKind, text: &'static str) -> Expect {
-    Expect::Error(kind, text)
-}
-
-fn rows(r: Vec<Vec<Value>>) -> Expect {
-    Expect::Rows(r)
-}
-
-/// Runs `reactor` until `body`'s Deferred fires, failing after `limit`.
-fn run<T: 'static>(
-    reactor: &Reactor,
-    limit: Duration,
-    body: impl FnOnce() -> Deferred<T> + 'static,
-) -> Result<T, Failure> {
-    let out: Rc<RefCell<Option<Result<T, Failure>>>> = Rc::new(RefCell::new(None));
-    let (o, r) = (out.clone(), reactor.clone());
-    reactor.call_when_running(move || {
-        let r2 = r.clone();
-        let _ = body().add_both(move |res| {
-            *o.borrow_mut() = Some(res);
-            let _ = r2.stop();
-            Ok(())
-        });
-    });
-    let r = reactor.clone();
-    let watchdog = reactor.call_later(limit, move || {
-        let _ = r.stop();
-    });
-    reactor.run().unwrap();
-    let _ = watchdog.cancel();
-    let res = out.borrow_mut().take();
-    res.unwrap_or_else(|| panic!("the Deferred did not fire within {limit:?}"))
-}
 
 /// The server's `max_allowed_packet`, in bytes.
 fn max_allowed_packet() -> usize {
@@ -203,107 +125,13 @@ fn parameter_cases() -> Vec<Case> {
     ]
 }
 
-/// Runs `cases` one after the other on a pool of `module`, each followed by
-/// a follow-up query and the table's contents, and checks them.
-fn run_table(module: &str, table: &str, cases: Vec<Case>) -> Vec<String> {
-    let reactor = Reactor::new().unwrap();
-    let pool = ConnectionPool::new(
-        module,
-        vec![url().into()],
-        vec![
-            ("cp_reactor".to_owned(), Arg::reactor(reactor.clone())),
-            ("cp_min".to_owned(), Arg::Value(Value::Int(1))),
-            ("cp_max".to_owned(), Arg::Value(Value::Int(2))),
-        ],
-    )
-    .unwrap();
-    let n = cases.len();
-    let mut cases = cases;
-    let expects: Vec<Expect> = cases
-        .iter_mut()
-        .map(|c| std::mem::replace(&mut c.expect, Expect::Rows(Vec::new())))
-        .collect();
+/// Runs `cases` on a pool of `module`; the table must keep its seed row.
+fn run_on(module: &str, table: &str, cases: Vec<Case>) -> Vec<String> {
     let check_sql = format!(
         "SELECT count(*), group_concat(concat(k, coalesce(t, ''), hex(coalesce(b, ''))) ORDER BY k) FROM {table}"
     );
-    let p = pool.clone();
-    let outcomes = run(&reactor, Duration::from_secs(300), move || {
-        let mut chain: Deferred<Vec<CaseOutcome>> = deferred::succeed(Vec::new());
-        for cs in cases {
-            let (p2, check) = (p.clone(), check_sql.clone());
-            chain = chain.add_callback_deferred(move |mut acc| {
-                let (p3, p4) = (p2.clone(), p2.clone());
-                p2.run_query(&cs.sql, cs.params)
-                    .add_both(Ok)
-                    .add_callback_deferred(move |r| {
-                        p3.run_query("SELECT 1", ())
-                            .add_both(Ok)
-                            .add_callback(move |f| (r, f))
-                    })
-                    .add_callback_deferred(move |(r, f)| {
-                        p4.run_query(&check, ()).add_both(move |rows| {
-                            acc.push((cs.name.to_owned(), r, f, rows));
-                            Ok(acc)
-                        })
-                    })
-            });
-        }
-        chain.add_callback_deferred(move |acc| p.close().add_callback(move |()| acc))
-    })
-    .expect("every table check ran");
-    assert_eq!(outcomes.len(), n);
-    let mut problems = Vec::new();
-    for ((name, result, follow_up, contents), expect) in outcomes.into_iter().zip(expects) {
-        let mut fail = |what: String| problems.push(format!("{module}: {name}: {what}"));
-        match &follow_up {
-            Ok(r) if r.len() == 1 && r[0][0] == Value::Int(1) => {}
-            other => fail(format!("the follow-up query gave {other:?}")),
-        }
-        match &contents {
-            Ok(r) if r.len() == 1 && r[0].values() == [Value::Int(1), Value::from("0seed00FF")] => {
-            }
-            other => fail(format!(
-                "the table changed, or could not be read: {other:?}"
-            )),
-        }
-        match (expect, result) {
-            (Expect::Rows(want), Ok(rows)) => {
-                let got: Vec<Vec<Value>> = rows.iter().map(|r| r.values().to_vec()).collect();
-                if got != want {
-                    let show = |v: &Vec<Vec<Value>>| {
-                        let s = format!("{v:?}");
-                        if s.len() > 200 {
-                            format!("{}... ({} bytes)", &s[..200], s.len())
-                        } else {
-                            s
-                        }
-                    };
-                    fail(format!(
-                        "wrong rows: {} instead of {}",
-                        show(&got),
-                        show(&want)
-                    ));
-                }
-            }
-            (Expect::Error(kind, text), Err(f)) => match f.check::<dbapi::DbError>() {
-                None => fail(format!("not a DbError: {f:?}")),
-                Some(e) => {
-                    if e.kind() != kind || !e.message().contains(text) {
-                        fail(format!(
-                            "expected {kind:?} containing {text:?}, got {:?}: {}",
-                            e.kind(),
-                            e.message()
-                        ));
-                    }
-                }
-            },
-            (Expect::Rows(_), Err(f)) => fail(format!("expected rows, got {f:?}")),
-            (Expect::Error(kind, _), Ok(rows)) => {
-                fail(format!("expected {kind:?}, got {} rows", rows.len()))
-            }
-        }
-    }
-    problems
+    let seed = [Value::Int(1), Value::from("0seed00FF")];
+    run_table(module, &url(), &check_sql, &seed, cases)
 }
 
 #[test]
@@ -461,8 +289,8 @@ fn hostile_input_table() {
         ),
     ];
     cases.extend(parameter_cases());
-    let mut problems = run_table("pymysql", &table, cases);
-    problems.extend(run_table("MySQLdb", &table, parameter_cases()));
+    let mut problems = run_on("pymysql", &table, cases);
+    problems.extend(run_on("MySQLdb", &table, parameter_cases()));
     exec(&c, &format!("DROP TABLE {table}"), ());
     assert!(
         problems.is_empty(),

@@ -4,6 +4,10 @@
 //! quoted identifiers and comments are skipped, each as its dialect lexes
 //! them, so a `%s` inside them is not a parameter. Both drivers share this
 //! one translator.
+//!
+//! Kept whole although over 600 lines: one lexer ([`span_at`]) and all
+//! that reads SQL through it (translation, statement counts, statement
+//! heads), so a lexing fix lands in one place.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -405,6 +409,58 @@ pub(crate) fn statement_count_for(sql: &str, d: Dialect) -> usize {
         i += 1;
     }
     count + usize::from(content)
+}
+
+/// The first `max` keywords of each statement of `sql`, upper-cased:
+/// pieces between top-level `;`, lexed as [`translate_for`] lexes them (a
+/// `;` or word inside a string literal, a quoted identifier, a comment or a
+/// dollar-quoted string does not count). Collecting stops at the first
+/// token of a statement that is not a keyword; comments are skipped.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn statement_heads(sql: &str, d: Dialect, max: usize) -> Vec<Vec<String>> {
+    let b = sql.as_bytes();
+    let mut heads = Vec::new();
+    let mut head: Vec<String> = Vec::new();
+    // Still reading the statement's leading keywords.
+    let mut open = true;
+    let mut i = 0;
+    while i < b.len() {
+        if let Some((span, end)) = span_at(sql, i, d) {
+            if span != Span::Comment {
+                open = false;
+            }
+            i = end;
+            continue;
+        }
+        match b[i] {
+            b';' => {
+                if !head.is_empty() {
+                    heads.push(std::mem::take(&mut head));
+                }
+                open = true;
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (is_ident(b[i]) || b[i] == b'$') {
+                    i += 1;
+                }
+                if open && head.len() < max {
+                    head.push(sql[start..i].to_ascii_uppercase());
+                }
+            }
+            c => {
+                if !c.is_ascii_whitespace() {
+                    open = false;
+                }
+                i += 1;
+            }
+        }
+    }
+    if !head.is_empty() {
+        heads.push(head);
+    }
+    heads
 }
 
 #[cfg(test)]

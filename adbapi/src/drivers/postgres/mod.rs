@@ -121,22 +121,25 @@
 //! the server's message its message. Class `08`, `57P01`–`57P03`, I/O errors
 //! and a closed connection are marked as a lost connection.
 
+mod cancel;
 mod connect;
+mod errors;
 mod txn_control;
 pub mod types;
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use postgres::{CancelToken, Client, NoTls, SimpleQueryMessage, Statement};
+use postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::dbapi::{
     Column, ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind, ExecResult,
     Params, Row, StatementCanceller, Value,
 };
 
+use self::cancel::PgCanceller;
+use self::errors::{closed, is_stale_statement, map_error, programming};
+pub use self::errors::{kind_for_sqlstate, sqlstate_is_disconnect};
 use self::types::{decode, supported, unsupported, Param, Raw};
 use super::pyformat as paramstyle;
 
@@ -175,10 +178,7 @@ impl DbApiModule for PostgresModule {
             in_transaction: false,
             autocommit: false,
             statements: HashMap::new(),
-            canceller: Arc::new(PgCanceller {
-                token,
-                sent: AtomicBool::new(false),
-            }),
+            canceller: Arc::new(PgCanceller::new(token)),
         }))
     }
 }
@@ -200,49 +200,12 @@ struct PgConnection {
     canceller: Arc<PgCanceller>,
 }
 
-struct PgCanceller {
-    token: CancelToken,
-    /// A cancel request was sent: the backend may still be signalled at any
-    /// time, so the connection must not start another transaction (see the
-    /// module docs).
-    sent: AtomicBool,
-}
-
-impl fmt::Debug for PgCanceller {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PgCanceller")
-    }
-}
-
-impl StatementCanceller for PgCanceller {
-    fn cancel(&self) -> DbResult<()> {
-        // Set before the request leaves; a request that fails may still have
-        // reached the server, so it counts too.
-        self.sent.store(true, Ordering::SeqCst);
-        self.token
-            .cancel_query(NoTls)
-            .map_err(|e| map_error(e, None))
-    }
-}
-
-fn closed() -> DbError {
-    DbError::new(ErrorKind::InterfaceError, "connection already closed").with_connection_lost(true)
-}
-
-fn programming(msg: impl Into<String>, sql: &str) -> DbError {
-    DbError::new(ErrorKind::ProgrammingError, msg).with_sql(sql)
-}
-
 impl PgConnection {
     fn client(&mut self) -> DbResult<&mut Client> {
         match self.client.as_mut() {
             Some(c) if !c.is_closed() => Ok(c),
             _ => Err(closed()),
         }
-    }
-
-    fn cancel_in_flight(&self) -> bool {
-        self.canceller.sent.load(Ordering::SeqCst)
     }
 
     /// Closes the session for good: the server rolls back whatever was open.
@@ -257,20 +220,6 @@ impl PgConnection {
                 let _ = c.close();
             }
         }
-    }
-
-    /// Discards the connection if a cancel request may still reach it.
-    fn check_no_cancel_in_flight(&mut self, sql: &str) -> DbResult<()> {
-        if !self.cancel_in_flight() {
-            return Ok(());
-        }
-        let why = "a cancel request was sent on this connection and the server may still deliver it to a \
-                   later statement, so the connection was closed (the server rolled back what was open); \
-                   reconnect";
-        self.discard(why);
-        Err(DbError::new(ErrorKind::OperationalError, why)
-            .with_sql(sql)
-            .with_connection_lost(true))
     }
 
     fn statement(&mut self, sql: &str) -> DbResult<Statement> {
@@ -575,87 +524,6 @@ impl DriverConnection for PgConnection {
     }
 }
 
-/// True for the errors of a cached prepared statement the server can no
-/// longer run as prepared: 0A000 ("cached plan must not change result
-/// type", after a table it reads changed) and 26000 ("prepared statement
-/// does not exist"). psycopg2 prepares nothing, so it never meets them.
-fn is_stale_statement(e: &DbError) -> bool {
-    matches!(e.code(), Some("0A000" | "26000"))
-}
-
-/// The PEP 249 kind for a SQLSTATE, as psycopg2 maps them.
-pub fn kind_for_sqlstate(code: &str) -> ErrorKind {
-    match code.get(..2).unwrap_or("") {
-        "23" => ErrorKind::IntegrityError,
-        "42" | "21" | "44" | "3D" | "3F" | "26" | "2F" => ErrorKind::ProgrammingError,
-        "22" => ErrorKind::DataError,
-        "08" | "53" | "54" | "55" | "57" | "58" | "40" | "28" | "HV" => ErrorKind::OperationalError,
-        "0A" => ErrorKind::NotSupportedError,
-        "XX" | "25" | "2D" | "38" | "39" | "P0" | "0B" | "0F" | "0L" | "0P" | "27" => {
-            ErrorKind::InternalError
-        }
-        _ => ErrorKind::DatabaseError,
-    }
-}
-
-/// True for SQLSTATEs that mean the session is gone.
-pub fn sqlstate_is_disconnect(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-}
-
-/// Maps a `postgres` error onto a PEP 249 kind.
-pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
-    let mut cut = false;
-    let mut d = if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        // The server quotes the offending token whole ("unterminated quoted
-        // string at or near ..."), in the message and again in the DETAIL:
-        // each part is shortened as the SQL is.
-        let mut shorten = |text: &str| {
-            let short = DbError::shorten(text);
-            cut |= matches!(short, std::borrow::Cow::Owned(_));
-            short.into_owned()
-        };
-        let mut msg = shorten(db.message());
-        if let Some(detail) = db.detail() {
-            msg.push_str(" (");
-            msg.push_str(&shorten(detail));
-            msg.push(')');
-        }
-        DbError::new(kind_for_sqlstate(code), msg)
-            .with_code(code)
-            .with_connection_lost(sqlstate_is_disconnect(code))
-    } else if e.is_closed()
-        || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
-    {
-        DbError::new(ErrorKind::OperationalError, e.to_string()).with_connection_lost(true)
-    } else if e.to_string().contains("parameters but") {
-        DbError::new(ErrorKind::ProgrammingError, e.to_string())
-    } else if e.to_string().starts_with("error serializing") {
-        // The crate's message names only the parameter's index; the reason
-        // is its source.
-        let why = std::error::Error::source(&e).map(ToString::to_string);
-        let msg = match why {
-            Some(w) if !e.to_string().contains(&w) => format!("{e}: {w}"),
-            _ => e.to_string(),
-        };
-        DbError::new(ErrorKind::DataError, msg)
-    } else {
-        DbError::new(ErrorKind::OperationalError, e.to_string())
-    };
-    if let Some(s) = sql {
-        d = d.with_sql(s);
-    }
-    if cut {
-        // The crate's error displays the server's text whole through its
-        // source (a traceback prints the chain), and cannot be rebuilt
-        // shorter: the shortened message stands in for it.
-        let short = ShortenedServerError(d.message().to_owned());
-        return d.with_source(short);
-    }
-    d.with_source(e)
-}
-
 /// The names this driver registers under: `psycopg2` (what Twisted users
 /// pass) and `postgres`.
 pub(crate) fn modules() -> Vec<(&'static str, Arc<dyn DbApiModule>)> {
@@ -667,17 +535,3 @@ pub(crate) fn modules() -> Vec<(&'static str, Arc<dyn DbApiModule>)> {
         })
         .collect()
 }
-
-/// Stands in for a `postgres::Error` whose server message or detail was too
-/// long to quote whole: it holds the shortened text only. No psycopg2
-/// counterpart (psycopg2 keeps the server's text whole).
-#[derive(Debug)]
-struct ShortenedServerError(String);
-
-impl fmt::Display for ShortenedServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "db error (shortened): {}", self.0)
-    }
-}
-
-impl std::error::Error for ShortenedServerError {}

@@ -3,120 +3,10 @@
 //! issued as SQL. The `postgres` crate does not expose the server's
 //! transaction status (the `ReadyForQuery` indicator libpq's
 //! `PQtransactionStatus` reports, which psycopg2 does not consult either),
-//! so the statements' leading keywords are read instead.
+//! so the statements' leading keywords are read instead, lexed by the
+//! paramstyle translation's lexer.
 
-/// The first few keywords of each statement of `sql`, upper-cased: pieces
-/// between top-level `;`, lexed as the paramstyle translation lexes them (a
-/// `;` or word inside a string literal, a quoted identifier, a comment or a
-/// dollar-quoted string does not count). Collecting stops at the first
-/// token of a statement that is not a keyword.
-fn statement_heads(sql: &str) -> Vec<Vec<String>> {
-    const HEAD: usize = 4;
-    let b = sql.as_bytes();
-    let mut heads = Vec::new();
-    let mut head: Vec<String> = Vec::new();
-    // Still reading the statement's leading keywords.
-    let mut open = true;
-    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\'' => {
-                open = false;
-                let escapes = i > 0
-                    && (b[i - 1] == b'E' || b[i - 1] == b'e')
-                    && (i < 2 || !is_ident(b[i - 2]));
-                i += 1;
-                while i < b.len() {
-                    if escapes && b[i] == b'\\' {
-                        i += 2;
-                        continue;
-                    }
-                    if b[i] == b'\'' {
-                        if b.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'"' => {
-                open = false;
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 1;
-                i += 2;
-                while i < b.len() && depth > 0 {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            b'$' => {
-                open = false;
-                let start = i;
-                let mut j = i + 1;
-                while j < b.len() && is_ident(b[j]) && !b[j].is_ascii_digit() {
-                    j += 1;
-                }
-                if (i == 0 || !is_ident(b[i - 1])) && b.get(j) == Some(&b'$') {
-                    let tag = &sql[start..=j];
-                    match sql[j + 1..].find(tag) {
-                        Some(end) => i = j + 1 + end + tag.len(),
-                        None => i = b.len(),
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            b';' => {
-                if !head.is_empty() {
-                    heads.push(std::mem::take(&mut head));
-                }
-                open = true;
-                i += 1;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < b.len() && (is_ident(b[i]) || b[i] == b'$') {
-                    i += 1;
-                }
-                if open && head.len() < HEAD {
-                    head.push(sql[start..i].to_ascii_uppercase());
-                }
-            }
-            c => {
-                if !c.is_ascii_whitespace() {
-                    open = false;
-                }
-                i += 1;
-            }
-        }
-    }
-    if !head.is_empty() {
-        heads.push(head);
-    }
-    heads
-}
+use crate::drivers::pyformat::{statement_heads, Dialect};
 
 /// What a statement with these leading keywords does to the session's
 /// transaction: `Some(false)` ends it (`COMMIT`, `END`, `ROLLBACK`,
@@ -151,7 +41,12 @@ fn effect(head: &[String]) -> Option<bool> {
 /// `COMMIT` in one simple query run in an implicit transaction that ends
 /// with the query, so they leave none open either.
 pub(super) fn ends_transaction(sql: &str) -> bool {
-    statement_heads(sql).iter().rev().find_map(|h| effect(h)) == Some(false)
+    // Four words tell every form apart (`ROLLBACK WORK TO SAVEPOINT`).
+    statement_heads(sql, Dialect::Postgres, 4)
+        .iter()
+        .rev()
+        .find_map(|h| effect(h))
+        == Some(false)
 }
 
 #[cfg(test)]

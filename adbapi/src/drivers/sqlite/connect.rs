@@ -1,5 +1,7 @@
-//! The arguments of `sqlite3.connect(...)`, checked and typed.
+//! The arguments of `sqlite3.connect(...)`, checked and typed, and the key
+//! of the writer gate of the database they open.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::dbapi::{ConnectArgs, DbError, ErrorKind, Quoted, Value};
@@ -193,6 +195,72 @@ pub(super) fn parse(args: &ConnectArgs) -> Result<Options, DbError> {
     })
 }
 
+/// The key of the database's writer gate: for a file, its canonical path;
+/// for a shared-cache in-memory database (`file:NAME?mode=memory&cache=shared`
+/// or `file::memory:?cache=shared` with `uri=True`), which every connection
+/// of the process naming it opens, `file:NAME?mode=memory&cache=shared`
+/// (no canonical path looks like that); `None` for a database no other
+/// connection can open (`:memory:`, a private `mode=memory` URI, a
+/// temporary one).
+pub(super) fn gate_key(conn: &rusqlite::Connection, o: &Options) -> Option<PathBuf> {
+    if o.uri {
+        if let Some(name) = shared_memory_name(&o.database) {
+            return Some(PathBuf::from(format!(
+                "file:{name}?mode=memory&cache=shared"
+            )));
+        }
+    }
+    let path = conn.path().filter(|p| !p.is_empty())?;
+    Some(std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path)))
+}
+
+/// The name of the in-memory database a `file:` URI opens in shared-cache
+/// mode, decoded as SQLite decodes it (`%HH` escapes; an authority, if
+/// any, dropped), or `None` if the URI opens a file or a private in-memory
+/// database. As SQLite (`sqlite3ParseUri`): `mode=memory` or the name
+/// `:memory:` makes it in-memory, and `cache=shared` shares it among the
+/// connections of the process that name it.
+fn shared_memory_name(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("file:")?;
+    let rest = rest.split('#').next().unwrap_or("");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = match path.strip_prefix("//") {
+        Some(authority_and_path) => &authority_and_path[authority_and_path.find('/')?..],
+        None => path,
+    };
+    let (mut memory, mut shared) = (false, false);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("mode", v)) => memory = v == "memory",
+            Some(("cache", v)) => shared = v == "shared",
+            _ => {}
+        }
+    }
+    let name = percent_decode(path);
+    (shared && (memory || name == ":memory:")).then_some(name)
+}
+
+/// `%HH` escapes decoded; anything else (an invalid escape, bytes that are
+/// not UTF-8 once decoded) kept as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +291,34 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::InterfaceError);
             assert!(e.message().contains("'timeout'"), "{e}");
         }
+    }
+
+    /// Which URIs name a shared-cache in-memory database, and by what name.
+    #[test]
+    fn shared_memory_names() {
+        let name = |u: &str| shared_memory_name(u);
+        assert_eq!(
+            name("file:db?mode=memory&cache=shared").as_deref(),
+            Some("db")
+        );
+        assert_eq!(
+            name("file:d%20b?cache=shared&mode=memory").as_deref(),
+            Some("d b")
+        );
+        assert_eq!(
+            name("file::memory:?cache=shared").as_deref(),
+            Some(":memory:")
+        );
+        assert_eq!(
+            name("file:///mem?mode=memory&cache=shared#x").as_deref(),
+            Some("/mem")
+        );
+        assert_eq!(name("file:db?mode=memory"), None, "private");
+        assert_eq!(name("file::memory:"), None, "private");
+        assert_eq!(name("file:db?mode=memory&cache=private"), None);
+        assert_eq!(name("file:db.sqlite?cache=shared"), None, "a file");
+        assert_eq!(name("db?mode=memory&cache=shared"), None, "not a URI");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

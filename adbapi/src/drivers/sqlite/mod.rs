@@ -113,10 +113,9 @@ mod descriptions;
 mod errors;
 mod gate;
 mod sql;
+mod statement;
 mod values;
 
-use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rusqlite::OpenFlags;
@@ -124,11 +123,9 @@ use rusqlite::OpenFlags;
 use self::descriptions::Descriptions;
 use self::errors::{check_sql, closed, is_busy, is_shared_cache_locked, map_error};
 use self::gate::{Cancel, Gate, Writer};
-use self::sql::Shape;
-use self::values::{bind, value_of};
+use self::statement::{check_many, run};
 use crate::dbapi::{
-    ConnectArgs, DbApiModule, DbError, DbResult, DriverConnection, ErrorKind, ExecResult, Params,
-    Row, StatementCanceller,
+    ConnectArgs, DbApiModule, DbResult, DriverConnection, ExecResult, Params, StatementCanceller,
 };
 
 /// Statements longer than this many bytes are not kept in the statement or
@@ -142,72 +139,6 @@ pub const CACHED_SQL_MAX: usize = 16 * 1024;
 /// The `sqlite3` module. Registered under `"sqlite3"`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SqliteModule;
-
-/// The key of the database's writer gate: for a file, its canonical path;
-/// for a shared-cache in-memory database (`file:NAME?mode=memory&cache=shared`
-/// or `file::memory:?cache=shared` with `uri=True`), which every connection
-/// of the process naming it opens, `file:NAME?mode=memory&cache=shared`
-/// (no canonical path looks like that); `None` for a database no other
-/// connection can open (`:memory:`, a private `mode=memory` URI, a
-/// temporary one).
-fn gate_key(conn: &rusqlite::Connection, o: &connect::Options) -> Option<PathBuf> {
-    if o.uri {
-        if let Some(name) = shared_memory_name(&o.database) {
-            return Some(PathBuf::from(format!(
-                "file:{name}?mode=memory&cache=shared"
-            )));
-        }
-    }
-    let path = conn.path().filter(|p| !p.is_empty())?;
-    Some(std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path)))
-}
-
-/// The name of the in-memory database a `file:` URI opens in shared-cache
-/// mode, decoded as SQLite decodes it (`%HH` escapes; an authority, if
-/// any, dropped), or `None` if the URI opens a file or a private in-memory
-/// database. As SQLite (`sqlite3ParseUri`): `mode=memory` or the name
-/// `:memory:` makes it in-memory, and `cache=shared` shares it among the
-/// connections of the process that name it.
-fn shared_memory_name(uri: &str) -> Option<String> {
-    let rest = uri.strip_prefix("file:")?;
-    let rest = rest.split('#').next().unwrap_or("");
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let path = match path.strip_prefix("//") {
-        Some(authority_and_path) => &authority_and_path[authority_and_path.find('/')?..],
-        None => path,
-    };
-    let (mut memory, mut shared) = (false, false);
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("mode", v)) => memory = v == "memory",
-            Some(("cache", v)) => shared = v == "shared",
-            _ => {}
-        }
-    }
-    let name = percent_decode(path);
-    (shared && (memory || name == ":memory:")).then_some(name)
-}
-
-/// `%HH` escapes decoded; anything else (an invalid escape, bytes that are
-/// not UTF-8 once decoded) kept as written.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| char::from(c).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
-}
 
 impl DbApiModule for SqliteModule {
     fn name(&self) -> &str {
@@ -233,7 +164,7 @@ impl DbApiModule for SqliteModule {
         conn.busy_timeout(o.timeout)
             .map_err(|e| map_error(e, None))?;
         conn.set_prepared_statement_cache_capacity(o.cached_statements);
-        let writer = Writer::new(gate_key(&conn, &o).map(|p| Gate::for_file(&p)));
+        let writer = Writer::new(connect::gate_key(&conn, &o).map(|p| Gate::for_file(&p)));
         let (cancel, gate) = writer.canceller();
         let interrupt = Arc::new(SqliteInterrupt {
             handle: conn.get_interrupt_handle(),
@@ -288,172 +219,6 @@ impl StatementCanceller for SqliteInterrupt {
     fn blocks(&self) -> bool {
         false
     }
-}
-
-/// A prepared statement, from the cache or not.
-enum Prepared<'c> {
-    Cached(rusqlite::CachedStatement<'c>),
-    Fresh(rusqlite::Statement<'c>),
-}
-
-impl<'c> Deref for Prepared<'c> {
-    type Target = rusqlite::Statement<'c>;
-
-    fn deref(&self) -> &Self::Target {
-        match self {
-            Prepared::Cached(s) => s,
-            Prepared::Fresh(s) => s,
-        }
-    }
-}
-
-impl DerefMut for Prepared<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        match self {
-            Prepared::Cached(s) => s,
-            Prepared::Fresh(s) => s,
-        }
-    }
-}
-
-/// Prepares `sql`, through the statement cache unless it is longer than
-/// [`CACHED_SQL_MAX`]. `None` for empty or comment-only SQL.
-fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str) -> DbResult<Option<Prepared<'c>>> {
-    let r = if sql.len() <= CACHED_SQL_MAX {
-        conn.prepare_cached(sql).map(Prepared::Cached)
-    } else {
-        conn.prepare(sql).map(Prepared::Fresh)
-    };
-    match r {
-        Ok(s) => Ok(Some(s)),
-        Err(rusqlite::Error::Empty) => Ok(None),
-        Err(e) => Err(map_error(e, Some(sql))),
-    }
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Whether the last statement prepared on this thread was one used
-    /// before (SQLite's run counter of a fresh statement is 0).
-    static REUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// `BEGIN` of the `isolation_level` flavour (`""` = deferred).
-fn begin(conn: &rusqlite::Connection, level: &str) -> DbResult<()> {
-    let begin = if level.is_empty() {
-        "BEGIN".to_owned()
-    } else {
-        format!("BEGIN {level}")
-    };
-    conn.execute_batch(&begin)
-        .map_err(|e| map_error(e, Some(&begin)))
-}
-
-/// Runs one statement: takes the writer gate and begins a transaction first
-/// if it writes. `asked` is the cancel generation when the statement
-/// started. The caller gives the gate back if the connection ends up outside
-/// a transaction.
-fn run(
-    conn: &rusqlite::Connection,
-    isolation: Option<&str>,
-    writer: &mut Writer,
-    descriptions: &mut Descriptions,
-    sql: &str,
-    params: &Params,
-    asked: u64,
-) -> DbResult<ExecResult> {
-    let Some(mut stmt) = prepare(conn, sql)? else {
-        return Ok(ExecResult {
-            description: None,
-            rows: Vec::new(),
-            rowcount: -1,
-            lastrowid: None,
-        });
-    };
-    #[cfg(test)]
-    REUSED.with(|r| r.set(stmt.get_status(rusqlite::StatementStatus::Run) > 0));
-    bind(&mut stmt, params, sql)?;
-    let shape = Shape::of(sql);
-    let writes = !stmt.readonly();
-    if writes || shape.locks_for_writing {
-        writer.acquire(asked).map_err(|e| e.with_sql(sql))?;
-    }
-    if writes && shape.implicit_begin && conn.is_autocommit() {
-        if let Some(level) = isolation {
-            begin(conn, level)?;
-        }
-    }
-    let dml = writes && shape.dml;
-    let ncols = stmt.column_count();
-    if ncols == 0 {
-        let changed = stmt.raw_execute().map_err(|e| map_error(e, Some(sql)))?;
-        return Ok(ExecResult {
-            description: None,
-            rows: Vec::new(),
-            rowcount: if dml {
-                i64::try_from(changed).unwrap_or(i64::MAX)
-            } else {
-                -1
-            },
-            lastrowid: dml.then(|| conn.last_insert_rowid()),
-        });
-    }
-    let mut rows = Vec::new();
-    let mut q = stmt.raw_query();
-    while let Some(row) = q.next().map_err(|e| map_error(e, Some(sql)))? {
-        // Counted after the step: a cached statement is recompiled by its
-        // first step after a schema change, and `SELECT *` may have
-        // gained or lost columns (CPython reads them after the step too).
-        let row_stmt = row.as_ref();
-        let ncols = row_stmt.column_count();
-        let mut values = Vec::with_capacity(ncols);
-        for i in 0..ncols {
-            let v = row.get_ref(i).map_err(|e| map_error(e, Some(sql)))?;
-            values.push(value_of(v, i, || row_stmt.column_name(i).unwrap_or("?"))?);
-        }
-        rows.push(Row::new(values));
-    }
-    drop(q);
-    let description = descriptions.get(sql, &stmt);
-    Ok(ExecResult {
-        description: Some(description),
-        rows,
-        // `INSERT ... RETURNING` and the like: complete once every row is
-        // read.
-        rowcount: if dml {
-            i64::try_from(conn.changes()).unwrap_or(i64::MAX)
-        } else {
-            -1
-        },
-        lastrowid: dml.then(|| conn.last_insert_rowid()),
-    })
-}
-
-/// Prepares `sql` for `executemany` and refuses what it cannot run: a
-/// read-only statement, as CPython refuses it (`sqlite3_stmt_readonly`,
-/// same message), and one that returns rows (`INSERT ... RETURNING`), which
-/// CPython refuses only when its first run returns a row, after writing it;
-/// here nothing has run yet. Empty SQL passes (it does nothing).
-fn check_many(conn: &rusqlite::Connection, sql: &str) -> DbResult<()> {
-    let Some(stmt) = prepare(conn, sql)? else {
-        return Ok(());
-    };
-    if stmt.readonly() {
-        return Err(DbError::new(
-            ErrorKind::ProgrammingError,
-            "executemany() can only execute DML statements.",
-        )
-        .with_sql(sql));
-    }
-    if stmt.column_count() > 0 {
-        return Err(DbError::new(
-            ErrorKind::ProgrammingError,
-            "executemany() can only execute DML statements. This one returns rows (RETURNING): \
-             run it with execute() once per parameter set",
-        )
-        .with_sql(sql));
-    }
-    Ok(())
 }
 
 impl SqliteConnection {
@@ -625,69 +390,6 @@ pub(crate) fn modules() -> Vec<(&'static str, Arc<dyn DbApiModule>)> {
 mod tests {
     use super::*;
     use crate::dbapi::Value;
-
-    /// Statements longer than `CACHED_SQL_MAX` are not kept by the statement
-    /// cache (SQLite's run counter says each execution prepared a new one)
-    /// nor by the description cache, while short ones still are.
-    #[test]
-    fn huge_statements_are_not_cached() {
-        let conn = crate::dbapi::connect("sqlite3", &[Value::from(":memory:")], &[]).unwrap();
-        let mut c = conn.cursor().unwrap();
-        let reused = || REUSED.with(std::cell::Cell::get);
-        let short = "SELECT 1 AS a";
-        c.execute(short, ()).unwrap();
-        assert!(!reused(), "first use");
-        c.execute(short, ()).unwrap();
-        assert!(reused(), "a short statement is cached");
-        let huge = |i: usize| format!("SELECT '{}' AS big{i}", "x".repeat(CACHED_SQL_MAX));
-        for round in 0..2 {
-            for i in 0..40 {
-                c.execute(&huge(i), ()).unwrap();
-                assert!(!reused(), "round {round}: huge statement {i} was kept");
-                assert_eq!(c.fetchall().unwrap()[0].len(), 1);
-            }
-        }
-        c.execute(short, ()).unwrap();
-        assert!(reused(), "the short statement is still cached");
-        c.execute(&huge(0)[..CACHED_SQL_MAX], ()).unwrap_err();
-
-        let raw = rusqlite::Connection::open_in_memory().unwrap();
-        let mut d = Descriptions::default();
-        let sql = huge(1);
-        d.get(&sql, &raw.prepare(&sql).unwrap());
-        assert_eq!(d.sql_bytes(), 0, "the description cache keeps no huge SQL");
-        d.get(short, &raw.prepare(short).unwrap());
-        assert_eq!(d.sql_bytes(), short.len());
-    }
-
-    /// Which URIs name a shared-cache in-memory database, and by what name.
-    #[test]
-    fn shared_memory_names() {
-        let name = |u: &str| shared_memory_name(u);
-        assert_eq!(
-            name("file:db?mode=memory&cache=shared").as_deref(),
-            Some("db")
-        );
-        assert_eq!(
-            name("file:d%20b?cache=shared&mode=memory").as_deref(),
-            Some("d b")
-        );
-        assert_eq!(
-            name("file::memory:?cache=shared").as_deref(),
-            Some(":memory:")
-        );
-        assert_eq!(
-            name("file:///mem?mode=memory&cache=shared#x").as_deref(),
-            Some("/mem")
-        );
-        assert_eq!(name("file:db?mode=memory"), None, "private");
-        assert_eq!(name("file::memory:"), None, "private");
-        assert_eq!(name("file:db?mode=memory&cache=private"), None);
-        assert_eq!(name("file:db.sqlite?cache=shared"), None, "a file");
-        assert_eq!(name("db?mode=memory&cache=shared"), None, "not a URI");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
 
     fn names(c: &crate::dbapi::Cursor) -> Vec<String> {
         c.description()
