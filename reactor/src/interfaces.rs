@@ -59,6 +59,14 @@ pub trait ReactorCore {
     fn hold_shutdown(&self) -> ShutdownHold {
         ShutdownHold::detached()
     }
+    /// True once the `shutdown` event has begun its `during` phase (or the
+    /// fake reactor was stopped): the reactor will not fire `startup` again,
+    /// so work that waits for it (`call_when_running`) would wait for ever.
+    /// Not in Twisted; a `ConnectionPool` checks it so that it is never made
+    /// on a reactor that cannot start it. The default says no.
+    fn has_shut_down(&self) -> bool {
+        false
+    }
 }
 
 /// The part of `IReactorTime` beyond [`ReactorTime`]: timed calls as

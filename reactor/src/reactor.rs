@@ -423,6 +423,9 @@ impl ReactorCore for Reactor {
     fn hold_shutdown(&self) -> ShutdownHold {
         self.inner.shutdown.hold()
     }
+    fn has_shut_down(&self) -> bool {
+        self.state().shutting_down
+    }
 }
 
 impl ReactorTime for Reactor {

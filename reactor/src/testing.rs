@@ -410,6 +410,9 @@ impl ReactorCore for FakeReactor {
     fn hold_shutdown(&self) -> ShutdownHold {
         self.inner.shutdown.hold()
     }
+    fn has_shut_down(&self) -> bool {
+        self.inner.stopped.get()
+    }
 }
 
 impl ReactorTime for FakeReactor {

@@ -407,3 +407,51 @@ fn regression_pools_made_around_reactor_new_end_up_on_different_reactors() {
         drop(reactor);
     });
 }
+
+/// A pool made on a reactor whose shutdown has begun (in a shutdown
+/// trigger, or after `run()` returned) would never start: startup never
+/// fires again, so its jobs' Deferreds would never fire (Twisted's hang
+/// silently). It is refused, naming `cp_reactor`; a pool made before
+/// shutdown is unaffected.
+#[test]
+fn a_pool_on_a_reactor_that_has_shut_down_is_refused() {
+    let reactor = Reactor::new().unwrap();
+    let made_during: Rc<std::cell::RefCell<Option<Result<(), String>>>> = Rc::default();
+    let (r, m) = (reactor.clone(), made_during.clone());
+    reactor.add_system_event_trigger(reactor::Phase::During, "shutdown", move || {
+        let res = ConnectionPool::new(
+            "sqlite3",
+            args![":memory:"],
+            kwargs! { "cp_reactor" => Arg::reactor(r.clone()) },
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+        *m.borrow_mut() = Some(res);
+    });
+    let r = reactor.clone();
+    reactor.call_when_running(move || r.stop().unwrap());
+    reactor.run().unwrap();
+    let during = made_during.borrow_mut().take().expect("the trigger ran");
+    assert!(
+        during.as_ref().is_err_and(|e| e.contains("cp_reactor")),
+        "{during:?}"
+    );
+    let after = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! { "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .map(|_| ());
+    assert!(after.is_err(), "after run() returned");
+    // The fake reactor: refused once stopped.
+    let fake = FakeReactor::new(true);
+    fake.stop().unwrap();
+    let e = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! { "cp_reactor" => Arg::reactor(fake) },
+    )
+    .map(|_| ())
+    .expect_err("refused");
+    assert!(e.to_string().contains("cp_reactor"), "{e}");
+}

@@ -196,6 +196,16 @@ impl ConnectionPool {
                     }
                 })?),
             };
+        if reactor.has_shut_down() {
+            // Its startup will never fire again, so the pool would never
+            // start and its jobs' Deferreds would never fire (Twisted's hang
+            // silently).
+            return Err(PoolError::InvalidOption {
+                option: "cp_reactor".to_owned(),
+                expected: "a reactor that has not shut down",
+                got: "a reactor whose shutdown has begun: it would never start the pool".to_owned(),
+            });
+        }
         // Twisted: min = min(min, max); max = max(min, max).
         let min = cfg.min.min(cfg.max);
         let max = cfg.max.max(min);
