@@ -84,6 +84,12 @@ impl ConnectionPool {
     /// Mirrors `_start`: forget the startup trigger id, then `start`.
     pub(super) fn start_from_trigger(&self) {
         self.inner.start_id.borrow_mut().take();
+        // Closed before the reactor got to start it (`final_close` keeps the
+        // startup trigger, as Twisted's does): nothing to start, nothing wrong.
+        if !matches!(*self.inner.close_state.borrow(), CloseState::Open) {
+            tracing::debug!("connection pool closed before startup; not started");
+            return;
+        }
         if let Err(e) = self.start() {
             tracing::error!(error = %e, "could not start the connection pool");
         }

@@ -5,9 +5,10 @@
 //! startup trigger, `adjust_pool_size` during shutdown (Twisted's
 //! `ConnectionPool.__init__`/`start`/`finalClose`, `task.react`).
 //!
-//! `regression_*`-style probes named `defect_*` FAIL on the code reviewed
-//! (they state the promise: every Deferred a pool hands out fires exactly
-//! once and before `run()` returns); `held_*` are attacks that held.
+//! `regression_*` tests are defects an adversarial pass found (each failed
+//! before its fix: pools made during or after shutdown were never started,
+//! a `final_close` from a startup trigger logged an error); `held_*` are
+//! attacks that held.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -34,81 +35,48 @@ fn record<T: std::fmt::Debug + 'static>(d: Deferred<T>, slot: &Slot) {
     });
 }
 
-/// A pool made inside a `during`/`shutdown` trigger (after the reactor's own,
-/// so `running` is false): its `run_query` Deferred never fires, though the
-/// pool is alive and `run()` returns. The constructor's `call_when_running`
-/// registers an `after`/`startup` trigger that never fires, the backlog
-/// waits for workers that never start, and nothing holds shutdown.
-/// Twisted's never fires either, but the README promises every Deferred a
-/// pool hands out fires before `run()` returns.
+/// Found here: a pool made inside a `during`/`shutdown` trigger registered
+/// an `after`/`startup` trigger that never fires, so its job never fired.
+/// Now the pool is refused (`PoolError` naming `cp_reactor`).
 #[test]
-fn defect_pool_made_in_a_during_shutdown_trigger_never_fires_its_job() {
-    let dir = TempDir::new("during-made");
+fn regression_pool_made_in_a_during_shutdown_trigger_is_refused() {
     let reactor = Reactor::new().unwrap();
-    let keep: Rc<RefCell<Option<ConnectionPool>>> = Rc::default();
-    let slot: Slot = Rc::default();
-    let (r, k, s, db) = (
-        reactor.clone(),
-        keep.clone(),
-        slot.clone(),
-        dir.file("t.db"),
-    );
+    let refused: Rc<RefCell<Option<String>>> = Rc::default();
+    let (r, f) = (reactor.clone(), refused.clone());
     reactor.add_system_event_trigger(Phase::During, "shutdown", move || {
-        let pool = ConnectionPool::new(
+        let made = ConnectionPool::new(
             "sqlite3",
-            args![db],
+            args![":memory:"],
             kwargs! { "cp_reactor" => Arg::reactor(r.clone()) },
-        )
-        .unwrap();
-        record(pool.run_query("select 1", ()), &s);
-        *k.borrow_mut() = Some(pool);
+        );
+        *f.borrow_mut() = made.err().map(|e| e.to_string());
     });
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
     run_bounded(&reactor).unwrap();
-    let got = slot.borrow().clone();
-    let pool = keep.borrow_mut().take().unwrap();
-    assert!(
-        got.is_some(),
-        "run() returned with the job's Deferred unfired (pool running={}, start_id={:?}, backlog={})",
-        pool.running(),
-        pool.start_id(),
-        pool.threadpool().q_size()
-    );
+    let e = refused.borrow_mut().take().expect("refused, not made");
+    assert!(e.contains("cp_reactor"), "{e}");
 }
 
 /// The same from an `after`/`shutdown` trigger.
 #[test]
-fn defect_pool_made_in_an_after_shutdown_trigger_never_fires_its_job() {
-    let dir = TempDir::new("after-made");
+fn regression_pool_made_in_an_after_shutdown_trigger_is_refused() {
     let reactor = Reactor::new().unwrap();
-    let keep: Rc<RefCell<Option<ConnectionPool>>> = Rc::default();
-    let slot: Slot = Rc::default();
-    let (r, k, s, db) = (
-        reactor.clone(),
-        keep.clone(),
-        slot.clone(),
-        dir.file("t.db"),
-    );
+    let refused: Rc<RefCell<Option<String>>> = Rc::default();
+    let (r, f) = (reactor.clone(), refused.clone());
     reactor.add_system_event_trigger(Phase::After, "shutdown", move || {
-        let pool = ConnectionPool::new(
+        let made = ConnectionPool::new(
             "sqlite3",
-            args![db],
+            args![":memory:"],
             kwargs! { "cp_reactor" => Arg::reactor(r.clone()) },
-        )
-        .unwrap();
-        record(pool.run_query("select 1", ()), &s);
-        *k.borrow_mut() = Some(pool);
+        );
+        *f.borrow_mut() = made.err().map(|e| e.to_string());
     });
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
     run_bounded(&reactor).unwrap();
-    let got = slot.borrow().clone();
-    keep.borrow_mut().take();
-    assert!(
-        got.is_some(),
-        "run() returned with the job's Deferred unfired"
-    );
+    let e = refused.borrow_mut().take().expect("refused, not made");
+    assert!(e.contains("cp_reactor"), "{e}");
 }
 
 /// A pool made inside a `before`/`shutdown` trigger: the reactor still runs,
@@ -149,32 +117,22 @@ fn held_pool_made_in_a_before_shutdown_trigger_fires_its_job() {
     keep.borrow_mut().take();
 }
 
-/// A pool made after `run()` returned, kept alive: its `run_query` never
-/// fires, even while the test keeps turning the reactor by hand
-/// (`iterate`). Nothing refuses it (the pool is `Open`, the reactor is not
-/// running and never will be): the job waits in the backlog of a pool that
-/// is never started. A clear refusal (`PoolClosed`/`ReactorNotRunning`) would
-/// keep "every Deferred fires exactly once". Bounded at 10 s.
+/// Found here: a pool made after `run()` returned was never started and its
+/// job never fired. Now it is refused.
 #[test]
-fn defect_pool_made_after_run_returned_never_fires_its_job() {
+fn regression_pool_made_after_run_returned_is_refused() {
     let dir = TempDir::new("post-run");
     let reactor = Reactor::new().unwrap();
     let r = reactor.clone();
     reactor.call_when_running(move || r.stop().unwrap());
     run_bounded(&reactor).unwrap();
-    let pool = file_pool(&reactor, &dir, kwargs! {});
-    let slot: Slot = Rc::default();
-    record(pool.run_query("select 1", ()), &slot);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while slot.borrow().is_none() && Instant::now() < deadline {
-        reactor.iterate(Duration::from_millis(10));
-    }
-    assert!(
-        slot.borrow().is_some(),
-        "the job's Deferred never fired (pool running={}, backlog={})",
-        pool.running(),
-        pool.threadpool().q_size()
+    let made = ConnectionPool::new(
+        "sqlite3",
+        args![dir.file("t.db")],
+        kwargs! { "cp_reactor" => Arg::reactor(reactor.clone()) },
     );
+    let e = made.expect_err("refused, not made").to_string();
+    assert!(e.contains("cp_reactor"), "{e}");
 }
 
 /// `react()`: `main` makes a pool, starts a slow job, and returns a quick
@@ -288,7 +246,7 @@ fn held_fake_threads_stop_with_a_holding_pool_pumped() {
 /// then calls `start()` on the closed pool and logs an ERROR "could not
 /// start the connection pool" for a legitimate sequence.
 #[test]
-fn defect_final_close_in_a_startup_trigger_logs_a_spurious_error() {
+fn regression_final_close_in_a_startup_trigger_logs_no_error() {
     let dir = TempDir::new("final-close-startup");
     let reactor = Reactor::new().unwrap();
     let pool = file_pool(&reactor, &dir, kwargs! {});

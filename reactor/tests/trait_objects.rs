@@ -1,4 +1,4 @@
-//! Review probes (adversarial pass over the object-safe reactor traits):
+//! The object-safe reactor traits under attack (an adversarial pass; all held):
 //! the same reactor reached through `&Reactor` and `Rc<dyn AnyReactor>`,
 //! `DelayedCall` through the trait object, `callFromThread` through a
 //! remote handle taken from the trait object, and `callWhenRunning` from
