@@ -2,6 +2,11 @@
 //! a real reactor, over per-job fault plans, checked against what the README
 //! promises.
 //!
+//! Kept whole although over 600 lines: it is one model (the program
+//! generators, the driver that runs a program, the invariants checked after
+//! it, and the minimal programs it shrank to), and each part is read against
+//! the others.
+//!
 //! ```sh
 //! # CI (a bounded number of cases):
 //! cargo test -p integration-tests --test pool_model
