@@ -504,7 +504,7 @@ fn cancel_does_not_cost_a_reconnecting_pool_its_connection() {
 /// only looks at `finishing`), so the caller is told "cancelled" for a row
 /// that is durable.
 #[test]
-fn regression_cancel_after_an_explicit_commit_reports_cancelled_for_committed_data() {
+fn regression_cancel_after_an_explicit_commit_is_not_reported_as_cancelled() {
     within_timeout(|| {
         let dir = TempDir::new("review-explicit-commit");
         let reactor = Reactor::new().unwrap();

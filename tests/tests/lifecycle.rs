@@ -250,7 +250,7 @@ fn second_close_fires_after_the_pool_is_dropped() {
 /// `CloseState::Closing`; cancelling it fails it with `CancelledError` at
 /// once, while a job still runs and the pool is not closed.
 #[test]
-fn regression_cancelling_a_second_close_deferred_cuts_it_short() {
+fn regression_cancelling_a_second_close_deferred_does_not_cut_it_short() {
     bounded(|| {
         let dir = TempDir::new("review-close2");
         let reactor = Reactor::new().unwrap();

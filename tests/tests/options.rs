@@ -367,7 +367,7 @@ fn held_default_reactor_ambiguity_and_a_reactor_dropped_midway() {
 /// the ambiguous case the README says a pool refuses; here the first pool
 /// is stranded on a reactor nobody runs, and its jobs never fire.
 #[test]
-fn regression_pools_made_around_reactor_new_end_up_on_different_reactors() {
+fn regression_pools_made_around_reactor_new_never_split_across_reactors() {
     bounded(|| {
         let dir = TempDir::new("review-default");
         let first = ConnectionPool::new(

@@ -292,7 +292,7 @@ fn held_close_from_an_after_trigger_fires_before_run_returns() {
 /// pool's hold and the parked `after` phase, and `run()` returns before the
 /// job's Deferred fired (and before the `after` triggers ran).
 #[test]
-fn regression_shutdown_fired_by_hand_returns_before_pool_deferreds_fire() {
+fn regression_shutdown_fired_by_hand_waits_for_pool_deferreds() {
     bounded(|| {
         let dir = TempDir::new("review-manual-shutdown");
         let reactor = Reactor::new().unwrap();
@@ -424,7 +424,7 @@ fn after_shutdown_triggers_run_once_the_pool_has_closed() {
 /// the database keeps `run()` from returning although the program crashed
 /// the loop.
 #[test]
-fn regression_crash_during_a_shutdown_hold_does_not_leave_run() {
+fn regression_crash_during_a_shutdown_hold_leaves_run() {
     bounded(|| {
         let dir = TempDir::new("review-crash");
         let reactor = Reactor::new().unwrap();
@@ -475,7 +475,7 @@ fn regression_crash_during_a_shutdown_hold_does_not_leave_run() {
 /// Reached on a `FakeReactor` (hold, `stop`, drop without a last `pump`)
 /// and on a real one after `crash()` during a hold.
 #[test]
-fn regression_reactor_dropped_with_the_after_phase_parked_leaks() {
+fn regression_reactor_dropped_with_the_after_phase_parked_does_not_leak() {
     bounded(|| {
         let marker = Rc::new(());
         {
