@@ -443,3 +443,43 @@ pub fn cancel_storm(
     }
     all.add_callback(move |()| std::mem::take(&mut st.borrow_mut().stats))
 }
+
+/// A [`cancel_storm`] of `n` jobs on `pool` (which should have four
+/// workers), then 20 follow-up `SELECT 1`s, on `reactor` (run here, bounded
+/// by `limit`); asserts that every Deferred fired once, that at least
+/// `min_cancelled` were cancelled, that no job nobody cancelled failed, and
+/// that no worker is left failing.
+pub fn assert_cancel_storm(
+    reactor: &Reactor,
+    pool: &ConnectionPool,
+    n: usize,
+    statements: [&'static str; 3],
+    min_cancelled: usize,
+    limit: Duration,
+) {
+    let (p, r) = (pool.clone(), reactor.clone());
+    let (stats, ok) = crate::harness::run_chain(reactor, limit, move || {
+        cancel_storm(&r, &p, n, statements).add_callback_deferred(move |stats| {
+            let jobs: Vec<Deferred<i64>> = (0..20)
+                .map(|_| {
+                    p.run_query("SELECT 1", ())
+                        .add_callback(|r| r[0].get::<i64>(0).unwrap())
+                })
+                .collect();
+            gather_results(jobs, true).add_callback(move |ok| (stats, ok))
+        })
+    })
+    .expect("the storm and its follow-ups ran");
+    assert_eq!(stats.fired, n, "every Deferred fired exactly once");
+    assert!(
+        stats.cancelled >= min_cancelled,
+        "the storm cancelled jobs: {stats:?}"
+    );
+    assert!(
+        stats.uncancelled_failures.is_empty(),
+        "{} jobs nobody cancelled failed: {:?}",
+        stats.uncancelled_failures.len(),
+        &stats.uncancelled_failures[..stats.uncancelled_failures.len().min(5)]
+    );
+    assert_eq!(ok, vec![1; 20], "no worker is left failing");
+}
