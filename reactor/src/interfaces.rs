@@ -17,11 +17,15 @@
 //!   `call_from_thread(f)`, `call_in_thread(f)`, `ensure_deferred(future)`.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use deferred::{Deferred, Failure, ReactorTime};
 
-use crate::errors::{PoolStopped, ReactorNotRunning};
+use crate::address::Address;
+use crate::errors::{CannotListenError, NotConnectingError, PoolStopped, ReactorNotRunning};
+use crate::protocol::{ClientFactory, Factory};
 use crate::remote::{LoopQueue, RemoteHandle};
 use crate::shutdown::ShutdownHold;
 use crate::threadpool::{PoolConfigError, ThreadPool};
@@ -216,3 +220,81 @@ pub trait ReactorExt: AnyReactor {
 }
 
 impl<T: AnyReactor + ?Sized> ReactorExt for T {}
+
+/// Twisted's default `backlog` for `listenTCP`.
+pub const DEFAULT_BACKLOG: u32 = 50;
+
+/// Twisted's default `timeout` for `connectTCP` (30 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// TCP servers and clients. Mirrors `IReactorTCP`. Implemented by the real
+/// [`Reactor`](crate::Reactor) (sockets on its `mio::Poll`, on the loop
+/// thread) and by [`testing::MemoryReactor`](crate::testing) (records the
+/// calls), so code that listens or connects can be given either.
+pub trait ReactorTcp {
+    /// Listens on `interface:port` (`port` 0 picks a free port, which
+    /// [`ListeningPort::get_host`] tells; `interface` `""` means every IPv4
+    /// interface, `"::"` every IPv6 one) and builds a protocol from
+    /// `factory` for each accepted connection. Mirrors
+    /// `listenTCP(port, factory, backlog=50, interface='')`; see
+    /// [`DEFAULT_BACKLOG`].
+    fn listen_tcp(
+        &self,
+        port: u16,
+        factory: Rc<dyn Factory>,
+        backlog: u32,
+        interface: &str,
+    ) -> Result<Rc<dyn ListeningPort>, CannotListenError>;
+
+    /// Connects to `host:port` (a name is resolved off the loop thread),
+    /// giving up after `timeout`, optionally binding the local end to
+    /// `bind_address` first; `factory` is told how it went. Mirrors
+    /// `connectTCP(host, port, factory, timeout=30, bindAddress=None)`; see
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
+    fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+        bind_address: Option<SocketAddr>,
+    ) -> Rc<dyn Connector>;
+}
+
+/// A listening socket. Mirrors `IListeningPort`.
+pub trait ListeningPort {
+    /// The address it listens on (the real port when 0 was asked for).
+    /// Mirrors `getHost`.
+    fn get_host(&self) -> Address;
+
+    /// Stops accepting (connections already accepted go on) and closes the
+    /// socket; the Deferred fires once it is closed and the factory's
+    /// `stop_factory` has run. Calling it again returns a Deferred that
+    /// fires at once. Mirrors `stopListening` / `loseConnection`.
+    fn stop_listening(&self) -> Deferred<()>;
+
+    /// Listens again after `stop_listening`. Mirrors `startListening`.
+    fn start_listening(&self) -> Result<(), CannotListenError>;
+}
+
+/// An outgoing connection, attempted or made. Mirrors `IConnector`.
+pub trait Connector {
+    /// Abandons the attempt in progress; the factory gets
+    /// `client_connection_failed` with
+    /// [`ConnectError::UserAborted`](crate::ConnectError::UserAborted).
+    /// Mirrors `stopConnecting`.
+    fn stop_connecting(&self) -> Result<(), NotConnectingError>;
+
+    /// Drops the connection if connected, abandons the attempt if
+    /// connecting. Mirrors `disconnect`.
+    fn disconnect(&self);
+
+    /// Starts a new attempt (after a failure or a lost connection; a
+    /// connector that is connecting or connected does nothing). Mirrors
+    /// `connect`, which `ReconnectingClientFactory` calls.
+    fn connect(&self);
+
+    /// Where it connects to, as given (the host may be a name). Mirrors
+    /// `getDestination`.
+    fn get_destination(&self) -> (String, u16);
+}

@@ -51,11 +51,13 @@
 //! queues cross threads: a pool's job queue (loop → workers) and the
 //! reactor's [`RemoteHandle`] queue (workers → loop).
 
+mod address;
 mod errors;
 mod executor;
 mod global;
 pub mod implementors;
 mod interfaces;
+pub mod protocol;
 mod react;
 mod reactor;
 mod remote;
@@ -66,15 +68,19 @@ pub mod testing;
 mod threadpool;
 mod threads;
 mod time;
+mod transport;
 mod triggers;
 
+pub use crate::address::Address;
 pub use crate::errors::{
-    BlockingCallError, DelayedCallError, PoolStopped, ReactorAlreadyRunning, ReactorNotRestartable,
-    ReactorNotRunning, RunError,
+    BlockingCallError, CannotListenError, ConnectError, ConnectionAborted, ConnectionDone,
+    ConnectionLost, DelayedCallError, NotConnectingError, PoolStopped, ProducerError,
+    ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning, RunError,
 };
 pub use crate::global::{default_reactor, install_reactor, try_default_reactor, AmbiguousReactor};
 pub use crate::interfaces::{
-    AnyReactor, ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads, ReactorThreads,
+    AnyReactor, Connector, ListeningPort, ReactorCore, ReactorDelayedCalls, ReactorExt,
+    ReactorFromThreads, ReactorTcp, ReactorThreads, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT,
 };
 pub use crate::react::{react, Exit};
 pub use crate::reactor::Reactor;
@@ -88,6 +94,7 @@ pub use crate::threads::{
     defer_to_thread_pool_with_interrupt, stop_thread_pool, Interrupt,
 };
 pub use crate::time::{monotonic_seconds, DelayedCall};
+pub use crate::transport::{Producer, Transport};
 pub use crate::triggers::{Phase, TriggerError, TriggerId, TriggerOutput};
 pub use deferred::ReactorTime;
 
@@ -97,9 +104,11 @@ pub use deferred::ReactorTime;
 /// for [`Reactor`], [`testing::FakeReactor`] and `dyn AnyReactor` alike.
 pub mod prelude {
     pub use crate::interfaces::{
-        AnyReactor, ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads,
-        ReactorThreads,
+        AnyReactor, Connector, ListeningPort, ReactorCore, ReactorDelayedCalls, ReactorExt,
+        ReactorFromThreads, ReactorTcp, ReactorThreads,
     };
+    pub use crate::protocol::{ClientFactory, Factory, Protocol};
+    pub use crate::transport::{Producer, Transport};
     pub use deferred::ReactorTime;
 }
 
