@@ -58,6 +58,7 @@ mod global;
 pub mod implementors;
 mod interfaces;
 pub mod protocol;
+pub mod protocols;
 mod react;
 mod reactor;
 mod remote;

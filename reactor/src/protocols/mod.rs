@@ -1,0 +1,4 @@
+//! Protocol implementations on top of [`Protocol`](crate::protocol::Protocol).
+//! Mirrors `twisted.protocols`.
+
+pub mod basic;
