@@ -52,6 +52,7 @@
 //! reactor's [`RemoteHandle`] queue (workers → loop).
 
 mod address;
+pub mod endpoints;
 mod errors;
 mod executor;
 mod global;

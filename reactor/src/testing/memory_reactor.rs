@@ -259,6 +259,12 @@ impl MemoryReactor {
         self.inner.clock.advance(amount);
     }
 
+    /// Schedules `f` at `seconds() + delay` on the fake clock. Mirrors
+    /// `MemoryReactorClock.callLater`.
+    pub fn call_later<F: FnOnce() + 'static>(&self, delay: Duration, f: F) -> DelayedCall {
+        self.inner.clock.call_later(delay, f)
+    }
+
     /// Makes every later `listen_tcp` fail with an error of this kind and
     /// message (`None` to succeed again). Mirrors
     /// `RaisingMemoryReactor(listenException=...)`.
