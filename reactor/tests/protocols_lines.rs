@@ -640,8 +640,9 @@ fn connection_lost_reaches_the_handler() {
 // ConnectionPool's Deferred) through a cloned handle.
 #[test]
 fn reply_from_a_later_callback() {
+    type Later = Rc<RefCell<Vec<Box<dyn FnOnce()>>>>;
     struct Deferring {
-        later: Rc<RefCell<Vec<Box<dyn FnOnce()>>>>,
+        later: Later,
     }
     impl LineReceiver for Deferring {
         fn line_received(&mut self, line: &[u8], conn: &LineHandle) {

@@ -348,12 +348,11 @@ fn test_int16() {
     );
 }
 
-// Ports Int8Tests (MAX_LENGTH 50 here, so the illegal 0x00-prefixed string
-// of Twisted's test, which relies on the empty string, is replaced by a
-// prefix above 50).
+// Ports Int8Tests (the illegal string: two empty strings, then a prefix
+// `a` = 97 above MAX_LENGTH 50).
 #[test]
 fn test_int8() {
-    int_n_suite::<1>(b"\x40aaaaaa", &[b"\x08", b"dzadz", b""], b"\x04ubar");
+    int_n_suite::<1>(b"\x00\x00aaaaaa", &[b"\x08", b"dzadz", b""], b"\x04ubar");
 }
 
 // Attack: an int32 prefix of 0xFFFFFFFF is refused at once (nothing is

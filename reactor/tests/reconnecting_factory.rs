@@ -68,7 +68,9 @@ fn done() -> Failure {
 fn twisted_constants() {
     assert_eq!(MAX_DELAY, 3600.0);
     assert_eq!(INITIAL_DELAY, 1.0);
-    assert_eq!(FACTOR, 2.7182818284590451);
+    // Python's 2.7182818284590451 is this double.
+    assert_eq!(FACTOR, std::f64::consts::E);
+    assert_eq!(FACTOR.to_bits(), 0x4005_bf0a_8b14_5769);
     assert_eq!(JITTER, 0.119626565582);
     let f = ReconnectingClientFactory::new(Client::default());
     assert_eq!(f.delay(), 1.0);

@@ -424,8 +424,10 @@ mod tests {
             quote_string_argument("some : stuff \\"),
             "some \\: stuff \\\\"
         );
+        // As in Twisted, a quoted value is meant for a keyword, where `=`
+        // needs no quoting.
         let value = "C:\\key=1:2";
-        let (args, _) = p(&format!("x:{}", quote_string_argument(value)));
-        assert_eq!(args[1], value);
+        let (_, kw) = p(&format!("x:privateKey={}", quote_string_argument(value)));
+        assert_eq!(kw, vec![("privateKey".to_string(), value.to_string())]);
     }
 }

@@ -19,8 +19,8 @@ use crate::protocol::{ClientFactory, Factory, Protocol};
 pub const MAX_DELAY: f64 = 3600.0;
 /// Twisted's `initialDelay`, in seconds.
 pub const INITIAL_DELAY: f64 = 1.0;
-/// Twisted's `factor` (e).
-pub const FACTOR: f64 = 2.718_281_828_459_045;
+/// Twisted's `factor`, `2.7182818284590451` (e).
+pub const FACTOR: f64 = std::f64::consts::E;
 /// Twisted's `jitter`: the standard deviation of the delay, as a fraction
 /// of it.
 pub const JITTER: f64 = 0.119_626_565_582;

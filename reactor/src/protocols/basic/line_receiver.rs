@@ -119,6 +119,9 @@ pub trait LineReceiver: 'static {
     }
 }
 
+/// The most buffer capacity kept while nothing is buffered.
+const IDLE_CAPACITY: usize = 8 * 1024;
+
 struct LineState {
     buffer: RefCell<Vec<u8>>,
     /// Where the unread part of `buffer` starts: lines are consumed by
@@ -154,10 +157,16 @@ impl LineState {
 
     fn compact(&self) {
         let pos = self.pos.get();
+        let mut buf = self.buffer.borrow_mut();
         if pos > 0 {
-            self.buffer.borrow_mut().drain(..pos);
+            buf.drain(..pos);
             self.scanned.set(self.scanned.get().saturating_sub(pos));
             self.pos.set(0);
+        }
+        // An idle connection should not keep the memory of its largest
+        // burst (thousands of idle connections add up).
+        if buf.is_empty() && buf.capacity() > IDLE_CAPACITY {
+            *buf = Vec::new();
         }
     }
 
@@ -364,6 +373,9 @@ impl Producer for LineHandle {
 struct LineInner<H> {
     handle: LineHandle,
     handler: RefCell<H>,
+    /// The line being delivered, copied out of the buffer (which the
+    /// callback may clear or extend) into storage reused for every line.
+    line: RefCell<Vec<u8>>,
 }
 
 /// Resets `busy` even if a callback panics, so the protocol is not stuck
@@ -427,9 +439,15 @@ impl<H: LineReceiver> Pump for LineInner<H> {
                             handler.line_length_exceeded(&exceeded, conn);
                             return;
                         }
-                        let line = st.buffer.borrow()[pos..end].to_vec();
+                        let mut line = self.line.borrow_mut();
+                        line.clear();
+                        line.extend_from_slice(&st.buffer.borrow()[pos..end]);
                         st.pos.set(end + delimiter.len());
                         handler.line_received(&line, conn);
+                        if line.capacity() > IDLE_CAPACITY {
+                            *line = Vec::new();
+                        }
+                        drop(line);
                         if st.disconnecting() {
                             return;
                         }
@@ -463,6 +481,7 @@ impl<H: LineReceiver> LineReceiverProtocol<H> {
         let inner = Rc::new(LineInner {
             handle: LineHandle::new(H::DELIMITER, H::MAX_LENGTH),
             handler: RefCell::new(handler),
+            line: RefCell::new(Vec::new()),
         });
         let weak: Weak<LineInner<H>> = Rc::downgrade(&inner);
         let weak: Weak<dyn Pump> = weak;
