@@ -664,3 +664,73 @@ fn reply_from_a_later_callback() {
     }
     assert_eq!(conn.transport().value(), b"re: q1\r\nre: q2\r\n");
 }
+
+/// LineOnly: `quit` drops the connection.
+#[derive(Default)]
+struct LineOnlyQuitter {
+    lines: Vec<Vec<u8>>,
+}
+impl LineOnlyReceiver for LineOnlyQuitter {
+    fn line_received(&mut self, line: &[u8], conn: &LineOnlyHandle) {
+        self.lines.push(line.to_vec());
+        if line == b"quit" {
+            conn.lose_connection();
+        }
+    }
+}
+
+// LineOnlyReceiver drops the lines after the one that disconnected, as
+// Twisted's does, and a tail longer than MAX_LENGTH drops the connection
+// whatever the chunking.
+#[test]
+fn line_only_disconnect_mid_chunk_and_long_tail() {
+    let conn = StringTransportWithDisconnection::connect(LineOnlyReceiverProtocol::new(
+        LineOnlyQuitter::default(),
+    ));
+    conn.protocol_mut().data_received(b"a\r\nquit\r\nb\r\nc");
+    conn.protocol_mut().data_received(b"\r\n");
+    assert_eq!(conn.protocol().handler().lines, v(&[b"a", b"quit"]));
+
+    for bytewise in [false, true] {
+        let conn = StringTransportWithDisconnection::connect(LineOnlyReceiverProtocol::new(
+            LineOnlyQuitter::default(),
+        ));
+        let data = vec![b'z'; 16_385];
+        if bytewise {
+            conn.data_received_bytewise(&data);
+        } else {
+            conn.data_received(&data);
+        }
+        assert!(!conn.connected());
+        assert!(conn.protocol().handler().lines.is_empty());
+    }
+}
+
+/// Panics on `boom`.
+#[derive(Default)]
+struct Boom {
+    lines: Vec<Vec<u8>>,
+}
+impl LineReceiver for Boom {
+    fn line_received(&mut self, line: &[u8], _: &LineHandle) {
+        if line == b"boom" {
+            panic!("handler bug");
+        }
+        self.lines.push(line.to_vec());
+    }
+}
+
+// A panicking handler leaves the protocol usable (the transport drops the
+// connection; a test may go on): the lines after it are delivered once, not
+// lost to a stuck "busy" flag and not delivered twice.
+#[test]
+fn panic_in_line_received_leaves_parser_consistent() {
+    let mut p = LineReceiverProtocol::new(Boom::default());
+    p.make_connection(Rc::new(StringTransport::new()));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.data_received(b"one\r\nboom\r\ntwo\r\n")
+    }));
+    assert!(r.is_err());
+    p.data_received(b"three\r\n");
+    assert_eq!(p.handler().lines, v(&[b"one", b"two", b"three"]));
+}

@@ -398,3 +398,30 @@ fn int16_pause_resume() {
     assert_eq!(c.protocol().handler().0.len(), 3);
     let _ = Rc::new(Int8StringReceiverProtocol::new(PauseEach(vec![])));
 }
+
+// A panicking handler leaves the parser consistent: strings already
+// delivered are not delivered again.
+#[test]
+fn panic_in_string_received_leaves_parser_consistent() {
+    #[derive(Default)]
+    struct Boom(Vec<Vec<u8>>);
+    impl StringReceiver for Boom {
+        fn string_received(&mut self, s: &[u8], _: &StringHandle) {
+            if s == b"boom" {
+                panic!("handler bug");
+            }
+            self.0.push(s.to_vec());
+        }
+    }
+    let mut p = NetstringReceiverProtocol::new(Boom::default());
+    p.make_connection(Rc::new(StringTransport::new()));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.data_received(b"3:one,4:boom,3:two,")
+    }));
+    assert!(r.is_err());
+    p.data_received(b"5:three,");
+    assert_eq!(
+        p.handler().0,
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+}

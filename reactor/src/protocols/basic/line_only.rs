@@ -152,7 +152,11 @@ pub struct LineOnlyReceiverProtocol<H: LineOnlyReceiver> {
 
 impl<H: LineOnlyReceiver> LineOnlyReceiverProtocol<H> {
     /// A protocol delivering lines to `handler`.
+    ///
+    /// # Panics
+    /// If `H::DELIMITER` is empty.
     pub fn new(handler: H) -> Self {
+        assert!(!H::DELIMITER.is_empty(), "a line delimiter cannot be empty");
         LineOnlyReceiverProtocol {
             handle: LineOnlyHandle {
                 st: Rc::new(LineOnlyState {
@@ -221,31 +225,37 @@ impl<H: LineOnlyReceiver> Protocol for LineOnlyReceiverProtocol<H> {
         self.buffer.extend_from_slice(data);
         let delimiter = self.handle.delimiter();
         let max = self.handle.max_length();
-        let buf = std::mem::take(&mut self.buffer);
-        let handler = self.handler.get_mut();
         // Twisted splits everything first and keeps the last piece, so the
         // tail is known before any line is delivered.
-        let last_end = rfind(&buf, &delimiter).map_or(0, |i| i + delimiter.len());
-        self.buffer = buf[last_end..].to_vec();
+        let last_end = rfind(&self.buffer, &delimiter).map_or(0, |i| i + delimiter.len());
+        let handler = self.handler.get_mut();
         let mut pos = 0;
+        let mut completed = true;
         while pos < last_end {
-            let i = find(&buf[pos..last_end], &delimiter).expect("a delimiter ends last_end");
-            let line = &buf[pos..pos + i];
+            let i =
+                find(&self.buffer[pos..last_end], &delimiter).expect("a delimiter ends last_end");
+            let line = &self.buffer[pos..pos + i];
             pos += i + delimiter.len();
             if self.handle.disconnecting() {
-                return;
+                completed = false;
+                break;
             }
             if line.len() > max {
                 handler.line_length_exceeded(line, &self.handle);
-                return;
+                completed = false;
+                break;
             }
             handler.line_received(line, &self.handle);
         }
-        if self.buffer.len() > max {
+        self.buffer.drain(..last_end);
+        if completed && self.buffer.len() > max {
             // Twisted keeps the tail; dropping it bounds the memory a peer
             // that never sends a delimiter can hold.
             let tail = std::mem::take(&mut self.buffer);
             handler.line_length_exceeded(&tail, &self.handle);
+        }
+        if self.buffer.is_empty() && self.buffer.capacity() > 8 * 1024 {
+            self.buffer = Vec::new();
         }
     }
 

@@ -477,7 +477,11 @@ pub struct LineReceiverProtocol<H: LineReceiver> {
 
 impl<H: LineReceiver> LineReceiverProtocol<H> {
     /// A protocol delivering lines to `handler`.
+    ///
+    /// # Panics
+    /// If `H::DELIMITER` is empty.
     pub fn new(handler: H) -> Self {
+        assert!(!H::DELIMITER.is_empty(), "a line delimiter cannot be empty");
         let inner = Rc::new(LineInner {
             handle: LineHandle::new(H::DELIMITER, H::MAX_LENGTH),
             handler: RefCell::new(handler),

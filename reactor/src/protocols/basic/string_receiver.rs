@@ -255,7 +255,13 @@ impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.busy.set(false);
         let n = self.0.consumed.replace(0);
-        self.0.buffer.borrow_mut().drain(..n);
+        let mut buf = self.0.buffer.borrow_mut();
+        buf.drain(..n);
+        // An idle connection should not keep the memory of its largest
+        // string.
+        if buf.is_empty() && buf.capacity() > 8 * 1024 {
+            *buf = Vec::new();
+        }
     }
 }
 
