@@ -52,12 +52,14 @@
 //! reactor's [`RemoteHandle`] queue (workers → loop).
 
 mod address;
+pub mod endpoints;
 mod errors;
 mod executor;
 mod global;
 pub mod implementors;
 mod interfaces;
 pub mod protocol;
+pub mod protocols;
 mod react;
 mod reactor;
 mod remote;

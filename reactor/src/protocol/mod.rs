@@ -9,9 +9,13 @@
 //! the protocol, the reactor shutting down).
 
 mod factory;
+mod reconnecting;
 
 pub(crate) use factory::{do_start, do_stop};
 pub use factory::{ClientFactory, Factory};
+pub use reconnecting::{
+    NormalVariate, ReconnectingClientFactory, FACTOR, INITIAL_DELAY, JITTER, MAX_DELAY,
+};
 
 use std::rc::Rc;
 

@@ -2,7 +2,19 @@
 //! `task.Clock`), [`FakeReactor`] (the `EventReactor` of Twisted's
 //! `test_adbapi`, grown into a full fake), and thread pools that run their
 //! jobs inline or when the test says ([`PoolMode`], [`TestPool`]; Twisted's
-//! test `NonThreadPool`).
+//! test `NonThreadPool`), and for protocols: [`StringTransport`] and
+//! [`StringTransportWithDisconnection`] (Twisted's
+//! `twisted.internet.testing` classes of those names) and [`MemoryReactor`]
+//! (`MemoryReactorClock`), so a protocol, a factory or an endpoint is tested
+//! without sockets.
+
+mod memory_reactor;
+mod string_transport;
+
+pub use memory_reactor::{FakeConnector, FakePort, MemoryReactor, TcpClient, TcpServer};
+pub use string_transport::{
+    ProducerState, StringTransport, StringTransportWithDisconnection, DEFAULT_HOST, DEFAULT_PEER,
+};
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
