@@ -118,7 +118,7 @@ pub enum ConnectError {
         /// What the resolver said.
         reason: String,
     },
-    /// [`Connector::stop_connecting`](crate::protocol::Connector::stop_connecting)
+    /// [`Connector::stop_connecting`](crate::Connector::stop_connecting)
     /// was called. Mirrors `UserError` ("User aborted connection.").
     #[error("User aborted connection.")]
     UserAborted,
