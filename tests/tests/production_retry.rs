@@ -270,13 +270,17 @@ impl Meet {
     }
 }
 
-/// Runs `make(i, first_attempt_meet)` twice at once, plainly or with
+/// One of the two racing transactions: its index, its transaction, and the
+/// meeting point (a no-op after its first attempt).
+type RaceBody = fn(usize, &mut Transaction<'_>, &dyn Fn()) -> Result<(), Failure>;
+
+/// Runs `body(i, txn, meet)` for `i` in 0 and 1 at once, plainly or with
 /// retries; returns each job's outcome (the failure's code).
 fn race(
     reactor: &Reactor,
     pool: &ConnectionPool,
     setup: &'static [&'static str],
-    body: fn(usize, &mut Transaction<'_>, &dyn Fn()) -> Result<(), Failure>,
+    body: RaceBody,
 ) -> (Vec<Option<String>>, Vec<Option<String>>, u32) {
     let attempts = Arc::new(AtomicU32::new(0));
     let a = Arc::clone(&attempts);
