@@ -10,10 +10,11 @@
 //! Twisted's adbapi has none of these; all are off by default, and with all
 //! off nothing here runs on the per-job path.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deferred::Failure;
@@ -99,10 +100,25 @@ struct Meta {
     last_used: Instant,
 }
 
-/// The per-pool state behind the options: one record per open connection.
+thread_local! {
+    /// What is known of the connections this thread owns, by connection
+    /// id. A connection is used by the thread that opened it (the pool's
+    /// per-thread map), so the records live there: no lock and no cache
+    /// line shared between workers on the per-job path.
+    static METAS: RefCell<HashMap<u64, Meta>> = RefCell::new(HashMap::new());
+}
+
+fn with_meta<R>(conn: &DbConnection, f: impl FnOnce(&mut Meta) -> R) -> Option<R> {
+    METAS
+        .try_with(|m| m.borrow_mut().get_mut(&conn.id()).map(f))
+        .ok()
+        .flatten()
+}
+
+/// The per-pool state behind the options (the per-connection records are
+/// in [`METAS`]).
 pub(super) struct Life {
     cfg: LifeConfig,
-    metas: Mutex<HashMap<u64, Meta>>,
     /// Connections opened so far.
     opened: AtomicU64,
     /// Connections with a `seq` below this were opened before a lost
@@ -116,7 +132,6 @@ impl Life {
     pub(super) fn new(cfg: &LifeConfig) -> Option<Life> {
         cfg.checks_jobs().then(|| Life {
             cfg: cfg.clone(),
-            metas: Mutex::new(HashMap::new()),
             opened: AtomicU64::new(0),
             suspect_below: AtomicU64::new(0),
         })
@@ -129,10 +144,6 @@ impl Life {
         }
     }
 
-    fn metas(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Meta>> {
-        self.metas.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A new connection: records its age.
     pub(super) fn opened(&self, conn: &DbConnection) {
         let now = self.now();
@@ -141,27 +152,26 @@ impl Life {
             .cfg
             .max_lifetime
             .and_then(|max| now.checked_add(max.mul_f64(1.0 - JITTER * jitter(conn.id()))));
-        self.metas().insert(
-            conn.id(),
-            Meta {
-                seq,
-                expires,
-                last_used: now,
-            },
-        );
+        let meta = Meta {
+            seq,
+            expires,
+            last_used: now,
+        };
+        let _ = METAS.try_with(|m| m.borrow_mut().insert(conn.id(), meta));
     }
 
     /// A connection was closed: forgets it.
     pub(super) fn closed(&self, conn: &DbConnection) {
-        self.metas().remove(&conn.id());
+        // Closed by another thread (the pool's final close), the record
+        // stays on the owner's thread until it exits; it is a few bytes and
+        // no id is reused.
+        let _ = METAS.try_with(|m| m.borrow_mut().remove(&conn.id()));
     }
 
     /// A job on `conn` ended.
     fn used(&self, conn: &DbConnection) {
         let now = self.now();
-        if let Some(m) = self.metas().get_mut(&conn.id()) {
-            m.last_used = now;
-        }
+        with_meta(conn, |m| m.last_used = now);
     }
 
     /// A lost connection was detected: every connection open now is
@@ -176,7 +186,7 @@ impl Life {
     /// What to do with `conn` before a job.
     fn verdict(&self, conn: &DbConnection) -> Verdict {
         let now = self.now();
-        let Some(m) = self.metas().get(&conn.id()).copied() else {
+        let Some(m) = with_meta(conn, |m| *m) else {
             return Verdict::Use;
         };
         if m.expires.is_some_and(|e| now >= e) {
@@ -198,9 +208,7 @@ impl Life {
     /// `conn` passed its probe: it is no longer suspect.
     fn vouch(&self, conn: &DbConnection) {
         let seq = self.opened.fetch_add(1, Ordering::AcqRel);
-        if let Some(m) = self.metas().get_mut(&conn.id()) {
-            m.seq = seq;
-        }
+        with_meta(conn, |m| m.seq = seq);
     }
 }
 
@@ -285,10 +293,11 @@ impl SharedPool {
         let Some(life) = self.life() else { return };
         life.used(conn);
         if let Err(f) = result {
+            // Not "the connection is closed now": the pool also closes one
+            // after a panic, which says nothing about the server.
             let lost = f.check::<super::ConnectionLost>().is_some()
                 || f.check::<DbError>()
-                    .is_some_and(DbError::is_connection_lost)
-                || conn.is_closed();
+                    .is_some_and(DbError::is_connection_lost);
             if lost {
                 life.lost();
             }
