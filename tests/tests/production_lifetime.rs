@@ -7,6 +7,8 @@
 //! failed job, not one per worker (PostgreSQL and MariaDB restarts).
 //! Time on the worker side is a hand-moved clock (`life_clock`).
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use deferred::{gather_results, Deferred};
 use integration_tests::fakes::register_spy_module;
 use integration_tests::harness::{fake_wait, run_chain};
 use reactor::testing::FakeReactor;
+use reactor::prelude::*;
 use reactor::Reactor;
 
 /// A clock the test moves by hand.
@@ -245,4 +248,69 @@ fn a_mariadb_restart_costs_one_failed_job_not_one_per_worker() {
     let failed = ok.iter().filter(|ok| !**ok).count();
     assert!(failed <= 1, "{ok:?}");
     assert!(ok[1..].iter().all(|ok| *ok), "{ok:?}");
+}
+
+/// Fires once `cond` holds, looking every 10 ms on the loop.
+fn poll_until(reactor: &Reactor, cond: impl Fn() -> bool + 'static) -> Deferred<()> {
+    type Tick = Rc<dyn Fn()>;
+    let (d, resolver) = Deferred::new();
+    let resolver = Rc::new(RefCell::new(Some(resolver)));
+    let me: Rc<RefCell<Option<Tick>>> = Rc::default();
+    let (r, m) = (reactor.clone(), Rc::clone(&me));
+    let tick: Tick = Rc::new(move || {
+        if cond() {
+            if let Some(res) = resolver.borrow_mut().take() {
+                let _ = res.resolve(Ok(()));
+            }
+            m.borrow_mut().take();
+            return;
+        }
+        let again = m.borrow().clone();
+        if let Some(again) = again {
+            r.call_later(Duration::from_millis(10), move || again());
+        }
+    });
+    *me.borrow_mut() = Some(Rc::clone(&tick));
+    tick();
+    d
+}
+
+#[test]
+fn idle_workers_above_min_retire_and_close_their_connections() {
+    let dir = integration_tests::harness::TempDir::new("idle-workers");
+    let reactor = Reactor::new().unwrap();
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        adbapi::args![dir.file("t.db")],
+        adbapi::kwargs! { "cp_min" => 1, "cp_max" => 3, "cp_idle_timeout" => 0.05,
+                          "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .unwrap();
+    let all = Arc::new(std::sync::Barrier::new(3));
+    let (p, r) = (pool.clone(), reactor.clone());
+    let conns = run_chain(&reactor, Duration::from_secs(60), move || {
+        let jobs: Vec<Deferred<()>> = (0..3)
+            .map(|_| {
+                let all = Arc::clone(&all);
+                p.run_interaction(move |t| {
+                    t.execute("select 1", ())?;
+                    // Three jobs that wait for each other: three workers.
+                    all.wait();
+                    Ok(())
+                })
+            })
+            .collect();
+        let (p2, p3) = (p.clone(), p.clone());
+        gather_results(jobs, true)
+            .add_callback(move |_| p2.connections().len())
+            .add_callback_deferred(move |n| {
+                let p4 = p3.clone();
+                poll_until(&r, move || {
+                    p4.threadpool().workers() == 1 && p4.connections().len() == 1
+                })
+                .add_callback(move |()| n)
+            })
+    })
+    .unwrap();
+    assert_eq!(conns, 3);
 }

@@ -231,6 +231,11 @@ impl ConnectionPool {
                     got: other.to_string(),
                 },
             })?;
+        if let Some(idle) = cfg.life.idle_timeout {
+            // Workers above cp_min retire after the idle timeout too, each
+            // closing its connection (the exit hook below).
+            threadpool.set_idle_timeout(Some(idle));
+        }
         let shared = SharedPool::new(SharedConfig {
             dbapi_name: cfg.dbapi_name,
             dbapi,

@@ -462,8 +462,9 @@ impl ConnectionPoolBuilder {
     }
 
     /// `cp_idle_timeout`: a connection unused for this many seconds is
-    /// closed and reopened when its worker takes its next job (default
-    /// `None`, never; an extension, HikariCP's `idleTimeout`).
+    /// closed and reopened when its worker takes its next job, and a worker
+    /// above `cp_min` idle that long retires, closing its connection
+    /// (default `None`, never; an extension, HikariCP's `idleTimeout`).
     pub fn idle_timeout(self, secs: Option<f64>) -> Self {
         self.life_option("cp_idle_timeout", secs)
     }
