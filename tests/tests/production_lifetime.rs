@@ -16,8 +16,8 @@ use adbapi::{Arg, Clock, ConnectionPool};
 use deferred::{gather_results, Deferred};
 use integration_tests::fakes::register_spy_module;
 use integration_tests::harness::{fake_wait, run_chain};
-use reactor::testing::FakeReactor;
 use reactor::prelude::*;
+use reactor::testing::FakeReactor;
 use reactor::Reactor;
 
 /// A clock the test moves by hand.
@@ -283,7 +283,7 @@ fn idle_workers_above_min_retire_and_close_their_connections() {
         "sqlite3",
         adbapi::args![dir.file("t.db")],
         adbapi::kwargs! { "cp_min" => 1, "cp_max" => 3, "cp_idle_timeout" => 0.05,
-                          "cp_reactor" => Arg::reactor(reactor.clone()) },
+        "cp_reactor" => Arg::reactor(reactor.clone()) },
     )
     .unwrap();
     let all = Arc::new(std::sync::Barrier::new(3));

@@ -216,6 +216,25 @@ fn statement_timeout_on_a_driver_without_one_fails_the_connect_naming_the_option
     assert!(pool.connections().is_empty(), "the connection was closed");
 }
 
+#[test]
+fn a_zero_or_none_statement_timeout_is_no_limit_and_asks_nothing_of_the_driver() {
+    for off in [Arg::from(0), Arg::from(0.0), Arg::None] {
+        // The spy driver has no statement timeout: asking would fail.
+        let (module, _state) = integration_tests::fakes::register_spy_module("tmo-off");
+        let reactor = FakeReactor::new(true);
+        let pool = ConnectionPool::new(
+            &module,
+            args![":memory:"],
+            vec![
+                ("cp_statement_timeout".to_owned(), off),
+                ("cp_reactor".to_owned(), Arg::reactor(reactor.clone())),
+            ],
+        )
+        .unwrap();
+        fake_wait(&reactor, pool.run_query("select 1", ())).expect("no limit, no call");
+    }
+}
+
 /// The driver's own cancel and the statement timeout both end in SQLSTATE
 /// 57014 on PostgreSQL; only the timeout counts as one.
 fn pg_cancel_and_timeout(conn: DbConnection, sleep: &'static str) {
@@ -246,6 +265,23 @@ integration_tests::pg_test! {
         assert_eq!(rows, 0);
         assert!(same, "the connection was kept");
         pg_cancel_and_timeout(integration_tests::pg::direct(), "SELECT pg_sleep(60)");
+    }
+}
+
+integration_tests::pg_test! {
+    fn postgres_takes_the_longest_statement_timeout_the_option_allows() {
+        let _server = integration_tests::pg::sharing_server();
+        let reactor = Reactor::new().unwrap();
+        let pool = integration_tests::pg::pool_on(
+            &reactor,
+            kwargs! { "cp_max" => 1, "cp_statement_timeout" => 2_147_483 },
+        );
+        let p = pool.clone();
+        let rows = run_chain(&reactor, Duration::from_secs(30), move || {
+            p.run_query("SHOW statement_timeout", ())
+        })
+        .unwrap();
+        assert_eq!(rows[0].get::<String>(0).unwrap(), "2147483s");
     }
 }
 
