@@ -35,7 +35,8 @@ fn surplus_idle_workers_retire_down_to_min_and_run_the_exit_hooks() {
         .unwrap();
     }
     for _ in 0..3 {
-        rx.recv_timeout(TIMEOUT).expect("the three jobs ran together");
+        rx.recv_timeout(TIMEOUT)
+            .expect("the three jobs ran together");
     }
     wait_until("the surplus workers retired", || pool.workers() == 1);
     wait_until("their exit hooks ran", || exits.load(Ordering::SeqCst) == 2);
