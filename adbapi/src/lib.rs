@@ -80,6 +80,8 @@ pub use crate::pool::{
     IntoReactor, OpenFun, PoolClosed, PoolError, PoolState, SharedPool, Transaction,
     TransactionFactory, WrongConnectionForThread, CP_ARGS,
 };
+// Timeouts, lifetime and retries (extensions for running in production).
+pub use crate::pool::{retry_reason, Clock, RetryPolicy};
 
 /// The modules the registry starts with, by name: every built-in driver
 /// lists its own names (`drivers::<name>::modules()`); a new driver adds one

@@ -131,6 +131,13 @@ impl DbConnection {
         Ok(())
     }
 
+    /// Limits how long each statement may run (`None`: no limit); see
+    /// [`DriverConnection::set_statement_timeout`](super::DriverConnection::set_statement_timeout).
+    /// An extension: psycopg2 users run `SET statement_timeout` themselves.
+    pub fn set_statement_timeout(&self, limit: Option<std::time::Duration>) -> DbResult<()> {
+        self.with_driver(|d| d.set_statement_timeout(limit))
+    }
+
     /// Closes the connection; closing a closed connection does nothing.
     /// Mirrors `connection.close()`.
     pub fn close(&self) -> DbResult<()> {

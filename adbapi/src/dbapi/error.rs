@@ -418,6 +418,22 @@ impl DbError {
         self.details().connection_lost
     }
 
+    /// True if the statement failed because it ran longer than the
+    /// connection's statement timeout (`cp_statement_timeout`): PostgreSQL's
+    /// `57014` *due to statement timeout* (not a cancel's *due to user
+    /// request*, which has the same SQLSTATE), MariaDB's 1969
+    /// (`ER_STATEMENT_TIMEOUT`), MySQL's 3024 (`ER_QUERY_TIMEOUT`) and 1907,
+    /// and the SQLite driver's interrupt by its progress handler (code 9,
+    /// `SQLITE_INTERRUPT`, which a cancel also gives: the message tells them
+    /// apart). psycopg2 users test `e.pgcode == '57014'` and the message.
+    pub fn is_statement_timeout(&self) -> bool {
+        match self.code() {
+            Some("1969" | "3024" | "1907") => true,
+            Some("57014" | "9") => self.message().contains("statement timeout"),
+            _ => false,
+        }
+    }
+
     /// Records the SQL that failed (kept if already set): its first 300
     /// characters, then `... (N more characters)` if it
     /// is longer. An error never holds a copy of a huge statement, and its

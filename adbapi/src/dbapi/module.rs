@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +97,22 @@ pub trait DriverConnection: Send + 'static {
     /// The default says no.
     fn autocommit(&self) -> bool {
         false
+    }
+    /// Limits how long each statement on this connection may run
+    /// (`cp_statement_timeout`; `None` lifts the limit). The pool calls it
+    /// once, right after connecting, outside any transaction. A statement
+    /// over the limit fails with an error for which
+    /// [`DbError::is_statement_timeout`] is true, and the connection stays
+    /// usable. PostgreSQL maps it to `statement_timeout`, MariaDB to
+    /// `max_statement_time`, MySQL to `max_execution_time`, SQLite to a
+    /// progress handler. No DB-API module has it; the default refuses with
+    /// `NotSupportedError`.
+    fn set_statement_timeout(&mut self, limit: Option<Duration>) -> DbResult<()> {
+        let _ = limit;
+        Err(DbError::new(
+            ErrorKind::NotSupportedError,
+            "this driver has no statement timeout (cp_statement_timeout)",
+        ))
     }
     /// A thread-safe way to cancel the statement running on this connection
     /// from another thread, if the driver has one (PostgreSQL does).

@@ -39,6 +39,9 @@ struct JobState {
     cancelled: bool,
     /// The job's own work is over; the pool is committing or rolling back.
     finishing: bool,
+    /// A cancel was asked for, taken or not: a retried job begins no other
+    /// attempt.
+    stop: bool,
 }
 
 impl JobSlot {
@@ -128,6 +131,7 @@ impl JobSlot {
     /// (usually the interrupted statement's error), not `CancelledError`.
     fn mark_cancelled(&self) -> CancelAction {
         let mut st = self.lock();
+        st.stop = true;
         if st.finishing {
             return CancelAction::TooLate;
         }
@@ -146,6 +150,20 @@ impl JobSlot {
         }
         st.cancelled = true;
         CancelAction::Cancelled(conn)
+    }
+
+    /// A retried job's attempt failed and was rolled back: until the next
+    /// attempt gets its connection, a cancel takes (nothing is left to
+    /// commit). False if the job was asked to stop.
+    pub(super) fn between_attempts(&self) -> bool {
+        let mut st = self.lock();
+        st.finishing = false;
+        !st.cancelled && !st.stop
+    }
+
+    /// Whether a cancel was asked for.
+    pub(super) fn stopped(&self) -> bool {
+        self.lock().stop
     }
 
     /// Asks the driver to cancel the statement `conn` runs, if the job is
@@ -269,6 +287,8 @@ impl SharedPool {
     where
         F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure>,
     {
+        // Lifetime and health (off by default): before the job, never in it.
+        self.before_job();
         // Outside the protected part, as in Twisted: a failure to get a
         // connection or a cursor is not followed by a rollback.
         let mut conn = JobConn::new(catch(|| self.make_connection())?, job)?;
@@ -281,7 +301,9 @@ impl SharedPool {
                 Ok(v)
             })
         };
-        self.finish(conn, body)
+        let result = self.finish(conn, body);
+        self.after_job(conn.raw(), &result);
+        result
     }
 
     /// Runs `f` on this thread's connection: commit on `Ok`, rollback on
@@ -295,10 +317,13 @@ impl SharedPool {
     where
         F: FnOnce(&mut Connection) -> Result<T, Failure>,
     {
+        self.before_job();
         let mut conn = JobConn::new(catch(|| self.make_connection())?, job)?;
         let conn = &mut conn.0;
         let body = catch(|| f(conn));
-        self.finish(conn, body)
+        let result = self.finish(conn, body);
+        self.after_job(conn.raw(), &result);
+        result
     }
 
     /// Commits after a successful body; otherwise rolls back and returns the

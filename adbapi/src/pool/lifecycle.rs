@@ -167,6 +167,8 @@ impl ConnectionPool {
                 CloseState::Open => *st = CloseState::Closing(Vec::new()),
             }
         }
+        // A retried job begins no other attempt (and its pause ends now).
+        self.inner.shared.retry_wake().close();
         // A later close() must not remove a trigger that already ran.
         self.inner.shutdown_id.borrow_mut().take();
         self.inner.running.set(false);

@@ -23,7 +23,9 @@ mod connection;
 mod connection_map;
 mod job;
 mod lifecycle;
+mod lifetime;
 mod options;
+mod retry;
 mod shared;
 mod state;
 mod transaction;
@@ -39,7 +41,9 @@ use reactor::prelude::*;
 use reactor::{defer_to_thread_pool_with_interrupt, AnyReactor, ThreadPool, TriggerId};
 
 pub use self::connection::{Connection, ConnectionLost, WrongConnectionForThread};
+pub use self::lifetime::Clock;
 pub use self::options::{Arg, ConnectionPoolBuilder, IntoReactor, PoolClosed, PoolError, CP_ARGS};
+pub use self::retry::{retry_reason, RetryPolicy};
 pub use self::shared::{ConnectionFactory, OpenFun, SharedPool, TransactionFactory};
 pub use self::state::PoolState;
 pub use self::transaction::Transaction;
@@ -227,6 +231,11 @@ impl ConnectionPool {
                     got: other.to_string(),
                 },
             })?;
+        if let Some(idle) = cfg.life.idle_timeout {
+            // Workers above cp_min retire after the idle timeout too, each
+            // closing its connection (the exit hook below).
+            threadpool.set_idle_timeout(Some(idle));
+        }
         let shared = SharedPool::new(SharedConfig {
             dbapi_name: cfg.dbapi_name,
             dbapi,
@@ -238,6 +247,7 @@ impl ConnectionPool {
             reconnect: cfg.reconnect,
             good_sql: cfg.good_sql,
             openfun: cfg.openfun,
+            life: cfg.life,
         });
         // Each worker closes its own connection as it exits (Twisted closes
         // them all from the reactor thread, twisted/twisted#3629). Weak: the

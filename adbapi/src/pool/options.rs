@@ -12,6 +12,7 @@ use std::sync::Arc;
 use deferred::Failure;
 use reactor::AnyReactor;
 
+use super::lifetime::{Clock, LifeConfig};
 use super::shared::OpenFun;
 use super::ConnectionPool;
 use crate::dbapi::{DbConnection, Quoted, UnknownModule, Value};
@@ -159,8 +160,10 @@ macro_rules! args {
 }
 
 /// The `cp_*` keyword names. Mirrors `ConnectionPool.CP_ARGS`, plus
-/// `cp_reactor`.
-pub const CP_ARGS: [&str; 8] = [
+/// `cp_reactor` and the extensions for running in production
+/// (`cp_statement_timeout`, `cp_max_lifetime`, `cp_idle_timeout`,
+/// `cp_check_idle`).
+pub const CP_ARGS: [&str; 12] = [
     "cp_min",
     "cp_max",
     "cp_name",
@@ -169,6 +172,11 @@ pub const CP_ARGS: [&str; 8] = [
     "cp_reconnect",
     "cp_good_sql",
     "cp_reactor",
+    // Timeouts, lifetime and health (extensions, off by default).
+    "cp_statement_timeout",
+    "cp_max_lifetime",
+    "cp_idle_timeout",
+    "cp_check_idle",
 ];
 
 /// Why a pool could not be made.
@@ -179,7 +187,7 @@ pub enum PoolError {
     UnknownModule(#[from] UnknownModule),
     /// A `cp_*` keyword that is not a pool option. Twisted would pass it to the
     /// driver's `connect`, where it fails at first use.
-    #[error("unknown pool option {option:?}: the cp_* options are cp_min, cp_max, cp_name, cp_noisy, cp_openfun, cp_reconnect, cp_good_sql and cp_reactor")]
+    #[error("unknown pool option {option:?}: the cp_* options are cp_min, cp_max, cp_name, cp_noisy, cp_openfun, cp_reconnect, cp_good_sql, cp_reactor, cp_statement_timeout, cp_max_lifetime, cp_idle_timeout and cp_check_idle")]
     UnknownOption {
         /// The keyword.
         option: String,
@@ -219,6 +227,8 @@ pub(super) struct PoolConfig {
     pub(super) reconnect: bool,
     pub(super) good_sql: Option<String>,
     pub(super) reactor: Option<Rc<dyn AnyReactor>>,
+    /// Timeouts, lifetime and health (`cp_statement_timeout` ...).
+    pub(super) life: LifeConfig,
 }
 
 impl PoolConfig {
@@ -236,6 +246,7 @@ impl PoolConfig {
             reconnect: false,
             good_sql: Some("select 1".to_owned()),
             reactor: None,
+            life: LifeConfig::default(),
         }
     }
 
@@ -296,6 +307,18 @@ impl PoolConfig {
                 Arg::Value(Value::Null) => self.reactor = None,
                 other => return Err(invalid("Arg::reactor(..) or None", &other)),
             },
+            // Timeouts, lifetime and health: seconds, `None` (or 0) for off.
+            "cp_statement_timeout" | "cp_max_lifetime" | "cp_idle_timeout" | "cp_check_idle" => {
+                let secs = match &value {
+                    Arg::Value(Value::Null) => None,
+                    Arg::Value(Value::Int(n)) => Some(*n as f64),
+                    Arg::Value(Value::Float(x)) => Some(*x),
+                    other => return Err(invalid("a number of seconds or None", other)),
+                };
+                self.life
+                    .set(&key, secs)
+                    .map_err(|expected| invalid(expected, &value))?;
+            }
             k if k.starts_with("cp_") => return Err(PoolError::UnknownOption { option: key }),
             _ => match value {
                 Arg::Value(v) => {
@@ -418,6 +441,61 @@ impl ConnectionPoolBuilder {
     /// `Some("select 1")`; `None` skips the probe).
     pub fn good_sql(mut self, sql: Option<&str>) -> Self {
         self.cfg.good_sql = sql.map(str::to_owned);
+        self
+    }
+
+    /// `cp_statement_timeout`: how long one statement may run, in seconds
+    /// (default `None`, no limit; an extension). Mapped by each driver:
+    /// PostgreSQL `statement_timeout`, MariaDB `max_statement_time`, MySQL
+    /// `max_execution_time`, SQLite a progress handler. See
+    /// [`DbError::is_statement_timeout`](crate::dbapi::DbError::is_statement_timeout).
+    pub fn statement_timeout(self, secs: Option<f64>) -> Self {
+        self.life_option("cp_statement_timeout", secs)
+    }
+
+    /// `cp_max_lifetime`: a connection older than this many seconds (less
+    /// up to 2.5 % jitter, as HikariCP's `maxLifetime`) is closed and
+    /// reopened when its worker takes its next job (default `None`, never;
+    /// an extension).
+    pub fn max_lifetime(self, secs: Option<f64>) -> Self {
+        self.life_option("cp_max_lifetime", secs)
+    }
+
+    /// `cp_idle_timeout`: a connection unused for this many seconds is
+    /// closed and reopened when its worker takes its next job, and a worker
+    /// above `cp_min` idle that long retires, closing its connection
+    /// (default `None`, never; an extension, HikariCP's `idleTimeout`).
+    pub fn idle_timeout(self, secs: Option<f64>) -> Self {
+        self.life_option("cp_idle_timeout", secs)
+    }
+
+    /// `cp_check_idle`: a connection idle longer than this many seconds is
+    /// probed with `cp_good_sql` (or `select 1`) before its next job, and
+    /// replaced if the probe fails; after a lost connection is detected,
+    /// every connection opened before it is probed before its next job too
+    /// (default `None`, no probe; `0`: before every job; an extension,
+    /// HikariCP's `aliveBypassWindow` is 0.5 s).
+    pub fn check_idle(self, secs: Option<f64>) -> Self {
+        self.life_option("cp_check_idle", secs)
+    }
+
+    /// The clock lifetimes and idle times are measured with (default
+    /// `Instant::now`): for tests that move time by hand. An extension.
+    pub fn life_clock(mut self, clock: Clock) -> Self {
+        self.cfg.life.clock = Some(clock);
+        self
+    }
+
+    fn life_option(mut self, key: &str, secs: Option<f64>) -> Self {
+        if self.error.is_none() {
+            if let Err(expected) = self.cfg.life.set(key, secs) {
+                self.error = Some(PoolError::InvalidOption {
+                    option: key.to_owned(),
+                    expected,
+                    got: secs.map_or("None".to_owned(), |s| format!("float {s}")),
+                });
+            }
+        }
         self
     }
 

@@ -14,6 +14,8 @@ use deferred::Failure;
 use super::connection::{Connection, WrongConnectionForThread};
 use super::connection_map::ConnectionMap;
 use super::job::catch;
+use super::lifetime::{Life, LifeConfig};
+use super::retry::RetryWake;
 use super::transaction::Transaction;
 use crate::dbapi::{ConnectArgs, DbApiModule, DbConnection};
 
@@ -43,6 +45,8 @@ pub(super) struct SharedConfig {
     pub(super) reconnect: bool,
     pub(super) good_sql: Option<String>,
     pub(super) openfun: Option<OpenFun>,
+    /// Timeouts, lifetime and health (`cp_statement_timeout` ...).
+    pub(super) life: LifeConfig,
 }
 
 /// The thread-safe half of a [`ConnectionPool`](crate::ConnectionPool): what
@@ -62,6 +66,10 @@ pub struct SharedPool {
     /// Set once a factory is replaced; until then the per-job path takes no
     /// lock (a read lock is a write to a cache line every worker shares).
     custom_factories: AtomicBool,
+    /// Connection lifetime and health; `None` when no such option is set.
+    life: Option<Life>,
+    /// Wakes retry pauses on cancel and close.
+    retry_wake: RetryWake,
 }
 
 impl SharedPool {
@@ -69,6 +77,8 @@ impl SharedPool {
         static IDS: AtomicU64 = AtomicU64::new(1);
         Arc::new(SharedPool {
             id: IDS.fetch_add(1, Ordering::Relaxed),
+            life: Life::new(&cfg.life),
+            retry_wake: RetryWake::default(),
             cfg,
             connections: ConnectionMap::new(),
             epoch: AtomicU64::new(0),
@@ -76,6 +86,26 @@ impl SharedPool {
             transaction_factory: RwLock::new(None),
             custom_factories: AtomicBool::new(false),
         })
+    }
+
+    /// The lifetime and health state, if any such option is set.
+    pub(super) fn life(&self) -> Option<&Life> {
+        self.life.as_ref()
+    }
+
+    /// The timeout, lifetime and health settings.
+    pub(super) fn life_config(&self) -> &LifeConfig {
+        &self.cfg.life
+    }
+
+    /// The retry pauses' wake-up.
+    pub(super) fn retry_wake(&self) -> &RetryWake {
+        &self.retry_wake
+    }
+
+    /// This thread's connection, if it has one (never connects).
+    pub(super) fn current_connection(&self) -> Option<DbConnection> {
+        self.connections.current(self)
     }
 
     /// A process-unique id.
@@ -188,6 +218,13 @@ impl SharedPool {
                 .map_err(Failure::new)
         })?;
         let conn = DbConnection::new(&self.cfg.dbapi_name, driver);
+        if let Err(f) = self.apply_statement_timeout(&conn) {
+            self.close_connection(&conn);
+            return Err(f);
+        }
+        if let Some(life) = &self.life {
+            life.opened(&conn);
+        }
         if let Some(openfun) = &self.cfg.openfun {
             if let Err(f) = catch(|| openfun(&conn)) {
                 self.close_connection(&conn);
@@ -214,6 +251,9 @@ impl SharedPool {
     pub fn close_connection(&self, conn: &DbConnection) {
         if self.cfg.noisy {
             tracing::info!("adbapi closing: {}", self.cfg.dbapi_name);
+        }
+        if let Some(life) = &self.life {
+            life.closed(conn);
         }
         if let Err(f) = catch(|| conn.close().map_err(Failure::new)) {
             tracing::error!(failure = %f, "Connection close failed");

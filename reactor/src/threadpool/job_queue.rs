@@ -132,8 +132,22 @@ impl<M> JobQueue<M> {
     /// spinning, then blocks. Returns [`Next::Closed`] once the queue is
     /// closed and empty.
     pub(crate) fn pop_blocking(&self, spin: Duration) -> Next<M> {
+        match self.pop_blocking_for(spin, None) {
+            Some(next) => next,
+            None => unreachable!("no idle limit, so no idle timeout"),
+        }
+    }
+
+    /// [`pop_blocking`](Self::pop_blocking), giving up with `None` once
+    /// nothing has come for `idle` (the caller may then retire).
+    pub(crate) fn pop_blocking_for(
+        &self,
+        spin: Duration,
+        idle: Option<Duration>,
+    ) -> Option<Next<M>> {
+        let deadline = idle.and_then(|d| std::time::Instant::now().checked_add(d));
         if let Some(m) = self.try_pop() {
-            return Next::Msg(m);
+            return Some(Next::Msg(m));
         }
         if !spin.is_zero()
             && self
@@ -146,19 +160,32 @@ impl<M> JobQueue<M> {
             });
             self.spinning.store(false, Ordering::SeqCst);
             if let Some(m) = self.try_pop() {
-                return Next::Msg(m);
+                return Some(Next::Msg(m));
             }
         }
         let mut st = self.lock();
         loop {
             if let Some(m) = self.pop_locked(&mut st) {
-                return Next::Msg(m);
+                return Some(Next::Msg(m));
             }
             if self.closed.load(Ordering::SeqCst) {
-                return Next::Closed;
+                return Some(Next::Closed);
             }
             st.sleepers += 1;
-            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = match deadline {
+                None => self.ready.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        st.sleepers -= 1;
+                        return None;
+                    }
+                    self.ready
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
             st.sleepers -= 1;
         }
     }

@@ -156,6 +156,8 @@ impl ThreadPool {
                     busy: AtomicUsize::new(0),
                     queued: AtomicUsize::new(0),
                     quits: AtomicUsize::new(0),
+                    min: AtomicUsize::new(min),
+                    idle_nanos: AtomicU64::new(0),
                 }),
                 control: Mutex::new(Control {
                     min,
@@ -193,6 +195,20 @@ impl ThreadPool {
         self.inner
             .counters
             .spin_nanos
+            .store(nanos, Ordering::Relaxed);
+    }
+
+    /// Lets workers above `min` retire once they have waited `idle`
+    /// without a job (`None`, the default: they never do, as in Twisted).
+    /// A retiring worker runs the exit hooks, as one leaving a shrinking
+    /// pool does. An extension: HikariCP's `idleTimeout` for threads.
+    pub fn set_idle_timeout(&self, idle: Option<Duration>) {
+        let nanos = idle.map_or(0, |d| {
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
+        self.inner
+            .counters
+            .idle_nanos
             .store(nanos, Ordering::Relaxed);
     }
 
@@ -343,6 +359,10 @@ impl ThreadPool {
         let spawned = self.spawn_thread(name.clone(), move || worker(&queue, &counters));
         match spawned {
             Ok(handle) => {
+                // Retired workers' handles would pile up in a long-lived
+                // pool that grows and shrinks.
+                #[cfg(not(loom))]
+                c.threads.retain(|t| !t.is_finished());
                 c.threads.push(handle);
                 c.names.push(name);
                 Ok(())
@@ -465,6 +485,7 @@ impl ThreadPool {
         }
         c.min = min;
         c.max = max;
+        self.inner.counters.min.store(min, Ordering::SeqCst);
         if !c.started || c.joined || self.inner.mode != PoolMode::Threads {
             return Ok(());
         }

@@ -67,6 +67,12 @@ pub(super) struct Counters {
     pub(super) queued: AtomicUsize,
     /// Quit messages sent and not yet taken.
     pub(super) quits: AtomicUsize,
+    /// The pool's `min`, for workers deciding to retire (set under the
+    /// control lock).
+    pub(super) min: AtomicUsize,
+    /// How long a worker above `min` waits for a job before it retires, in
+    /// nanoseconds; 0: never.
+    pub(super) idle_nanos: AtomicU64,
 }
 
 impl Counters {
@@ -75,7 +81,27 @@ impl Counters {
     /// stops counting in `quits`, so this never counts it.
     pub(super) fn idle_for_jobs(&self) -> usize {
         let quits = self.quits.load(Ordering::Acquire);
-        self.idle.load(Ordering::Acquire).saturating_sub(quits)
+        // SeqCst, paired with `try_retire`: a submitter that pushed its job
+        // either is seen by the retiring worker or sees it no longer idle.
+        self.idle.load(Ordering::SeqCst).saturating_sub(quits)
+    }
+
+    /// A worker waited `idle_nanos` without a job: it leaves if the pool
+    /// has more live workers than `min` and nothing is queued. Its `idle`
+    /// count is already given back (SeqCst), and the queue is looked at
+    /// after that (SeqCst): a job pushed before this look is taken by this
+    /// worker, which stays; a job pushed after it finds this worker not
+    /// idle, and the submitter starts a worker if it needs one.
+    fn try_retire(&self, queue: &JobQueue<Msg>) -> bool {
+        if queue.len() > 0 {
+            return false;
+        }
+        let min = self.min.load(Ordering::SeqCst);
+        self.workers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                (w > min).then(|| w - 1)
+            })
+            .is_ok()
     }
 }
 
@@ -88,23 +114,49 @@ pub(super) fn run_job(counters: &Counters, job: Job) {
     counters.busy.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn next_message(queue: &JobQueue<Msg>, counters: &Counters) -> Option<Msg> {
+/// What a worker got while it waited.
+enum Got {
+    Msg(Msg),
+    /// The queue is closed and empty.
+    Closed,
+    /// Nothing came within the pool's idle timeout.
+    Idle,
+}
+
+fn next_message(queue: &JobQueue<Msg>, counters: &Counters) -> Got {
     if let Some(m) = queue.try_pop() {
-        return Some(m);
+        return Got::Msg(m);
     }
     counters.idle.fetch_add(1, Ordering::AcqRel);
     let budget = Duration::from_nanos(counters.spin_nanos.load(Ordering::Relaxed));
-    let next = queue.pop_blocking(budget);
-    counters.idle.fetch_sub(1, Ordering::AcqRel);
+    let idle = match counters.idle_nanos.load(Ordering::Relaxed) {
+        0 => None,
+        n => Some(Duration::from_nanos(n)),
+    };
+    let next = queue.pop_blocking_for(budget, idle);
+    counters.idle.fetch_sub(1, Ordering::SeqCst);
     match next {
-        Next::Msg(m) => Some(m),
-        Next::Closed => None,
+        Some(Next::Msg(m)) => Got::Msg(m),
+        Some(Next::Closed) => Got::Closed,
+        None => Got::Idle,
     }
 }
 
 /// The loop of one worker thread.
 pub(super) fn worker(queue: &JobQueue<Msg>, counters: &Counters) {
-    while let Some(msg) = next_message(queue, counters) {
+    loop {
+        let msg = match next_message(queue, counters) {
+            Got::Msg(m) => m,
+            Got::Closed => break,
+            Got::Idle => {
+                if counters.try_retire(queue) {
+                    // Out of the live count already, as after a Quit.
+                    run_exit_hooks(counters);
+                    return;
+                }
+                continue;
+            }
+        };
         match msg {
             Msg::Run(job) => {
                 counters.queued.fetch_sub(1, Ordering::AcqRel);

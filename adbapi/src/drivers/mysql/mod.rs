@@ -94,6 +94,7 @@
 mod cancel;
 mod connect;
 pub mod errors;
+mod timeout;
 pub mod values;
 
 use std::sync::Arc;
@@ -529,6 +530,11 @@ impl DriverConnection for MyConnection {
 
     fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
         Some(Arc::clone(&self.canceller) as Arc<dyn StatementCanceller>)
+    }
+
+    fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) -> DbResult<()> {
+        let r = timeout::apply(self.conn()?, limit);
+        r.map_err(|e| self.after_error(e))
     }
 }
 

@@ -124,6 +124,7 @@
 mod cancel;
 mod connect;
 mod errors;
+mod timeout;
 mod txn_control;
 pub mod types;
 
@@ -521,6 +522,12 @@ impl DriverConnection for PgConnection {
 
     fn canceller(&self) -> Option<Arc<dyn StatementCanceller>> {
         Some(Arc::clone(&self.canceller) as Arc<dyn StatementCanceller>)
+    }
+
+    fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) -> DbResult<()> {
+        // A plain SET outside the driver's transactions: inside one, a
+        // rollback would undo it.
+        self.simple(&timeout::set_sql(limit))
     }
 }
 

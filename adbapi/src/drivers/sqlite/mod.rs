@@ -114,6 +114,7 @@ mod errors;
 mod gate;
 mod sql;
 mod statement;
+mod timeout;
 mod values;
 
 use std::sync::Arc;
@@ -124,6 +125,7 @@ use self::descriptions::Descriptions;
 use self::errors::{check_sql, closed, is_busy, is_shared_cache_locked, map_error};
 use self::gate::{Cancel, Gate, Writer};
 use self::statement::{check_many, run};
+use self::timeout::StatementTimer;
 use crate::dbapi::{
     ConnectArgs, DbApiModule, DbResult, DriverConnection, ExecResult, Params, StatementCanceller,
 };
@@ -177,6 +179,7 @@ impl DbApiModule for SqliteModule {
             isolation: o.isolation,
             interrupt,
             descriptions: Descriptions::default(),
+            timer: StatementTimer::default(),
         }))
     }
 }
@@ -191,6 +194,8 @@ struct SqliteConnection {
     isolation: Option<String>,
     interrupt: Arc<SqliteInterrupt>,
     descriptions: Descriptions,
+    /// `cp_statement_timeout`'s progress handler.
+    timer: StatementTimer,
 }
 
 /// `sqlite3_interrupt` from any thread: the running statement fails with
@@ -254,6 +259,7 @@ impl DriverConnection for SqliteConnection {
         // is prepared or bound must still stop its wait for the gate.
         let asked = self.writer.generation();
         let conn = self.conn.as_ref().ok_or_else(closed)?;
+        self.timer.arm();
         let mut r = run(
             conn,
             self.isolation.as_deref(),
@@ -295,6 +301,7 @@ impl DriverConnection for SqliteConnection {
                     )
                 });
         }
+        let r = self.timer.disarm(sql, r);
         self.settle();
         r
     }
@@ -366,6 +373,11 @@ impl DriverConnection for SqliteConnection {
 
     fn autocommit(&self) -> bool {
         self.isolation.is_none()
+    }
+
+    fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) -> DbResult<()> {
+        let conn = self.conn.as_mut().ok_or_else(closed)?;
+        self.timer.set(conn, limit)
     }
 
     fn set_autocommit(&mut self, on: bool) -> DbResult<()> {
