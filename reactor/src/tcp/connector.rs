@@ -53,7 +53,9 @@ pub(crate) struct ConnectorImpl {
 
 /// A socket whose `connect` is in progress.
 struct Pending {
-    connector: Weak<ConnectorImpl>,
+    /// Strong: the reactor keeps a connecting connector alive, as Twisted's
+    /// reactor keeps its `Client` (which holds the connector).
+    connector: Rc<ConnectorImpl>,
     attempt: u64,
     key: Cell<usize>,
     sock: RefCell<Option<TcpStream>>,
@@ -144,9 +146,9 @@ impl ConnectorImpl {
                     })
                 })
         });
-        let weak = self.me.clone();
+        // Strong, as the pending socket's: a resolving connector is alive.
+        let c = Rc::clone(self);
         let _ = d.add_both(move |res| {
-            let Some(c) = weak.upgrade() else { return Ok(()) };
             let Some(r) = c.reactor() else { return Ok(()) };
             match res {
                 Ok(addr) => c.connect_to(&r, attempt, addr),
@@ -172,7 +174,7 @@ impl ConnectorImpl {
         match self.open_socket(addr) {
             Ok(stream) => {
                 let pending = Rc::new(Pending {
-                    connector: self.me.clone(),
+                    connector: Rc::clone(self),
                     attempt,
                     key: Cell::new(usize::MAX),
                     sock: RefCell::new(None),
@@ -416,10 +418,7 @@ impl Pending {
 
 impl Source for Pending {
     fn on_ready(self: Rc<Self>, reactor: &Reactor, ready: Ready) -> bool {
-        let Some(c) = self.connector.upgrade() else {
-            self.close(reactor);
-            return false;
-        };
+        let c = Rc::clone(&self.connector);
         if !c.current(self.attempt) {
             self.close(reactor);
             return false;
@@ -452,9 +451,14 @@ impl Source for Pending {
     }
 
     fn shutdown(self: Rc<Self>, reactor: &Reactor) {
-        match self.connector.upgrade() {
-            Some(c) => c.fail(self.attempt, ConnectError::ReactorStopped),
-            None => self.close(reactor),
+        self.connector.fail(self.attempt, ConnectError::ReactorStopped);
+        self.close(reactor);
+    }
+
+    fn forget(&self) {
+        self.sock.borrow_mut().take();
+        if let Ok(mut st) = self.connector.st.try_borrow_mut() {
+            st.pending = None;
         }
     }
 }
