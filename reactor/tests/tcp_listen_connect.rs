@@ -173,7 +173,7 @@ fn stop_listening_keeps_accepted_connections_and_start_listening_again_works() {
         s.read_exact(&mut go).unwrap();
         s.write_all(b"pong").unwrap();
         s.read_exact(&mut buf).unwrap();
-        buf
+        (buf, s)
     });
     let s2 = server.clone();
     turn_until(&reactor, || s2.conns.borrow().first().is_some_and(|c| c.borrow().data == b"ping"));
@@ -186,7 +186,8 @@ fn stop_listening_keeps_accepted_connections_and_start_listening_again_works() {
     turn_until(&reactor, || {
         stopped.get() && s3.conn(0).borrow().data.ends_with(b"pong") && handle.is_finished()
     });
-    assert_eq!(&handle.join().unwrap(), b"pong");
+    let (echo, _client) = handle.join().unwrap();
+    assert_eq!(&echo, b"pong");
     assert!(std::net::TcpStream::connect(addr).is_err(), "no longer listening");
     assert_eq!(server.stopped.get(), 1);
     assert!(server.conn(0).borrow().lost.is_empty(), "the accepted connection goes on");
