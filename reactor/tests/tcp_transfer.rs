@@ -441,7 +441,7 @@ fn a_busy_connection_does_not_starve_the_others() {
                 break;
             }
         }
-        drop(s);
+        let _ = s.shutdown(std::net::Shutdown::Both);
         let _ = drain.join();
     });
     turn_until(&reactor, || server.conns.borrow().first().is_some_and(|c| c.borrow().data.len() > (1 << 20)));
