@@ -10,16 +10,16 @@ use std::time::Duration;
 use deferred::{Deferred, ReactorTime, ScheduledCall};
 use mio::{Events, Poll, Token, Waker};
 
-use crate::errors::{ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning, RunError};
 use crate::errors::CannotListenError;
+use crate::errors::{ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning, RunError};
 use crate::interfaces::{
     Connector, ListeningPort, ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads,
     ReactorTcp, ReactorThreads,
 };
 use crate::protocol::{ClientFactory, Factory};
 use crate::remote::LoopQueue;
-use crate::tcp::Io;
 use crate::shutdown::{ShutdownGate, ShutdownHold};
+use crate::tcp::Io;
 use crate::threadpool::{PoolConfigError, ThreadPool};
 use crate::time::{monotonic_seconds, DelayedCall, Runner, TimerQueue};
 use crate::triggers::{Phase, SystemEvents, TriggerError, TriggerFn, TriggerId};

@@ -34,7 +34,10 @@ fn accept_out_of_descriptors_backs_off_then_recovers() {
     let out = String::from_utf8_lossy(&status.stdout);
     let err = String::from_utf8_lossy(&status.stderr);
     assert!(status.status.success(), "child failed:\n{out}\n{err}");
-    assert!(out.contains("1 passed"), "the child ran the test:\n{out}\n{err}");
+    assert!(
+        out.contains("1 passed"),
+        "the child ran the test:\n{out}\n{err}"
+    );
 }
 
 #[test]
@@ -69,7 +72,10 @@ fn emfile_child() {
         .count();
     assert!(failures >= 1, "the failure is logged");
     // A spinning port would fail on every one of the 100 turns.
-    assert!(failures < 50, "backed off, not spinning: {failures} failed accepts");
+    assert!(
+        failures < 50,
+        "backed off, not spinning: {failures} failed accepts"
+    );
     assert!(server.conns.borrow().is_empty());
     drop(hogs);
     turn_until(&reactor, || !server.conns.borrow().is_empty());

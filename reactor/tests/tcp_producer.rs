@@ -132,17 +132,38 @@ fn a_reader_that_does_not_read_cannot_make_the_server_buffer_without_bound() {
     for _ in 0..200 {
         reactor.iterate(Duration::from_millis(1));
     }
-    assert!(!pusher.running.get(), "still paused: the peer reads nothing");
-    assert_eq!(pusher.written.get(), at_pause, "nothing more was produced while paused");
-    assert!(at_pause < TOTAL, "paused long before the end ({at_pause} bytes)");
+    assert!(
+        !pusher.running.get(),
+        "still paused: the peer reads nothing"
+    );
+    assert_eq!(
+        pusher.written.get(),
+        at_pause,
+        "nothing more was produced while paused"
+    );
+    assert!(
+        at_pause < TOTAL,
+        "paused long before the end ({at_pause} bytes)"
+    );
     go_tx.send(()).unwrap();
     turn_until(&reactor, || client.is_finished());
-    assert_eq!(client.join().unwrap(), pusher.written.get(), "everything arrived, in full");
+    assert_eq!(
+        client.join().unwrap(),
+        pusher.written.get(),
+        "everything arrived, in full"
+    );
     assert!(pusher.written.get() >= TOTAL);
     assert!(pusher.resumes.get() >= 1, "resumed once drained");
     turn_until(&reactor, || !server.conn(0).borrow().lost.is_empty());
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionDone");
-    assert_eq!(pusher.stops.get(), 0, "unregistered before the close: not stopped");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionDone"
+    );
+    assert_eq!(
+        pusher.stops.get(),
+        0,
+        "unregistered before the close: not stopped"
+    );
 }
 
 /// A pull producer: one chunk per `resume_producing`.
@@ -189,7 +210,10 @@ fn a_pull_producer_is_asked_for_more_each_time_the_buffer_empties() {
     turn_until(&reactor, || client.stopped.get() == 1);
     assert_eq!(client.conn(0).borrow().data.len(), 10 * CHUNK);
     assert_eq!(pullers.borrow()[0].calls.get(), 11);
-    assert_eq!(client.conn(0).borrow().lost_type(), "reactor::errors::ConnectionDone");
+    assert_eq!(
+        client.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionDone"
+    );
 }
 
 #[test]
@@ -210,18 +234,32 @@ fn lose_connection_waits_for_the_producer_to_unregister() {
     let port = listen(&reactor, server.clone()).get_host().port();
     let client = Hooks::default().factory();
     connect(&reactor, port, client.clone());
-    turn_until(&reactor, || client.conns.borrow().first().is_some_and(|c| c.borrow().data == b"before"));
+    turn_until(&reactor, || {
+        client
+            .conns
+            .borrow()
+            .first()
+            .is_some_and(|c| c.borrow().data == b"before")
+    });
     for _ in 0..30 {
         reactor.iterate(Duration::from_millis(1));
     }
-    assert!(server.conn(0).borrow().lost.is_empty(), "still open while the producer is registered");
+    assert!(
+        server.conn(0).borrow().lost.is_empty(),
+        "still open while the producer is registered"
+    );
     assert!(client.conn(0).borrow().lost.is_empty());
     let t = server.conn(0).borrow().transport.clone().unwrap();
     t.write(b" after");
     t.unregister_producer();
-    turn_until(&reactor, || client.stopped.get() == 1 && !server.conn(0).borrow().lost.is_empty());
+    turn_until(&reactor, || {
+        client.stopped.get() == 1 && !server.conn(0).borrow().lost.is_empty()
+    });
     assert_eq!(client.conn(0).borrow().data, b"before after");
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionDone");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionDone"
+    );
 }
 
 #[test]

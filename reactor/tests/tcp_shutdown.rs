@@ -29,7 +29,12 @@ fn shutdown_closes_every_connection_and_port_before_run_returns() {
     // Abort one so its connection_lost is still owed when shutdown comes.
     let (c, s) = (client.clone(), server.clone());
     stop_when(&reactor, move || {
-        let echoed = c.conns.borrow().iter().filter(|r| r.borrow().data == b"hi").count();
+        let echoed = c
+            .conns
+            .borrow()
+            .iter()
+            .filter(|r| r.borrow().data == b"hi")
+            .count();
         if echoed == N {
             let first = s.conn(0).borrow().transport.clone().unwrap();
             first.abort_connection();
@@ -46,10 +51,24 @@ fn shutdown_closes_every_connection_and_port_before_run_returns() {
             .map(|r| r.borrow().lost.len())
             .collect::<Vec<_>>()
     };
-    assert_eq!(all(&server), vec![1; N], "server: connection_lost once each");
-    assert_eq!(all(&client), vec![1; N], "client: connection_lost once each");
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionAborted");
-    assert_eq!(server.conn(1).borrow().lost_type(), "reactor::errors::ConnectionLost");
+    assert_eq!(
+        all(&server),
+        vec![1; N],
+        "server: connection_lost once each"
+    );
+    assert_eq!(
+        all(&client),
+        vec![1; N],
+        "client: connection_lost once each"
+    );
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionAborted"
+    );
+    assert_eq!(
+        server.conn(1).borrow().lost_type(),
+        "reactor::errors::ConnectionLost"
+    );
     assert_eq!(server.stopped.get(), 1, "the port was closed: stop_factory");
     assert_eq!(client.stopped.get(), 1);
     assert!(std::net::TcpStream::connect(port.socket_addr()).is_err());
@@ -61,7 +80,13 @@ fn an_attempt_in_progress_fails_at_shutdown() {
     let client = Hooks::default().factory();
     // A name, so the attempt is still resolving or connecting when the
     // reactor stops right away.
-    reactor.connect_tcp("localhost", closed_port(), client.clone(), Duration::from_secs(30), None);
+    reactor.connect_tcp(
+        "localhost",
+        closed_port(),
+        client.clone(),
+        Duration::from_secs(30),
+        None,
+    );
     let r = reactor.clone();
     reactor.call_when_running(move || {
         let _ = r.stop();
@@ -69,10 +94,18 @@ fn an_attempt_in_progress_fails_at_shutdown() {
     run(&reactor);
     assert_eq!(
         client.events(),
-        ["start_factory", "started", "failed:ReactorStopped", "stop_factory"]
+        [
+            "start_factory",
+            "started",
+            "failed:ReactorStopped",
+            "stop_factory"
+        ]
     );
     let f = &client.failures.borrow()[0];
-    assert_eq!(f.downcast_ref::<ConnectError>(), Some(&ConnectError::ReactorStopped));
+    assert_eq!(
+        f.downcast_ref::<ConnectError>(),
+        Some(&ConnectError::ReactorStopped)
+    );
 }
 
 #[test]

@@ -90,10 +90,16 @@ fn a_large_write_is_flushed_before_lose_connection_closes() {
     let rec = client.conn(0);
     let rec = rec.borrow();
     assert_eq!(rec.data.len(), SIZE + 1);
-    assert!(rec.data[..SIZE].iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    assert!(rec.data[..SIZE]
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (i % 251) as u8));
     assert_eq!(rec.data[SIZE], b'!');
     assert_eq!(rec.lost_type(), "reactor::errors::ConnectionDone");
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionDone");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionDone"
+    );
 }
 
 #[test]
@@ -117,7 +123,10 @@ fn lose_connection_from_data_received_still_sends_the_reply() {
     turn_until(&reactor, || h.is_finished());
     assert_eq!(h.join().unwrap(), b"bye");
     turn_until(&reactor, || !server.conn(0).borrow().lost.is_empty());
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionDone");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionDone"
+    );
 }
 
 #[test]
@@ -145,11 +154,25 @@ fn abort_connection_drops_buffered_data_and_reports_aborted_on_a_later_turn() {
         let _ = s.read_to_end(&mut out); // EOF or reset
         out
     });
-    turn_until(&reactor, || h.is_finished() && !server.conns.borrow().is_empty() && !server.conn(0).borrow().lost.is_empty());
-    assert!(!aborted_in_call.get(), "connection_lost is not called inside abort_connection");
+    turn_until(&reactor, || {
+        h.is_finished()
+            && !server.conns.borrow().is_empty()
+            && !server.conn(0).borrow().lost.is_empty()
+    });
+    assert!(
+        !aborted_in_call.get(),
+        "connection_lost is not called inside abort_connection"
+    );
     let got = h.join().unwrap();
-    assert!(got.is_empty(), "nothing is sent after abort ({} bytes came)", got.len());
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionAborted");
+    assert!(
+        got.is_empty(),
+        "nothing is sent after abort ({} bytes came)",
+        got.len()
+    );
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionAborted"
+    );
 }
 
 #[test]
@@ -166,10 +189,18 @@ fn abort_from_connection_made_on_the_client() {
         .factory();
     connect(&reactor, port, client.clone());
     turn_until(&reactor, || {
-        client.stopped.get() == 1 && server.conns.borrow().first().is_some_and(|c| !c.borrow().lost.is_empty())
+        client.stopped.get() == 1
+            && server
+                .conns
+                .borrow()
+                .first()
+                .is_some_and(|c| !c.borrow().lost.is_empty())
     });
     assert_eq!(client.events()[2], "lost:ConnectionAborted");
-    assert_eq!(client.conn(0).borrow().lost_type(), "reactor::errors::ConnectionAborted");
+    assert_eq!(
+        client.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionAborted"
+    );
     assert!(server.conn(0).borrow().data.is_empty());
 }
 
@@ -188,7 +219,10 @@ fn a_peer_reset_is_one_connection_lost() {
     for _ in 0..5 {
         reactor.iterate(Duration::from_millis(2));
     }
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionLost");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionLost"
+    );
 }
 
 #[test]
@@ -196,7 +230,9 @@ fn writing_to_a_peer_that_went_away_is_one_connection_lost() {
     // WriteDataTests.test_writeAfterShutdownWithoutReading: the server does
     // not read (paused), so only its writes find out.
     let reactor = new_reactor();
-    let server = Hooks::default().on_made(|t, _| t.pause_producing()).factory();
+    let server = Hooks::default()
+        .on_made(|t, _| t.pause_producing())
+        .factory();
     let port = listen(&reactor, server.clone()).get_host().port();
     let s = blocking_client(port);
     turn_until(&reactor, || !server.conns.borrow().is_empty());
@@ -212,7 +248,10 @@ fn writing_to_a_peer_that_went_away_is_one_connection_lost() {
         t.write(b"more");
         reactor.iterate(Duration::from_millis(2));
     }
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionLost");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionLost"
+    );
 }
 
 #[test]
@@ -223,9 +262,18 @@ fn peer_close_is_connection_done() {
     let mut s = blocking_client(port);
     s.write_all(b"last words").unwrap();
     drop(s);
-    turn_until(&reactor, || server.conns.borrow().first().is_some_and(|c| !c.borrow().lost.is_empty()));
+    turn_until(&reactor, || {
+        server
+            .conns
+            .borrow()
+            .first()
+            .is_some_and(|c| !c.borrow().lost.is_empty())
+    });
     assert_eq!(server.conn(0).borrow().data, b"last words");
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionDone");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionDone"
+    );
 }
 
 #[test]
@@ -251,7 +299,14 @@ fn half_close_read_side_keeps_the_connection_for_writing() {
         s.read_to_string(&mut out).unwrap();
         out
     });
-    turn_until(&reactor, || h.is_finished() && server.conns.borrow().first().is_some_and(|c| !c.borrow().lost.is_empty()));
+    turn_until(&reactor, || {
+        h.is_finished()
+            && server
+                .conns
+                .borrow()
+                .first()
+                .is_some_and(|c| !c.borrow().lost.is_empty())
+    });
     assert_eq!(h.join().unwrap(), "got 5");
     let rec = server.conn(0);
     assert_eq!(rec.borrow().read_lost, 1);
@@ -265,9 +320,18 @@ fn without_half_close_the_peer_shutting_its_write_side_ends_the_connection() {
     let port = listen(&reactor, server.clone()).get_host().port();
     let s = blocking_client(port);
     s.shutdown(std::net::Shutdown::Write).unwrap();
-    turn_until(&reactor, || server.conns.borrow().first().is_some_and(|c| !c.borrow().lost.is_empty()));
+    turn_until(&reactor, || {
+        server
+            .conns
+            .borrow()
+            .first()
+            .is_some_and(|c| !c.borrow().lost.is_empty())
+    });
     assert_eq!(server.conn(0).borrow().read_lost, 0);
-    assert_eq!(server.conn(0).borrow().lost_type(), "reactor::errors::ConnectionDone");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionDone"
+    );
 }
 
 #[test]
@@ -282,12 +346,12 @@ fn lose_write_connection_sends_eof_and_keeps_reading() {
     // loses it, even once both directions are shut.
     hooks.read_lost = Some(Box::new(|t, _| t.lose_connection()));
     let server = hooks
-    .on_made(|t, _| {
-        t.write(b"all I have");
-        t.lose_write_connection();
-        t.write(b"ignored after lose_write_connection");
-    })
-    .factory();
+        .on_made(|t, _| {
+            t.write(b"all I have");
+            t.lose_write_connection();
+            t.write(b"ignored after lose_write_connection");
+        })
+        .factory();
     let port = listen(&reactor, server.clone()).get_host().port();
     let h = std::thread::spawn(move || {
         let mut s = blocking_client(port);
@@ -297,7 +361,12 @@ fn lose_write_connection_sends_eof_and_keeps_reading() {
         out
     });
     turn_until(&reactor, || {
-        h.is_finished() && server.conns.borrow().first().is_some_and(|c| c.borrow().data.len() == 16)
+        h.is_finished()
+            && server
+                .conns
+                .borrow()
+                .first()
+                .is_some_and(|c| c.borrow().data.len() == 16)
     });
     assert_eq!(h.join().unwrap(), b"all I have");
     let rec = server.conn(0);
@@ -362,7 +431,14 @@ fn a_panic_in_connection_made_drops_the_connection() {
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
     });
-    turn_until(&reactor, || h.is_finished() && server.conns.borrow().first().is_some_and(|c| !c.borrow().lost.is_empty()));
+    turn_until(&reactor, || {
+        h.is_finished()
+            && server
+                .conns
+                .borrow()
+                .first()
+                .is_some_and(|c| !c.borrow().lost.is_empty())
+    });
     assert!(server.conn(0).borrow().lost[0].is_panic());
     assert_eq!(server.conn(0).borrow().lost.len(), 1);
     assert_eq!(logs.errors().len(), 1);
@@ -374,7 +450,13 @@ fn transport_methods_after_close_do_nothing() {
     let server = Hooks::default().factory();
     let port = listen(&reactor, server.clone()).get_host().port();
     drop(blocking_client(port));
-    turn_until(&reactor, || server.conns.borrow().first().is_some_and(|c| !c.borrow().lost.is_empty()));
+    turn_until(&reactor, || {
+        server
+            .conns
+            .borrow()
+            .first()
+            .is_some_and(|c| !c.borrow().lost.is_empty())
+    });
     let t = server.conn(0).borrow().transport.clone().unwrap();
     t.write(b"x");
     t.write_sequence(&[b"a", b"b"]);
@@ -414,8 +496,17 @@ fn socket_options_and_pausing_reads() {
     for _ in 0..20 {
         reactor.iterate(Duration::from_millis(1));
     }
-    assert!(server.conn(0).borrow().data.is_empty(), "nothing delivered while paused");
-    server.conn(0).borrow().transport.as_ref().unwrap().resume_producing();
+    assert!(
+        server.conn(0).borrow().data.is_empty(),
+        "nothing delivered while paused"
+    );
+    server
+        .conn(0)
+        .borrow()
+        .transport
+        .as_ref()
+        .unwrap()
+        .resume_producing();
     turn_until(&reactor, || server.conn(0).borrow().data == b"while paused");
 }
 
@@ -444,7 +535,13 @@ fn a_busy_connection_does_not_starve_the_others() {
         let _ = s.shutdown(std::net::Shutdown::Both);
         let _ = drain.join();
     });
-    turn_until(&reactor, || server.conns.borrow().first().is_some_and(|c| c.borrow().data.len() > (1 << 20)));
+    turn_until(&reactor, || {
+        server
+            .conns
+            .borrow()
+            .first()
+            .is_some_and(|c| c.borrow().data.len() > (1 << 20))
+    });
     let small = std::thread::spawn(move || {
         let mut s = blocking_client(port);
         s.write_all(b"me too").unwrap();

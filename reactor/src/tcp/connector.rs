@@ -198,7 +198,8 @@ impl ConnectorImpl {
     }
 
     fn open_socket(&self, addr: SocketAddr) -> Result<TcpStream, ConnectError> {
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| other(&e))?;
+        let sock =
+            Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| other(&e))?;
         sock.set_nonblocking(true).map_err(|e| other(&e))?;
         if let Some(b) = self.bind_address {
             sock.bind(&b.into()).map_err(|e| ConnectError::Other {
@@ -207,7 +208,9 @@ impl ConnectorImpl {
         }
         match sock.connect(&addr.into()) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e)
+                if e.raw_os_error() == Some(EINPROGRESS)
+                    || e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(connect_error(&e)),
         }
         Ok(TcpStream::from_std(sock.into()))
@@ -285,7 +288,13 @@ impl ConnectorImpl {
 
     /// The connect finished: build the protocol and make the connection.
     /// Mirrors `BaseConnector.buildProtocol` and `Client._connectDone`.
-    fn connected(self: &Rc<Self>, reactor: &Reactor, pending: &Pending, stream: TcpStream, peer: SocketAddr) {
+    fn connected(
+        self: &Rc<Self>,
+        reactor: &Reactor,
+        pending: &Pending,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) {
         self.cancel_timeout();
         {
             let mut st = self.st.borrow_mut();
@@ -306,14 +315,25 @@ impl ConnectorImpl {
                 return;
             }
         };
-        match Conn::new(reactor, stream, peer, Some(pending.key.get()), Some(Rc::clone(self))) {
+        match Conn::new(
+            reactor,
+            stream,
+            peer,
+            Some(pending.key.get()),
+            Some(Rc::clone(self)),
+        ) {
             Ok(conn) => {
                 self.st.borrow_mut().conn = Some(Rc::clone(&conn));
                 conn.start(reactor, protocol);
             }
             Err(e) => {
                 // `local_addr` failed: the socket is unusable.
-                if let Some(s) = reactor.io().sources.borrow_mut().try_remove(pending.key.get()) {
+                if let Some(s) = reactor
+                    .io()
+                    .sources
+                    .borrow_mut()
+                    .try_remove(pending.key.get())
+                {
                     drop(s);
                 }
                 self.connection_failed(Failure::new(other(&e)));
@@ -376,7 +396,9 @@ impl Connector for ConnectorImpl {
         let (attempt, first) = {
             let mut st = self.st.borrow_mut();
             if st.phase != Phase::Disconnected {
-                tracing::debug!("connect() on a connector that is connecting or connected: ignored");
+                tracing::debug!(
+                    "connect() on a connector that is connecting or connected: ignored"
+                );
                 return;
             }
             st.phase = Phase::Connecting;
@@ -451,7 +473,8 @@ impl Source for Pending {
     }
 
     fn shutdown(self: Rc<Self>, reactor: &Reactor) {
-        self.connector.fail(self.attempt, ConnectError::ReactorStopped);
+        self.connector
+            .fail(self.attempt, ConnectError::ReactorStopped);
         self.close(reactor);
     }
 

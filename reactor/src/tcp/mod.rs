@@ -266,8 +266,12 @@ impl Io {
         for c in connectors.iter().filter_map(Weak::upgrade) {
             c.shutdown(reactor);
         }
-        let sources: Vec<Rc<dyn Source>> =
-            self.sources.borrow().iter().map(|(_, s)| Rc::clone(s)).collect();
+        let sources: Vec<Rc<dyn Source>> = self
+            .sources
+            .borrow()
+            .iter()
+            .map(|(_, s)| Rc::clone(s))
+            .collect();
         for s in sources {
             s.shutdown(reactor);
         }

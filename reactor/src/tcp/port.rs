@@ -140,7 +140,12 @@ impl Port {
             st.host = host.into();
             st.delay = FIRST_BACKOFF;
         }
-        tracing::info!(port = host.port(), "{} starting on {}", factory_name(), host.port());
+        tracing::info!(
+            port = host.port(),
+            "{} starting on {}",
+            factory_name(),
+            host.port()
+        );
         do_start(&*self.factory);
         Ok(())
     }
@@ -170,7 +175,11 @@ impl Port {
     fn complete_stop(&self) {
         let stopping = self.st.borrow_mut().stopping.take();
         if let Some(r) = stopping {
-            tracing::info!(port = self.st.borrow().host.port(), "(TCP Port {} Closed)", self.st.borrow().host.port());
+            tracing::info!(
+                port = self.st.borrow().host.port(),
+                "(TCP Port {} Closed)",
+                self.st.borrow().host.port()
+            );
             do_stop(&*self.factory);
             let _ = r.callback(());
         }
@@ -249,14 +258,12 @@ impl Port {
             Ok(None) => {}
             Ok(Some(p)) => match Conn::new(reactor, stream, peer, None, None) {
                 Ok(conn) => conn.start(reactor, Some(p)),
-                Err(e) => tracing::error!(error = %e, %peer, "could not register an accepted connection"),
+                Err(e) => {
+                    tracing::error!(error = %e, %peer, "could not register an accepted connection")
+                }
             },
         }
     }
-}
-
-fn factory_name() -> &'static str {
-    "Factory"
 }
 
 impl Source for Port {
@@ -266,7 +273,11 @@ impl Source for Port {
 
     fn shutdown(self: Rc<Self>, reactor: &Reactor) {
         if self.close_listener(reactor) {
-            tracing::info!(port = self.st.borrow().host.port(), "(TCP Port {} Closed)", self.st.borrow().host.port());
+            tracing::info!(
+                port = self.st.borrow().host.port(),
+                "(TCP Port {} Closed)",
+                self.st.borrow().host.port()
+            );
             do_stop(&*self.factory);
         }
         self.complete_stop();

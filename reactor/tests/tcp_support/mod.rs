@@ -37,6 +37,7 @@ type TFn = Box<dyn Fn(&Rc<dyn Transport>, &Rec)>;
 type DFn = Box<dyn Fn(&Rc<dyn Transport>, &[u8], &Rec)>;
 type LFn = Box<dyn Fn(&Failure, &Rec)>;
 type CFn = Box<dyn Fn(&Rc<dyn Connector>, &Failure)>;
+type SFn = Box<dyn Fn(&Rc<dyn Connector>)>;
 
 /// What the protocols of a [`TestFactory`] do beyond recording.
 #[derive(Default)]
@@ -52,7 +53,7 @@ pub struct Hooks {
     pub panic_build: bool,
     pub client_failed: Option<CFn>,
     pub client_lost: Option<CFn>,
-    pub started_connecting: Option<Box<dyn Fn(&Rc<dyn Connector>)>>,
+    pub started_connecting: Option<SFn>,
 }
 
 impl Hooks {
@@ -295,6 +296,9 @@ pub fn turn_until(reactor: &Reactor, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !cond() {
         reactor.iterate(Duration::from_millis(5));
-        assert!(std::time::Instant::now() < deadline, "timed out turning the reactor");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out turning the reactor"
+        );
     }
 }
