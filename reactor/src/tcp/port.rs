@@ -140,12 +140,8 @@ impl Port {
             st.host = host.into();
             st.delay = FIRST_BACKOFF;
         }
-        tracing::info!(
-            port = host.port(),
-            "{} starting on {}",
-            factory_name(),
-            host.port()
-        );
+        // Twisted logs "<factory class> starting on <port>".
+        tracing::info!(port = host.port(), "Factory starting on {}", host.port());
         do_start(&*self.factory);
         Ok(())
     }
