@@ -392,21 +392,7 @@ fn stop_connecting_fails_with_user_aborted_even_from_started_connecting() {
 fn timeout_fails_with_timeout() {
     // A listener whose accept queue is full drops further SYNs, so the
     // attempt can only end by its timeout.
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&addr.into());
-        fillers.push(s);
-    }
-    std::thread::sleep(Duration::from_millis(50));
+    let (addr, _keep) = black_hole();
     let reactor = new_reactor();
     let client = Hooks::default().factory();
     reactor.connect_tcp(

@@ -349,7 +349,8 @@ fn lose_write_connection_sends_eof_and_keeps_reading() {
         .on_made(|t, _| {
             t.write(b"all I have");
             t.lose_write_connection();
-            t.write(b"ignored after lose_write_connection");
+            // Still sent: the write side shuts once the buffer is flushed.
+            t.write(b", and more");
         })
         .factory();
     let port = listen(&reactor, server.clone()).get_host().port();
@@ -368,7 +369,9 @@ fn lose_write_connection_sends_eof_and_keeps_reading() {
                 .first()
                 .is_some_and(|c| c.borrow().data.len() == 16)
     });
-    assert_eq!(h.join().unwrap(), b"all I have");
+    assert_eq!(h.join().unwrap(), b"all I have, and more");
+    let t = server.conn(0).borrow().transport.clone().unwrap();
+    t.write(b"dropped: the write side is shut");
     let rec = server.conn(0);
     assert_eq!(rec.borrow().write_lost, 1);
     assert_eq!(rec.borrow().data, b"still listening?");

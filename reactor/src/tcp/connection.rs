@@ -539,7 +539,10 @@ impl Transport for Conn {
         }
         let pause = {
             let mut st = self.st.borrow_mut();
-            if st.lost || st.pending_lost.is_some() || st.write_disconnecting || st.write_closed {
+            // As Twisted's, writes are taken until the write side is
+            // actually shut (`_writeDisconnected`), not from the moment
+            // `lose_write_connection` is called.
+            if st.lost || st.pending_lost.is_some() || st.write_closed {
                 return;
             }
             if st.wpos > 0 && st.wpos >= st.wbuf.len() / 2 {

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -301,4 +302,27 @@ pub fn turn_until(reactor: &Reactor, mut cond: impl FnMut() -> bool) {
             "timed out turning the reactor"
         );
     }
+}
+
+/// A listener on 127.0.0.1 whose accept queue is full (backlog 0, filled by
+/// connections nobody accepts): the kernel drops further SYNs, so a
+/// connection attempt to it stays in progress until its timeout. Keep the
+/// returned sockets alive for as long as that is needed.
+pub fn black_hole() -> (SocketAddr, Vec<socket2::Socket>) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut keep = vec![listener];
+    for _ in 0..4 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        keep.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    (addr, keep)
 }
