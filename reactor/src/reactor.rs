@@ -77,8 +77,13 @@ pub(crate) struct Inner {
 /// Each turn ([`iterate`](Self::iterate), or the loop inside
 /// [`run`](Self::run)) runs the calls queued from threads (FIFO, those queued
 /// when the turn began), then the timed calls that are due, then the shutdown
-/// event if `stop` was called, then waits in `mio::Poll` until the next timer
-/// or a wakeup from another thread.
+/// event if `stop` was called, then sends what TCP transports buffered (one
+/// write per connection per turn) and delivers the `connection_lost`s owed,
+/// then waits in `mio::Poll` until the next timer, a socket's readiness or a
+/// wakeup from another thread, and handles the sockets that are ready (TCP:
+/// [`ReactorTcp`], Twisted's `IReactorTCP`). At shutdown every connection
+/// and listening port is closed, and every `connection_lost` delivered,
+/// before `run` returns (Twisted's `disconnectAll`).
 ///
 /// # Examples
 ///

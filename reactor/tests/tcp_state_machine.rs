@@ -197,7 +197,7 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn connection_endings(ops in proptest::collection::vec(op(), 1..16)) {
         check(ops)?;
