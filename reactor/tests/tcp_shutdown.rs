@@ -129,3 +129,30 @@ fn a_pending_stop_listening_completes_at_shutdown() {
     assert!(fired.get());
     assert_eq!(server.stopped.get(), 1);
 }
+
+#[test]
+fn connecting_after_the_reactor_shut_down_fails_at_once() {
+    let reactor = new_reactor();
+    let r = reactor.clone();
+    reactor.call_when_running(move || {
+        let _ = r.stop();
+    });
+    run(&reactor);
+    let client = Hooks::default().factory();
+    reactor.connect_tcp(
+        "127.0.0.1",
+        closed_port(),
+        client.clone(),
+        Duration::from_secs(30),
+        None,
+    );
+    assert_eq!(
+        client.events(),
+        [
+            "start_factory",
+            "started",
+            "failed:ReactorStopped",
+            "stop_factory"
+        ]
+    );
+}

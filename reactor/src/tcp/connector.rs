@@ -328,14 +328,12 @@ impl ConnectorImpl {
             }
             Err(e) => {
                 // `local_addr` failed: the socket is unusable.
-                if let Some(s) = reactor
+                let removed = reactor
                     .io()
                     .sources
                     .borrow_mut()
-                    .try_remove(pending.key.get())
-                {
-                    drop(s);
-                }
+                    .try_remove(pending.key.get());
+                drop(removed); // outside the borrow: it may hold user code
                 self.connection_failed(Failure::new(other(&e)));
             }
         }
@@ -410,6 +408,7 @@ impl Connector for ConnectorImpl {
         if first {
             do_start(&*self.factory as &dyn Factory);
         }
+        let c_for_fail = Rc::clone(&me);
         let (c, r) = (Rc::clone(&me), reactor.clone());
         reactor.call_later(Duration::ZERO, move || c.begin(&r, attempt));
         let weak = self.me.clone();
@@ -422,6 +421,10 @@ impl Connector for ConnectorImpl {
         let dyn_me: Rc<dyn Connector> = me;
         if let Err(f) = catch(|| self.factory.started_connecting(&dyn_me)) {
             tracing::error!(failure = %f, "Unhandled Error in started_connecting");
+        }
+        if reactor.has_shut_down() && !reactor.running() {
+            // The loop will not turn again to make the attempt.
+            c_for_fail.fail(attempt, ConnectError::ReactorStopped);
         }
     }
 
