@@ -632,3 +632,39 @@ fn connector_disconnect_drops_the_connection() {
         "reactor::errors::ConnectionDone"
     );
 }
+
+/// How many of `tries` sequential connection attempts to `addr` complete
+/// their handshake while nobody accepts.
+fn handshakes_completed(addr: SocketAddr, tries: usize) -> (usize, Vec<socket2::Socket>) {
+    let mut socks = Vec::new();
+    for _ in 0..tries {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        std::thread::sleep(Duration::from_millis(20));
+        socks.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let done = socks.iter().filter(|s| s.peer_addr().is_ok()).count();
+    (done, socks)
+}
+
+#[test]
+fn the_backlog_is_honoured() {
+    // Linux queues backlog + 1 completed connections; later SYNs are
+    // dropped while the reactor does not turn (nobody accepts).
+    let reactor = new_reactor();
+    let small = reactor
+        .listen_tcp(0, Hooks::default().factory(), 2, "127.0.0.1")
+        .unwrap();
+    let large = reactor
+        .listen_tcp(0, Hooks::default().factory(), 6, "127.0.0.1")
+        .unwrap();
+    let (n_small, _a) = handshakes_completed(small.get_host().socket_addr(), 10);
+    let (n_large, _b) = handshakes_completed(large.get_host().socket_addr(), 10);
+    if cfg!(target_os = "linux") {
+        assert_eq!((n_small, n_large), (3, 7));
+    } else {
+        assert!(n_small < n_large);
+    }
+}
