@@ -66,6 +66,7 @@ mod remote;
 mod shutdown;
 mod spin;
 mod sync;
+mod tcp;
 pub mod testing;
 mod threadpool;
 mod threads;

@@ -3,18 +3,23 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use deferred::{Deferred, ReactorTime, ScheduledCall};
 use mio::{Events, Poll, Token, Waker};
 
+use crate::errors::CannotListenError;
 use crate::errors::{ReactorAlreadyRunning, ReactorNotRestartable, ReactorNotRunning, RunError};
 use crate::interfaces::{
-    ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads, ReactorThreads,
+    Connector, ListeningPort, ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads,
+    ReactorTcp, ReactorThreads,
 };
+use crate::protocol::{ClientFactory, Factory};
 use crate::remote::LoopQueue;
 use crate::shutdown::{ShutdownGate, ShutdownHold};
+use crate::tcp::Io;
 use crate::threadpool::{PoolConfigError, ThreadPool};
 use crate::time::{monotonic_seconds, DelayedCall, Runner, TimerQueue};
 use crate::triggers::{Phase, SystemEvents, TriggerError, TriggerFn, TriggerId};
@@ -53,6 +58,7 @@ pub(crate) struct Inner {
     pool: RefCell<Option<ReactorPool>>,
     spin: Cell<Duration>,
     shutdown: Rc<ShutdownGate>,
+    io: Io,
 }
 
 /// The event loop. Mirrors Twisted's reactor (`ReactorBase` on a poller).
@@ -71,8 +77,13 @@ pub(crate) struct Inner {
 /// Each turn ([`iterate`](Self::iterate), or the loop inside
 /// [`run`](Self::run)) runs the calls queued from threads (FIFO, those queued
 /// when the turn began), then the timed calls that are due, then the shutdown
-/// event if `stop` was called, then waits in `mio::Poll` until the next timer
-/// or a wakeup from another thread.
+/// event if `stop` was called, then sends what TCP transports buffered (one
+/// write per connection per turn) and delivers the `connection_lost`s owed,
+/// then waits in `mio::Poll` until the next timer, a socket's readiness or a
+/// wakeup from another thread, and handles the sockets that are ready (TCP:
+/// [`ReactorTcp`], Twisted's `IReactorTCP`). At shutdown every connection
+/// and listening port is closed, and every `connection_lost` delivered,
+/// before `run` returns (Twisted's `disconnectAll`).
 ///
 /// # Examples
 ///
@@ -113,6 +124,7 @@ impl Reactor {
     pub fn new() -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
+        let registry = poll.registry().try_clone()?;
         let inner = Rc::new(Inner {
             poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(64)),
@@ -123,6 +135,7 @@ impl Reactor {
             pool: RefCell::new(None),
             spin: Cell::new(Duration::from_micros(20)),
             shutdown: Rc::new(ShutdownGate::default()),
+            io: Io::new(registry),
         });
         let reactor = Reactor { inner };
         crate::global::register(reactor.weak());
@@ -141,11 +154,24 @@ impl Reactor {
                 r.update(|s| s.shutting_down = true);
             }
         });
+        // Twisted's `disconnectAll`, right after the reactor's own `during`
+        // trigger: every connection gets `connection_lost` before `run`
+        // returns.
+        let weak = reactor.weak();
+        reactor.add_system_event_trigger(Phase::During, "shutdown", move || {
+            if let Some(r) = upgrade(&weak) {
+                r.inner.io.disconnect_all(&r);
+            }
+        });
         Ok(reactor)
     }
 
     pub(crate) fn weak(&self) -> Weak<Inner> {
         Rc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn io(&self) -> &Io {
+        &self.inner.io
     }
 
     fn add_really_start_running(&self) {
@@ -179,6 +205,11 @@ impl Reactor {
     pub fn run(&self) -> Result<(), RunError> {
         self.start_running()?;
         self.main_loop();
+        if self.state().shutting_down {
+            // Whatever was opened after `disconnect_all` (by a
+            // `connection_lost` or a late trigger) is closed too.
+            self.inner.io.disconnect_all(self);
+        }
         tracing::info!("Main loop terminated.");
         Ok(())
     }
@@ -245,36 +276,77 @@ impl Reactor {
         Some(Duration::from_secs_f64(secs))
     }
 
-    /// Waits for wakeups for at most `timeout` (forever if `None`).
+    /// Delivers the I/O work owed from the last turn (deferred
+    /// `connection_lost`s, buffered writes), then waits for I/O or wakeups
+    /// for at most `timeout` (forever if `None`) and handles the I/O.
+    ///
+    /// Spinning for thread results (see [`set_spin`](Self::set_spin)) also
+    /// polls the sockets without blocking, so it never delays I/O; and a
+    /// turn with work still pending (queued calls, a source that used up its
+    /// budget) polls without sleeping.
     fn do_iteration(&self, timeout: Option<Duration>) {
+        let io = &self.inner.io;
+        io.before_poll(self);
         let queue = &self.inner.queue;
-        let mut timeout = timeout;
-        if !queue.is_empty() {
+        let has_io = io.has_sources();
+        let busy = !queue.is_empty() || io.has_pending();
+        if busy || timeout == Some(Duration::ZERO) {
+            if has_io || io.has_pending() {
+                self.poll_io(Some(Duration::ZERO));
+            }
             return;
         }
-        if timeout != Some(Duration::ZERO) && queue.outstanding() > 0 && self.spin_for_results() {
-            return;
-        }
-        if timeout == Some(Duration::ZERO) {
-            // Nothing to wait for but the waker; no I/O sources are registered.
-            return;
-        }
-        if !queue.prepare_sleep() {
-            return;
-        }
-        let mut events = self.inner.events.borrow_mut();
-        let res = self
-            .inner
-            .poll
-            .borrow_mut()
-            .poll(&mut events, timeout.take());
-        queue.woke();
-        if let Err(e) = res {
-            if e.kind() != io::ErrorKind::Interrupted {
-                tracing::error!(error = %e, "Unexpected error in main loop");
+        if queue.outstanding() > 0 {
+            if has_io {
+                let spun = crate::spin::spin_until(self.inner.spin.get(), || {
+                    !queue.is_empty() || self.poll_events(Some(Duration::ZERO)) > 0
+                });
+                if spun {
+                    self.dispatch_events();
+                    return;
+                }
+            } else if self.spin_for_results() {
+                return;
             }
         }
-        // The only source is the waker; its readiness needs no handling.
+        if !queue.prepare_sleep() {
+            if has_io {
+                self.poll_io(Some(Duration::ZERO));
+            }
+            return;
+        }
+        self.poll_events(timeout);
+        queue.woke();
+        self.dispatch_events();
+    }
+
+    /// Polls, then handles what was polled.
+    fn poll_io(&self, timeout: Option<Duration>) {
+        self.poll_events(timeout);
+        self.dispatch_events();
+    }
+
+    /// Polls into the events buffer; returns how many events arrived.
+    fn poll_events(&self, timeout: Option<Duration>) -> usize {
+        let mut events = self.inner.events.borrow_mut();
+        match self.inner.poll.borrow_mut().poll(&mut events, timeout) {
+            Ok(()) => events.iter().count(),
+            Err(e) => {
+                events.clear();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "Unexpected error in main loop");
+                }
+                0
+            }
+        }
+    }
+
+    /// Runs the sources that the last poll reported (the waker needs no
+    /// handling) and those left over from the last turn.
+    fn dispatch_events(&self) {
+        // Copied out first: a protocol may iterate the reactor from inside.
+        let ready = self.inner.io.collect(&self.inner.events.borrow());
+        self.inner.io.dispatch(self, ready);
     }
 
     /// Spins (yielding) until a message arrives or the spin time is over.
@@ -465,5 +537,79 @@ impl ReactorThreads for Reactor {
         name: &str,
     ) -> Result<ThreadPool, PoolConfigError> {
         ThreadPool::new(min, max, name)
+    }
+}
+
+impl ReactorTcp for Reactor {
+    /// Binds now (so the port is known at once) and accepts on the loop.
+    ///
+    /// # Examples
+    ///
+    /// An echo server on a free port and a client that stops the reactor
+    /// once its line came back:
+    ///
+    /// ```
+    /// use reactor::prelude::*;
+    /// use reactor::{Address, Reactor, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT};
+    /// use std::{cell::RefCell, rc::Rc};
+    ///
+    /// struct Echo(Option<Rc<dyn Transport>>);
+    /// impl Protocol for Echo {
+    ///     fn connection_made(&mut self, t: Rc<dyn Transport>) { self.0 = Some(t); }
+    ///     fn data_received(&mut self, data: &[u8]) { self.0.as_ref().unwrap().write(data); }
+    /// }
+    /// struct EchoFactory;
+    /// impl Factory for EchoFactory {
+    ///     fn build_protocol(&self, _: &Address) -> Option<Box<dyn Protocol>> { Some(Box::new(Echo(None))) }
+    /// }
+    ///
+    /// struct Client { reactor: Reactor, got: Rc<RefCell<Vec<u8>>>, t: Option<Rc<dyn Transport>> }
+    /// impl Protocol for Client {
+    ///     fn connection_made(&mut self, t: Rc<dyn Transport>) { t.write(b"hello\r\n"); self.t = Some(t); }
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         self.got.borrow_mut().extend_from_slice(data);
+    ///         if self.got.borrow().ends_with(b"\r\n") { self.t.as_ref().unwrap().lose_connection(); }
+    ///     }
+    ///     fn connection_lost(&mut self, _: deferred::Failure) { let _ = self.reactor.stop(); }
+    /// }
+    /// struct ClientF { reactor: Reactor, got: Rc<RefCell<Vec<u8>>> }
+    /// impl Factory for ClientF {
+    ///     fn build_protocol(&self, _: &Address) -> Option<Box<dyn Protocol>> {
+    ///         Some(Box::new(Client { reactor: self.reactor.clone(), got: self.got.clone(), t: None }))
+    ///     }
+    /// }
+    /// impl ClientFactory for ClientF {}
+    ///
+    /// let reactor = Reactor::new().unwrap();
+    /// let port = reactor.listen_tcp(0, Rc::new(EchoFactory), DEFAULT_BACKLOG, "127.0.0.1").unwrap();
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// let factory = Rc::new(ClientF { reactor: reactor.clone(), got: got.clone() });
+    /// reactor.connect_tcp("127.0.0.1", port.get_host().port(), factory, DEFAULT_CONNECT_TIMEOUT, None);
+    /// reactor.run().unwrap();
+    /// assert_eq!(&*got.borrow(), b"hello\r\n");
+    /// ```
+    fn listen_tcp(
+        &self,
+        port: u16,
+        factory: Rc<dyn Factory>,
+        backlog: u32,
+        interface: &str,
+    ) -> Result<Rc<dyn ListeningPort>, CannotListenError> {
+        crate::tcp::Port::listen(self, port, factory, backlog, interface)
+            .map(|p| p as Rc<dyn ListeningPort>)
+    }
+
+    /// The attempt starts on the next turn (a name is resolved on the
+    /// reactor's thread pool first); see [`listen_tcp`](Self::listen_tcp)
+    /// for an example.
+    fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+        factory: Rc<dyn ClientFactory>,
+        timeout: Duration,
+        bind_address: Option<SocketAddr>,
+    ) -> Rc<dyn Connector> {
+        crate::tcp::ConnectorImpl::start(self, host, port, factory, timeout, bind_address)
     }
 }
