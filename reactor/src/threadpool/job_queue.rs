@@ -131,6 +131,7 @@ impl<M> JobQueue<M> {
     /// Waits for a message: spins for at most `spin` if no other worker is
     /// spinning, then blocks. Returns [`Next::Closed`] once the queue is
     /// closed and empty.
+    #[cfg_attr(not(any(test, loom)), allow(dead_code))]
     pub(crate) fn pop_blocking(&self, spin: Duration) -> Next<M> {
         match self.pop_blocking_for(spin, None) {
             Some(next) => next,
