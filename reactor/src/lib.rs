@@ -19,6 +19,13 @@
 //! | `IReactorCore`, `IReactorTime`, `IReactorFromThreads`, `IReactorThreads` | [`ReactorCore`], [`ReactorTime`] + [`ReactorDelayedCalls`], [`ReactorFromThreads`], [`ReactorThreads`], all in [`AnyReactor`] |
 //! | `task.Clock`, the tests' `EventReactor`, `NonThreadPool` | [`testing::Clock`], [`testing::FakeReactor`], [`testing::PoolMode`] |
 //! | the global `reactor` | [`default_reactor`] (one per thread) |
+//! | `IReactorTCP`, `IListeningPort`, `IConnector` | [`ReactorTcp`], [`ListeningPort`], [`Connector`] |
+//! | `twisted.internet.protocol`: `Protocol`, `Factory`, `ClientFactory`, `ReconnectingClientFactory` | [`protocol`], [`protocols::for_protocol`] |
+//! | `ITransport`, `ITCPTransport`, `IConsumer`, `IPushProducer`, `IPullProducer` | [`Transport`], [`Producer`] |
+//! | `twisted.internet.address`, the connection errors of `twisted.internet.error` | [`Address`], [`ConnectionDone`], [`ConnectionLost`], [`ConnectionAborted`], [`ConnectError`], [`CannotListenError`] |
+//! | `twisted.protocols.basic` | [`protocols::basic`] |
+//! | `twisted.internet.endpoints` | [`endpoints`] |
+//! | `twisted.internet.testing.StringTransport`, `MemoryReactor` | [`testing::StringTransport`], [`testing::MemoryReactor`] |
 //!
 //! [`implementors`] holds what only an event loop's own code needs.
 //!
