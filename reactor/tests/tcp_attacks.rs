@@ -1,0 +1,94 @@
+//! Adversarial tests of the TCP layer on 127.0.0.1: orderings and re-entries
+//! that the lifecycle tests do not exercise.
+//!
+//! Ports the guarantees of `twisted.internet.test.test_tcp`
+//! (`TCPConnectionTests`, `StreamingProducerTests`-style pausing of reads:
+//! `pauseProducing`/`resumeProducing` on the transport must not lose the
+//! peer's EOF) and of `twisted.internet.base.BaseConnector` (a factory
+//! callback never runs inside `connect`).
+
+mod tcp_support;
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tcp_support::*;
+
+/// Turns `reactor` until `cond` holds or 5 s pass; true if it held.
+fn turn_for(reactor: &reactor::Reactor, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        reactor.iterate(Duration::from_millis(5));
+    }
+    true
+}
+
+/// The peer's data and FIN arrive while the protocol has paused reading;
+/// after `resume_producing` the protocol must get the data and then its
+/// `connection_lost` (the FIN raises no new readiness edge).
+#[test]
+fn a_fin_that_arrives_while_reading_is_paused_is_seen_after_resume() {
+    let reactor = new_reactor();
+    let server = Hooks::default()
+        .on_made(|t, _| t.pause_producing())
+        .factory();
+    let port = listen(&reactor, server.clone()).get_host().port();
+    let mut peer = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(turn_for(&reactor, || !server.conns.borrow().is_empty()));
+    peer.write_all(b"hello").unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    // Let the readiness events for the data and the FIN come and go while
+    // reading is paused.
+    for _ in 0..20 {
+        reactor.iterate(Duration::from_millis(2));
+    }
+    assert!(
+        server.conn(0).borrow().data.is_empty(),
+        "paused: nothing read"
+    );
+    let t = server.conn(0).borrow().transport.clone().unwrap();
+    t.resume_producing();
+    let rec = server.conn(0);
+    assert!(
+        turn_for(&reactor, || !rec.borrow().lost.is_empty()),
+        "connection_lost never came after resume (data so far: {:?})",
+        rec.borrow().data
+    );
+    assert_eq!(rec.borrow().data, b"hello");
+    assert_eq!(rec.borrow().lost_type(), "reactor::errors::ConnectionDone");
+}
+
+/// A peer that sends more than one turn's read budget and then closes: the
+/// revisit on the next turn must still see the FIN.
+#[test]
+fn a_fin_after_more_than_a_turns_reads_is_seen() {
+    const SIZE: usize = 2 * 1024 * 1024;
+    let reactor = new_reactor();
+    let server = Hooks::default().factory();
+    let port = listen(&reactor, server.clone()).get_host().port();
+    for round in 0..5 {
+        let sender = std::thread::spawn(move || {
+            let mut peer = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            peer.write_all(&vec![7u8; SIZE]).unwrap();
+            peer.shutdown(Shutdown::Write).unwrap();
+            // Keep the socket until the server closed: no RST.
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut peer, &mut sink);
+        });
+        assert!(turn_for(&reactor, || server.conns.borrow().len() > round));
+        let rec = server.conn(round);
+        assert!(
+            turn_for(&reactor, || !rec.borrow().lost.is_empty()),
+            "round {round}: connection_lost never came ({} of {SIZE} bytes read)",
+            rec.borrow().data.len()
+        );
+        assert_eq!(rec.borrow().data.len(), SIZE);
+        assert_eq!(rec.borrow().lost_type(), "reactor::errors::ConnectionDone");
+        sender.join().unwrap();
+    }
+}
