@@ -9,11 +9,13 @@
 
 mod tcp_support;
 
+use std::cell::Cell;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use reactor::prelude::*;
 use tcp_support::*;
 
 /// Turns `reactor` until `cond` holds or 5 s pass; true if it held.
@@ -91,4 +93,40 @@ fn a_fin_after_more_than_a_turns_reads_is_seen() {
         assert_eq!(rec.borrow().lost_type(), "reactor::errors::ConnectionDone");
         sender.join().unwrap();
     }
+}
+
+/// A factory that connects again from `client_connection_failed` must not be
+/// re-entered from inside `connect` once the reactor has shut down (the
+/// attempt fails at once then): that is unbounded recursion.
+#[test]
+fn connect_from_client_connection_failed_after_shutdown_is_not_reentrant() {
+    let reactor = new_reactor();
+    let r = reactor.clone();
+    reactor.call_later(Duration::ZERO, move || {
+        let _ = r.stop();
+    });
+    run(&reactor);
+    let depth = Rc::new(Cell::new(0usize));
+    let max_depth = Rc::new(Cell::new(0usize));
+    let calls = Rc::new(Cell::new(0usize));
+    let (d, m, n) = (depth.clone(), max_depth.clone(), calls.clone());
+    let client = Hooks::default()
+        .on_client_failed(move |c, _| {
+            n.set(n.get() + 1);
+            d.set(d.get() + 1);
+            m.set(m.get().max(d.get()));
+            // Bounded, so a broken build fails instead of overflowing.
+            if n.get() < 50 {
+                c.connect();
+            }
+            d.set(d.get() - 1);
+        })
+        .factory();
+    let _c = connect(&reactor, closed_port(), client.clone());
+    assert!(calls.get() >= 1, "the attempt after shutdown fails");
+    assert_eq!(
+        max_depth.get(),
+        1,
+        "client_connection_failed re-entered from inside connect()"
+    );
 }
