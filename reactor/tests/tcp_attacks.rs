@@ -130,3 +130,34 @@ fn connect_from_client_connection_failed_after_shutdown_is_not_reentrant() {
         "client_connection_failed re-entered from inside connect()"
     );
 }
+
+/// A factory that keeps its own listening port (to stop listening later,
+/// say) makes a cycle with the port; a reactor dropped without running must
+/// still close the listening socket.
+#[test]
+fn dropping_a_reactor_that_never_ran_closes_a_port_its_factory_holds() {
+    use std::cell::RefCell;
+    struct Holder {
+        port: RefCell<Option<Rc<dyn ListeningPort>>>,
+    }
+    impl Factory for Holder {
+        fn build_protocol(&self, _: &reactor::Address) -> Option<Box<dyn Protocol>> {
+            None
+        }
+    }
+    let reactor = new_reactor();
+    let f = Rc::new(Holder {
+        port: RefCell::new(None),
+    });
+    let port = reactor
+        .listen_tcp(0, f.clone(), reactor::DEFAULT_BACKLOG, "127.0.0.1")
+        .unwrap();
+    let number = port.get_host().port();
+    *f.port.borrow_mut() = Some(port);
+    drop(f);
+    drop(reactor);
+    let err = TcpStream::connect(("127.0.0.1", number))
+        .err()
+        .expect("the listening socket is closed");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
