@@ -161,3 +161,185 @@ fn dropping_a_reactor_that_never_ran_closes_a_port_its_factory_holds() {
         .expect("the listening socket is closed");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+/// `stop_listening` from inside `build_protocol`: that connection is still
+/// made and served, the port closes, `stop_factory` runs once and the
+/// Deferred fires.
+#[test]
+fn stop_listening_from_inside_build_protocol_serves_that_connection() {
+    use std::cell::RefCell;
+    struct Once {
+        port: RefCell<Option<Rc<dyn ListeningPort>>>,
+        stopped: Rc<Cell<usize>>,
+        fired: Rc<Cell<usize>>,
+    }
+    struct Echo(Option<Rc<dyn Transport>>);
+    impl Protocol for Echo {
+        fn connection_made(&mut self, t: Rc<dyn Transport>) {
+            self.0 = Some(t);
+        }
+        fn data_received(&mut self, d: &[u8]) {
+            self.0.as_ref().unwrap().write(d);
+        }
+    }
+    impl Factory for Once {
+        fn build_protocol(&self, _: &reactor::Address) -> Option<Box<dyn Protocol>> {
+            if let Some(p) = self.port.borrow_mut().take() {
+                let fired = self.fired.clone();
+                let _ = p.stop_listening().add_callback(move |()| {
+                    fired.set(fired.get() + 1);
+                });
+                // And again: nothing more happens.
+                let _ = p.stop_listening();
+            }
+            Some(Box::new(Echo(None)))
+        }
+        fn stop_factory(&self) {
+            self.stopped.set(self.stopped.get() + 1);
+        }
+    }
+    let reactor = new_reactor();
+    let (stopped, fired) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let f = Rc::new(Once {
+        port: RefCell::new(None),
+        stopped: stopped.clone(),
+        fired: fired.clone(),
+    });
+    let port = reactor
+        .listen_tcp(0, f.clone(), reactor::DEFAULT_BACKLOG, "127.0.0.1")
+        .unwrap();
+    let number = port.get_host().port();
+    *f.port.borrow_mut() = Some(port);
+    let mut peer = TcpStream::connect(("127.0.0.1", number)).unwrap();
+    peer.set_nonblocking(true).unwrap();
+    peer.write_all(b"ping").unwrap();
+    let mut got = Vec::new();
+    assert!(turn_for(&reactor, || {
+        let mut b = [0u8; 16];
+        if let Ok(n) = std::io::Read::read(&mut peer, &mut b) {
+            got.extend_from_slice(&b[..n]);
+        }
+        got == b"ping" && fired.get() == 1
+    }));
+    assert_eq!(stopped.get(), 1);
+    assert!(TcpStream::connect(("127.0.0.1", number)).is_err());
+}
+
+/// `abort_connection` then the reactor's shutdown on the same turn, and
+/// `lose_connection` then a peer reset: one `connection_lost` each.
+#[test]
+fn close_then_shutdown_or_reset_is_one_connection_lost() {
+    let reactor = new_reactor();
+    let server = Hooks::default()
+        .on_data(|t, d, _| {
+            if d == b"abort" {
+                t.abort_connection();
+                t.write(b"never");
+            } else {
+                // A large reply, so the close waits on the peer.
+                t.write(&vec![0u8; 8 << 20]);
+                t.lose_connection();
+            }
+        })
+        .factory();
+    let port = listen(&reactor, server.clone()).get_host().port();
+    let mut a = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(turn_for(&reactor, || server.conns.borrow().len() == 2));
+    (&b).write_all(b"big").unwrap();
+    assert!(turn_for(&reactor, || server.conn(0).borrow().data
+        == b"big"
+        || server.conn(1).borrow().data == b"big"));
+    // Reset: close with unread data.
+    socket2::SockRef::from(&b)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(b);
+    a.write_all(b"abort").unwrap();
+    let s = server.clone();
+    let r = reactor.clone();
+    reactor.call_later(Duration::ZERO, move || {
+        // Stop on the turn the abort happens.
+        let s2 = s.clone();
+        let r2 = r.clone();
+        stop_when(&r, move || {
+            let aborted = s2
+                .conns
+                .borrow()
+                .iter()
+                .any(|c| c.borrow().data == b"abort");
+            let _ = &r2;
+            aborted
+        });
+    });
+    run(&reactor);
+    for i in 0..2 {
+        let rec = server.conn(i);
+        assert_eq!(rec.borrow().lost.len(), 1, "connection {i}");
+    }
+    drop(a);
+}
+
+/// A panic inside `connection_lost` is logged; the connector still hears
+/// of the loss, and the server goes on accepting.
+#[test]
+fn a_panic_in_connection_lost_is_contained() {
+    let reactor = new_reactor();
+    let server = Hooks::default()
+        .on_made(|t, _| t.lose_connection())
+        .on_lost(|_, _| panic!("connection_lost blew up"))
+        .factory();
+    let port = listen(&reactor, server.clone()).get_host().port();
+    let client = Hooks::default()
+        .on_lost(|_, _| panic!("client connection_lost blew up"))
+        .factory();
+    connect(&reactor, port, client.clone());
+    connect(&reactor, port, client.clone());
+    assert!(turn_for(&reactor, || client.stopped.get() == 1
+        && server.conns.borrow().len() == 2
+        && server
+            .conns
+            .borrow()
+            .iter()
+            .all(|c| c.borrow().lost.len() == 1)));
+    let ev = client.events();
+    assert_eq!(
+        ev.iter().filter(|e| e.starts_with("lost:")).count(),
+        2,
+        "{ev:?}"
+    );
+}
+
+/// A protocol that aborts in `connection_made` and then writes: nothing is
+/// sent and `connection_lost(ConnectionAborted)` comes once, later.
+#[test]
+fn abort_in_connection_made_then_write_sends_nothing() {
+    let reactor = new_reactor();
+    let server = Hooks::default()
+        .on_made(|t, rec| {
+            t.abort_connection();
+            t.write(b"leak");
+            t.write_sequence(&[b"a", b"", b"b"]);
+            t.lose_connection();
+            assert!(
+                rec.borrow().lost.is_empty(),
+                "not from inside connection_made"
+            );
+        })
+        .factory();
+    let port = listen(&reactor, server.clone()).get_host().port();
+    let mut peer = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(turn_for(&reactor, || server
+        .conns
+        .borrow()
+        .first()
+        .is_some_and(|c| !c.borrow().lost.is_empty())));
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut peer, &mut got);
+    assert!(got.is_empty(), "sent {got:?}");
+    assert_eq!(
+        server.conn(0).borrow().lost_type(),
+        "reactor::errors::ConnectionAborted"
+    );
+}
