@@ -343,3 +343,46 @@ fn abort_in_connection_made_then_write_sends_nothing() {
         "reactor::errors::ConnectionAborted"
     );
 }
+
+/// A client endpoint's `connect` Deferred fires exactly once even when the
+/// user's `connection_made` panics: with that Failure (the connection is
+/// dropped), instead of never.
+#[test]
+fn endpoint_connect_fires_when_connection_made_panics() {
+    use reactor::endpoints::{StreamClientEndpoint, TCP4ClientEndpoint};
+    struct Boom;
+    impl Protocol for Boom {
+        fn connection_made(&mut self, _: Rc<dyn Transport>) {
+            panic!("connection_made blew up");
+        }
+        fn data_received(&mut self, _: &[u8]) {}
+    }
+    struct F;
+    impl Factory for F {
+        fn build_protocol(&self, _: &reactor::Address) -> Option<Box<dyn Protocol>> {
+            Some(Box::new(Boom))
+        }
+    }
+    let reactor = new_reactor();
+    let server = Hooks::default().factory();
+    let port = listen(&reactor, server.clone()).get_host().port();
+    let r: Rc<dyn ReactorTcp> = Rc::new(reactor.clone());
+    let d = TCP4ClientEndpoint::new(r, "127.0.0.1", port).connect(Rc::new(F));
+    let result = Rc::new(std::cell::RefCell::new(None));
+    let res = result.clone();
+    let _ = d.add_both(move |r| {
+        *res.borrow_mut() = Some(r.map(|_| ()));
+        Ok(())
+    });
+    assert!(
+        turn_for(&reactor, || result.borrow().is_some()),
+        "connect's Deferred never fired"
+    );
+    let f = result.borrow_mut().take().unwrap().unwrap_err();
+    assert!(f.to_string().contains("connection_made blew up"), "{f}");
+    assert!(turn_for(&reactor, || server
+        .conns
+        .borrow()
+        .first()
+        .is_some_and(|c| !c.borrow().lost.is_empty())));
+}
