@@ -386,3 +386,137 @@ fn endpoint_connect_fires_when_connection_made_panics() {
         .first()
         .is_some_and(|c| !c.borrow().lost.is_empty())));
 }
+
+/// `stop()` from inside `data_received`, with connections open: some with
+/// megabytes buffered for a peer that does not read, one reconnecting from
+/// `client_connection_lost`. Before `run` returns every protocol has its one
+/// `connection_lost`, both factories are stopped, and every server socket is
+/// closed (each raw peer sees its end).
+#[test]
+fn stop_from_data_received_closes_everything_before_run_returns() {
+    const RAW: usize = 10;
+    let reactor = new_reactor();
+    let r = reactor.clone();
+    let server = Hooks::default()
+        .on_data(move |t, d, _| {
+            if d == b"stop" {
+                let _ = r.stop();
+            } else {
+                t.write(&vec![1u8; 4 << 20]);
+            }
+        })
+        .factory();
+    let port = listen(&reactor, server.clone()).get_host().port();
+    let mut raw = Vec::new();
+    for _ in 0..RAW {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"flood me").unwrap();
+        raw.push(s);
+    }
+    let client = Hooks::default()
+        .on_client_lost(|c, _| c.connect())
+        .factory();
+    connect(&reactor, port, client.clone());
+    let (srv, cl) = (server.clone(), client.clone());
+    stop_when(&reactor, move || {
+        let flooded = srv
+            .conns
+            .borrow()
+            .iter()
+            .filter(|c| c.borrow().data == b"flood me")
+            .count();
+        if flooded == RAW && cl.conns.borrow().len() == 1 {
+            let t = cl.conn(0).borrow().transport.clone().unwrap();
+            t.write(b"stop");
+        }
+        false
+    });
+    run(&reactor);
+    for (i, c) in server.conns.borrow().iter().enumerate() {
+        assert_eq!(c.borrow().lost.len(), 1, "server connection {i}");
+    }
+    for (i, c) in client.conns.borrow().iter().enumerate() {
+        assert_eq!(c.borrow().lost.len(), 1, "client connection {i}");
+    }
+    assert_eq!(server.stopped.get(), 1);
+    assert_eq!(client.stopped.get(), 1, "{:?}", client.events());
+    for mut s in raw {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = [0u8; 64 * 1024];
+        loop {
+            match std::io::Read::read(&mut s, &mut sink) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "still open");
+                    assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "still open");
+                    break;
+                }
+            }
+        }
+    }
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// A `LineReceiver` that pauses in `line_received` and resumes from a
+/// timer, on a real connection whose peer sends its lines and closes at
+/// once: every line arrives, in order, and then the one `connection_lost`.
+#[test]
+fn line_receiver_paused_in_line_received_and_resumed_by_a_timer_sees_every_line_and_the_end() {
+    use reactor::protocols::basic::{LineHandle, LineReceiver, LineReceiverProtocol};
+    use std::cell::RefCell;
+    type Log = Rc<RefCell<Vec<String>>>;
+    struct Slow {
+        reactor: reactor::Reactor,
+        log: Log,
+    }
+    impl LineReceiver for Slow {
+        fn line_received(&mut self, line: &[u8], conn: &LineHandle) {
+            self.log
+                .borrow_mut()
+                .push(String::from_utf8_lossy(line).into_owned());
+            conn.pause_producing();
+            let c = conn.clone();
+            self.reactor
+                .call_later(Duration::from_millis(2), move || c.resume_producing());
+        }
+        fn connection_lost(&mut self, reason: deferred::Failure, _: &LineHandle) {
+            self.log
+                .borrow_mut()
+                .push(format!("lost:{}", reason.type_name()));
+        }
+    }
+    struct F(reactor::Reactor, Log);
+    impl Factory for F {
+        fn build_protocol(&self, _: &reactor::Address) -> Option<Box<dyn Protocol>> {
+            Some(Box::new(LineReceiverProtocol::new(Slow {
+                reactor: self.0.clone(),
+                log: self.1.clone(),
+            })))
+        }
+    }
+    let reactor = new_reactor();
+    let log: Log = Rc::default();
+    let port = reactor
+        .listen_tcp(
+            0,
+            Rc::new(F(reactor.clone(), log.clone())),
+            reactor::DEFAULT_BACKLOG,
+            "127.0.0.1",
+        )
+        .unwrap()
+        .get_host()
+        .port();
+    let mut peer = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    peer.write_all(b"a\r\nb\r\nc\r\n").unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    assert!(
+        turn_for(&reactor, || log.borrow().len() == 4),
+        "{:?}",
+        log.borrow()
+    );
+    assert_eq!(
+        *log.borrow(),
+        ["a", "b", "c", "lost:reactor::errors::ConnectionDone"]
+    );
+}
