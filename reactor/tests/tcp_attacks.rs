@@ -156,9 +156,8 @@ fn dropping_a_reactor_that_never_ran_closes_a_port_its_factory_holds() {
     *f.port.borrow_mut() = Some(port);
     drop(f);
     drop(reactor);
-    let err = TcpStream::connect(("127.0.0.1", number))
-        .err()
-        .expect("the listening socket is closed");
+    let err =
+        TcpStream::connect(("127.0.0.1", number)).expect_err("the listening socket is closed");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
