@@ -191,7 +191,17 @@ struct WrappingProtocol {
 
 impl Protocol for WrappingProtocol {
     fn connection_made(&mut self, transport: Rc<dyn Transport>) {
-        self.wrapped.make_connection(Rc::clone(&transport));
+        let made = catch_unwind(AssertUnwindSafe(|| {
+            self.wrapped.make_connection(Rc::clone(&transport));
+        }));
+        if let Err(payload) = made {
+            // `connect`'s Deferred must still fire: with the panic. The
+            // panic then goes on to the transport, which drops the
+            // connection and logs it.
+            let failure = Failure::new(deferred::PanicError::from_payload(&*payload));
+            let _ = self.on_connection.errback(failure);
+            std::panic::resume_unwind(payload);
+        }
         // Already fired only if the caller cancelled meanwhile.
         let _ = self.on_connection.callback(transport);
     }

@@ -47,6 +47,11 @@ struct State {
     reading_paused: bool,
     /// Readable while reading was paused; read on resume.
     read_ready: bool,
+    /// An event reported the peer's FIN (or an error). Kept, not just
+    /// passed along with that event: no further edge comes for it, so a
+    /// read that resumes later (after a pause, or on a backlog revisit)
+    /// must read until `WouldBlock` or it never sees the end.
+    peer_closing: bool,
     /// The last write hit `WouldBlock`: wait for a writable event.
     write_blocked: bool,
     /// On the reactor's flush list.
@@ -145,7 +150,7 @@ impl Conn {
             self.protocol_failed(reactor, f);
             return;
         }
-        if self.do_read(reactor, false) {
+        if self.do_read(reactor) {
             reactor.io().push_backlog(Rc::clone(self) as Rc<dyn Source>);
         }
     }
@@ -251,10 +256,10 @@ impl Conn {
 
     /// Reads until `WouldBlock`, the budget, or the end. True if the budget
     /// ran out while data may remain.
-    fn do_read(self: &Rc<Self>, reactor: &Reactor, peer_closing: bool) -> bool {
+    fn do_read(self: &Rc<Self>, reactor: &Reactor) -> bool {
         let io = reactor.io();
         for _ in 0..READ_BUDGET {
-            {
+            let peer_closing = {
                 let mut st = self.st.borrow_mut();
                 if st.lost || st.pending_lost.is_some() || st.disconnecting || st.read_closed {
                     return false;
@@ -263,7 +268,8 @@ impl Conn {
                     st.read_ready = true;
                     return false;
                 }
-            }
+                st.peer_closing
+            };
             let mut buf = io.take_read_buf();
             let res = match self.sock.borrow().as_ref() {
                 Some(mut s) => s.read(&mut buf),
@@ -512,8 +518,11 @@ impl Source for Conn {
                 self.flush_now(reactor);
             }
         }
+        if ready.read_closed || ready.error {
+            self.st.borrow_mut().peer_closing = true;
+        }
         if ready.readable || ready.read_closed || ready.error {
-            return self.do_read(reactor, ready.read_closed || ready.error);
+            return self.do_read(reactor);
         }
         false
     }

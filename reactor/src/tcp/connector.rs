@@ -49,6 +49,8 @@ pub(crate) struct ConnectorImpl {
     bind_address: Option<SocketAddr>,
     factory: Rc<dyn ClientFactory>,
     st: RefCell<State>,
+    /// Set while `client_connection_failed` / `client_connection_lost` run.
+    notifying: Cell<bool>,
 }
 
 /// A socket whose `connect` is in progress.
@@ -88,6 +90,7 @@ impl ConnectorImpl {
                 pending: None,
                 conn: None,
             }),
+            notifying: Cell::new(false),
         });
         reactor.io().add_connector(&c);
         c.connect();
@@ -238,7 +241,10 @@ impl ConnectorImpl {
             st.attempt
         };
         if let Some(me) = self.dyn_rc() {
-            if let Err(f) = catch(|| self.factory.client_connection_failed(&me, reason)) {
+            let was = self.notifying.replace(true);
+            let r = catch(|| self.factory.client_connection_failed(&me, reason));
+            self.notifying.set(was);
+            if let Err(f) = r {
                 tracing::error!(failure = %f, "Unhandled Error in client_connection_failed");
             }
         }
@@ -254,7 +260,10 @@ impl ConnectorImpl {
             st.attempt
         };
         if let Some(me) = self.dyn_rc() {
-            if let Err(f) = catch(|| self.factory.client_connection_lost(&me, reason)) {
+            let was = self.notifying.replace(true);
+            let r = catch(|| self.factory.client_connection_lost(&me, reason));
+            self.notifying.set(was);
+            if let Err(f) = r {
                 tracing::error!(failure = %f, "Unhandled Error in client_connection_lost");
             }
         }
@@ -391,6 +400,16 @@ impl Connector for ConnectorImpl {
         let (Some(me), Some(reactor)) = (self.me.upgrade(), self.reactor()) else {
             return;
         };
+        if self.notifying.get() && reactor.has_shut_down() && !reactor.running() {
+            // Such an attempt would fail at once, inside this call, and a
+            // factory that reconnects on failure would recurse without end.
+            // As in Twisted, where the attempt is scheduled on a loop that
+            // never turns again, nothing happens; the factory is stopped.
+            tracing::warn!(
+                "connect() from a connector's own callback after the reactor shut down: ignored"
+            );
+            return;
+        }
         let (attempt, first) = {
             let mut st = self.st.borrow_mut();
             if st.phase != Phase::Disconnected {

@@ -278,6 +278,17 @@ impl Source for Port {
         }
         self.complete_stop();
     }
+
+    /// The reactor is gone: close the socket even if the factory holds
+    /// this port (a cycle that would otherwise keep it listening).
+    fn forget(&self) {
+        let (listener, backoff) = {
+            let mut st = self.st.borrow_mut();
+            (st.listener.take(), st.backoff.take())
+        };
+        drop(backoff);
+        drop(listener);
+    }
 }
 
 impl ListeningPort for Port {

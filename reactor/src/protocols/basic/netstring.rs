@@ -96,9 +96,16 @@ impl Framing for Netstring {
         if buf.len() == digits {
             return Next::Need;
         }
-        let length = length as usize;
         let start = digits + 1;
-        let end = start + length;
+        // With `MAX_LENGTH` raised to `usize::MAX` the end can overflow; no
+        // buffer could hold such a string anyway.
+        let Some(end) = usize::try_from(length)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .filter(|&e| e < usize::MAX)
+        else {
+            return too_long;
+        };
         match buf.get(end) {
             None => Next::Need,
             Some(b',') => Next::String {
