@@ -14,7 +14,11 @@
 //!   `_runWithConnection`), commit/rollback, and cancelling a running job;
 //! - `connection`, `transaction`: Twisted's [`Connection`] and
 //!   [`Transaction`] wrappers;
-//! - `state`: [`PoolState`], `__getstate__`/`__setstate__`.
+//! - `state`: [`PoolState`], `__getstate__`/`__setstate__`;
+//! - `observe`, `status`, `metrics`, `named`, `queue_timeout`: the
+//!   production extensions on the job path (timing and counting jobs,
+//!   [`ConnectionPool::status`], the `metrics` feature, named interactions
+//!   and the slow-job log, `cp_queue_timeout`).
 //!
 //! Twisted's object graph (`Connection(pool)`, `Transaction(pool, conn)`)
 //! makes these files refer to each other; the cycle stays inside this folder.
@@ -23,9 +27,14 @@ mod connection;
 mod connection_map;
 mod job;
 mod lifecycle;
+mod metrics;
+mod named;
+mod observe;
 mod options;
+mod queue_timeout;
 mod shared;
 mod state;
+mod status;
 mod transaction;
 
 use std::cell::{Cell, RefCell};
@@ -36,17 +45,20 @@ use std::thread::ThreadId;
 
 use deferred::{Deferred, Failure};
 use reactor::prelude::*;
-use reactor::{defer_to_thread_pool_with_interrupt, AnyReactor, ThreadPool, TriggerId};
+use reactor::{AnyReactor, ThreadPool, TriggerId};
 
 pub use self::connection::{Connection, ConnectionLost, WrongConnectionForThread};
+pub use self::named::NamedInteraction;
 pub use self::options::{Arg, ConnectionPoolBuilder, IntoReactor, PoolClosed, PoolError, CP_ARGS};
+pub use self::queue_timeout::PoolTimeout;
 pub use self::shared::{ConnectionFactory, OpenFun, SharedPool, TransactionFactory};
 pub use self::state::PoolState;
+pub use self::status::{DurationStats, PoolStatus};
 pub use self::transaction::Transaction;
 
-use self::job::job_slot;
 use self::lifecycle::{upgrade, CloseState, PoolInner};
-use self::options::{sql_is_blank, PoolConfig};
+use self::observe::Observe;
+use self::options::{check_duration, sql_is_blank, PoolConfig, SecondsRule};
 use self::shared::SharedConfig;
 use crate::dbapi::{lookup_module, ConnectArgs, DbConnection, Params, Row, Value};
 
@@ -177,6 +189,16 @@ impl ConnectionPool {
                 });
             }
         }
+        if let Some(t) = cfg.queue_timeout {
+            // The builder's setter takes any Duration; a zero one is refused
+            // here as the keyword's is.
+            check_duration(
+                "cp_queue_timeout",
+                Some(t),
+                format!("{t:?}"),
+                SecondsRule::Positive,
+            )?;
+        }
         let dbapi = lookup_module(&cfg.dbapi_name)?;
         // Both only log, as in Twisted.
         if dbapi.apilevel() != Some("2.0") {
@@ -238,6 +260,7 @@ impl ConnectionPool {
             reconnect: cfg.reconnect,
             good_sql: cfg.good_sql,
             openfun: cfg.openfun,
+            label: Arc::from(pool_name.as_str()),
         });
         // Each worker closes its own connection as it exits (Twisted closes
         // them all from the reactor thread, twisted/twisted#3629). Weak: the
@@ -259,6 +282,12 @@ impl ConnectionPool {
                 start_id: RefCell::new(None),
                 shutdown_id: RefCell::new(None),
                 close_state: RefCell::new(CloseState::Open),
+                observe: Arc::new(Observe {
+                    stats: cfg.stats,
+                    label: Arc::from(pool_name.as_str()),
+                    slow: cfg.slow_job_threshold,
+                    queue_timeout: cfg.queue_timeout,
+                }),
             }),
         };
         let weak = Rc::downgrade(&pool.inner);
@@ -291,17 +320,22 @@ impl ConnectionPool {
         T: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure> + Send + 'static,
     {
-        if let Some(d) = self.refuse() {
+        self.submit_interaction(None, interaction)
+    }
+
+    /// `run_interaction`, for a job named `name` or not.
+    fn submit_interaction<T, F>(&self, name: Option<Arc<str>>, interaction: F) -> Deferred<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure> + Send + 'static,
+    {
+        if let Some(d) = self.refuse_named(name.as_ref()) {
             return d;
         }
         let shared = Arc::clone(&self.inner.shared);
-        let (job, interrupt) = job_slot();
-        defer_to_thread_pool_with_interrupt(
-            &*self.inner.reactor,
-            &self.inner.threadpool,
-            move || shared.run_interaction_job(interaction, job),
-            interrupt,
-        )
+        self.submit(name, move |job| {
+            shared.run_interaction_job(interaction, job)
+        })
     }
 
     /// Runs `f` on a worker with its [`Connection`]; commits if it returns
@@ -311,17 +345,35 @@ impl ConnectionPool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
     {
-        if let Some(d) = self.refuse() {
+        self.submit_with_connection(None, f)
+    }
+
+    /// `run_with_connection`, for a job named `name` or not.
+    fn submit_with_connection<T, F>(&self, name: Option<Arc<str>>, f: F) -> Deferred<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        if let Some(d) = self.refuse_named(name.as_ref()) {
             return d;
         }
         let shared = Arc::clone(&self.inner.shared);
-        let (job, interrupt) = job_slot();
-        defer_to_thread_pool_with_interrupt(
-            &*self.inner.reactor,
-            &self.inner.threadpool,
-            move || shared.run_with_connection_job(f, job),
-            interrupt,
-        )
+        self.submit(name, move |job| shared.run_with_connection_job(f, job))
+    }
+
+    /// [`refuse`](Self::refuse), with the job's name on the failure.
+    fn refuse_named<T: Send + 'static>(&self, name: Option<&Arc<str>>) -> Option<Deferred<T>> {
+        let d = self.refuse()?;
+        Some(match name {
+            None => d,
+            Some(name) => {
+                let msg = format!(
+                    "in interaction {name:?} of pool {:?}",
+                    self.inner.observe.label
+                );
+                d.add_errback(move |f| Err(f.context(msg)))
+            }
+        })
     }
 
     /// Executes one statement and fires with every row (`cursor.fetchall()`).

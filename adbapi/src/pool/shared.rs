@@ -14,6 +14,7 @@ use deferred::Failure;
 use super::connection::{Connection, WrongConnectionForThread};
 use super::connection_map::ConnectionMap;
 use super::job::catch;
+use super::status::PoolStats;
 use super::transaction::Transaction;
 use crate::dbapi::{ConnectArgs, DbApiModule, DbConnection};
 
@@ -43,6 +44,8 @@ pub(super) struct SharedConfig {
     pub(super) reconnect: bool,
     pub(super) good_sql: Option<String>,
     pub(super) openfun: Option<OpenFun>,
+    /// The pool's name in metrics (`cp_name`, else `adbapi-<module>`).
+    pub(super) label: Arc<str>,
 }
 
 /// The thread-safe half of a [`ConnectionPool`](crate::ConnectionPool): what
@@ -62,6 +65,8 @@ pub struct SharedPool {
     /// Set once a factory is replaced; until then the per-job path takes no
     /// lock (a read lock is a write to a cache line every worker shares).
     custom_factories: AtomicBool,
+    /// The counters behind `ConnectionPool::status`.
+    stats: PoolStats,
 }
 
 impl SharedPool {
@@ -75,12 +80,23 @@ impl SharedPool {
             connection_factory: RwLock::new(None),
             transaction_factory: RwLock::new(None),
             custom_factories: AtomicBool::new(false),
+            stats: PoolStats::new(),
         })
     }
 
     /// A process-unique id.
     pub(super) fn id(&self) -> u64 {
         self.id
+    }
+
+    pub(super) fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// Counts a connection opened, closed or that failed to open.
+    fn connection_event(&self, counter: &std::sync::atomic::AtomicU64, event: &'static str) {
+        PoolStats::bump(counter);
+        super::metrics::connection_event(&self.cfg.label, event);
     }
 
     pub(super) fn epoch(&self) -> u64 {
@@ -186,10 +202,13 @@ impl SharedPool {
                 .dbapi
                 .connect(&self.cfg.connect_args)
                 .map_err(Failure::new)
-        })?;
+        })
+        .inspect_err(|_| self.connection_event(&self.stats.connections_failed, "failed"))?;
+        self.connection_event(&self.stats.connections_opened, "opened");
         let conn = DbConnection::new(&self.cfg.dbapi_name, driver);
         if let Some(openfun) = &self.cfg.openfun {
             if let Err(f) = catch(|| openfun(&conn)) {
+                self.connection_event(&self.stats.connections_failed, "failed");
                 self.close_connection(&conn);
                 return Err(f);
             }
@@ -214,6 +233,9 @@ impl SharedPool {
     pub fn close_connection(&self, conn: &DbConnection) {
         if self.cfg.noisy {
             tracing::info!("adbapi closing: {}", self.cfg.dbapi_name);
+        }
+        if !conn.is_closed() {
+            self.connection_event(&self.stats.connections_closed, "closed");
         }
         if let Err(f) = catch(|| conn.close().map_err(Failure::new)) {
             tracing::error!(failure = %f, "Connection close failed");
