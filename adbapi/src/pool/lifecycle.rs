@@ -31,7 +31,6 @@ pub(super) struct PoolInner {
     pub(super) start_id: RefCell<Option<TriggerId>>,
     pub(super) shutdown_id: RefCell<Option<TriggerId>>,
     pub(super) close_state: RefCell<CloseState>,
-    pub(super) observe: Arc<super::observe::Observe>,
 }
 
 impl PoolInner {

@@ -144,13 +144,17 @@ impl ConnectionPool {
     /// `cp_min` 3, `cp_max` 5, `cp_name` none, `cp_noisy` false, `cp_openfun`
     /// none, `cp_reconnect` false, `cp_good_sql` `"select 1"`, `cp_reactor`
     /// this thread's default reactor: the installed one, else the one live
-    /// reactor this thread made, see [`reactor::try_default_reactor`]); all
-    /// others, and `args`, go to the
+    /// reactor this thread made, see [`reactor::try_default_reactor`]; and
+    /// the production extensions, not in Twisted: `cp_stats` true,
+    /// `cp_slow_job_threshold` none, `cp_queue_timeout` none, see
+    /// [`status`](Self::status), [`named`](Self::named) and
+    /// [`PoolTimeout`]); all others, and `args`, go to the
     /// module's `connect`. As in Twisted, `cp_min` is lowered to `cp_max` if it
     /// is larger. Unlike Twisted, options are checked here: an unknown `cp_*`
     /// name, a wrong type, `cp_max=0`, a `cp_name` with a NUL, a `cp_good_sql`
-    /// with no statement in it, or no `cp_reactor` on a thread with several
-    /// live reactors is a [`PoolError`] naming the option.
+    /// with no statement in it, no `cp_reactor` on a thread with several
+    /// live reactors, or a zero, negative, NaN or infinite duration is a
+    /// [`PoolError`] naming the option.
     pub fn new(
         dbapi_name: &str,
         args: Vec<Value>,
@@ -260,7 +264,12 @@ impl ConnectionPool {
             reconnect: cfg.reconnect,
             good_sql: cfg.good_sql,
             openfun: cfg.openfun,
-            label: Arc::from(pool_name.as_str()),
+            observe: Observe {
+                stats: cfg.stats,
+                label: Arc::from(pool_name.as_str()),
+                slow: cfg.slow_job_threshold,
+                queue_timeout: cfg.queue_timeout,
+            },
         });
         // Each worker closes its own connection as it exits (Twisted closes
         // them all from the reactor thread, twisted/twisted#3629). Weak: the
@@ -282,12 +291,6 @@ impl ConnectionPool {
                 start_id: RefCell::new(None),
                 shutdown_id: RefCell::new(None),
                 close_state: RefCell::new(CloseState::Open),
-                observe: Arc::new(Observe {
-                    stats: cfg.stats,
-                    label: Arc::from(pool_name.as_str()),
-                    slow: cfg.slow_job_threshold,
-                    queue_timeout: cfg.queue_timeout,
-                }),
             }),
         };
         let weak = Rc::downgrade(&pool.inner);
@@ -332,8 +335,7 @@ impl ConnectionPool {
         if let Some(d) = self.refuse_named(name.as_ref()) {
             return d;
         }
-        let shared = Arc::clone(&self.inner.shared);
-        self.submit(name, move |job| {
+        self.submit(name, move |shared, job| {
             shared.run_interaction_job(interaction, job)
         })
     }
@@ -357,8 +359,9 @@ impl ConnectionPool {
         if let Some(d) = self.refuse_named(name.as_ref()) {
             return d;
         }
-        let shared = Arc::clone(&self.inner.shared);
-        self.submit(name, move |job| shared.run_with_connection_job(f, job))
+        self.submit(name, move |shared, job| {
+            shared.run_with_connection_job(f, job)
+        })
     }
 
     /// [`refuse`](Self::refuse), with the job's name on the failure.
@@ -369,7 +372,7 @@ impl ConnectionPool {
             Some(name) => {
                 let msg = format!(
                     "in interaction {name:?} of pool {:?}",
-                    self.inner.observe.label
+                    self.inner.shared.stats().observe.label
                 );
                 d.add_errback(move |f| Err(f.context(msg)))
             }

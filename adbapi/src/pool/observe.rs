@@ -23,7 +23,8 @@ use super::queue_timeout::PoolTimeout;
 use super::status::PoolStats;
 use super::{ConnectionPool, SharedPool};
 
-/// The observation settings of a pool, fixed when it is made.
+/// The observation settings of a pool, fixed when it is made; kept in its
+/// [`PoolStats`].
 #[derive(Debug)]
 pub(super) struct Observe {
     /// `cp_stats`: time jobs and count their outcomes.
@@ -38,6 +39,16 @@ pub(super) struct Observe {
 }
 
 impl Observe {
+    /// Nothing observed (a placeholder while a config is taken apart).
+    pub(super) fn off() -> Observe {
+        Observe {
+            stats: false,
+            label: Arc::from(""),
+            slow: None,
+            queue_timeout: None,
+        }
+    }
+
     /// True if a job without a name may take the plain path.
     pub(super) fn plain(&self) -> bool {
         !self.stats && self.slow.is_none() && self.queue_timeout.is_none()
@@ -54,30 +65,31 @@ const TIMED_OUT: u8 = 2;
 /// Withdrawn by a cancel, or dropped unrun by a stopped thread pool.
 const GONE: u8 = 3;
 
-/// One observed job, shared by the loop thread and its worker.
+/// One observed job, shared by the loop thread and its worker. It holds no
+/// reference to the pool: both sides reach the pool's [`PoolStats`] through
+/// what they already hold.
 pub(super) struct JobTrack {
     state: AtomicU8,
     submitted: Instant,
     pub(super) name: Option<Arc<str>>,
-    shared: Arc<SharedPool>,
 }
 
 impl JobTrack {
+    /// Moves the job out of `QUEUED` to `to`; true if this call did it.
     fn leave_queue(&self, to: u8) -> bool {
-        let left = self
-            .state
+        self.state
             .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if left {
-            self.shared.stats().queued_left();
-        }
-        left
+            .is_ok()
     }
 
-    /// The queue timeout fired: true if it won the race against a worker
-    /// (the job then never runs).
-    pub(super) fn time_out(&self) -> bool {
-        self.leave_queue(TIMED_OUT)
+    /// On the loop thread: the queue timeout fired. True if it won the race
+    /// against a worker (the job then never runs).
+    pub(super) fn time_out(&self, stats: &PoolStats) -> bool {
+        let won = self.leave_queue(TIMED_OUT);
+        if won {
+            PoolStats::bump(&stats.on_loop.withdrawn);
+        }
+        won
     }
 
     pub(super) fn timed_out(&self) -> bool {
@@ -87,30 +99,36 @@ impl JobTrack {
 
 /// Travels with the job into the thread pool: if the job is dropped unrun
 /// (withdrawn, or its pool stopped), it leaves the queued count.
-struct QueuedGuard(Arc<JobTrack>);
+struct QueuedGuard(Arc<JobTrack>, Arc<SharedPool>);
 
 impl Drop for QueuedGuard {
     fn drop(&mut self) {
-        self.0.leave_queue(GONE);
+        if self.0.leave_queue(GONE) {
+            PoolStats::bump(&self.1.stats().shard().left);
+        }
     }
 }
 
 impl ConnectionPool {
-    /// Submits `work` (given the job's cancel slot) to a worker, observed as
-    /// the pool's settings ask, and returns its Deferred.
+    /// Submits `work` (given the pool's shared state and the job's cancel
+    /// slot) to a worker, observed as the pool's settings ask, and returns
+    /// its Deferred.
     pub(super) fn submit<T, W>(&self, name: Option<Arc<str>>, work: W) -> Deferred<T>
     where
         T: Send + 'static,
-        W: FnOnce(Arc<JobSlot>) -> Result<T, Failure> + Send + 'static,
+        W: FnOnce(&Arc<SharedPool>, Arc<JobSlot>) -> Result<T, Failure> + Send + 'static,
     {
         let inner = &self.inner;
         let (job, interrupt) = job_slot();
-        let observe = Arc::clone(&inner.observe);
+        // The one reference to the shared state a job held before; the
+        // observed path reaches its counters through it too.
+        let shared = Arc::clone(&inner.shared);
+        let observe = &inner.shared.stats().observe;
         if name.is_none() && observe.plain() {
             return defer_to_thread_pool_with_interrupt(
                 &*inner.reactor,
                 &inner.threadpool,
-                move || work(job),
+                move || work(&shared, job),
                 interrupt,
             );
         }
@@ -118,22 +136,21 @@ impl ConnectionPool {
             state: AtomicU8::new(QUEUED),
             submitted: Instant::now(),
             name,
-            shared: Arc::clone(&inner.shared),
         });
-        PoolStats::bump(&inner.shared.stats().queued);
-        let guard = QueuedGuard(Arc::clone(&track));
-        let obs = Arc::clone(&observe);
+        PoolStats::bump(&inner.shared.stats().on_loop.submitted);
+        let guard = QueuedGuard(Arc::clone(&track), shared);
         let d = defer_to_thread_pool_with_interrupt(
             &*inner.reactor,
             &inner.threadpool,
             move || {
-                let track = &guard.0;
+                let QueuedGuard(track, shared) = &guard;
                 if !track.leave_queue(STARTED) {
                     // Timed out or withdrawn first: its Deferred has failed
                     // already and this result is dropped; the job never runs.
                     return Err(Failure::new(CancelledError));
                 }
-                run_observed(&obs, track, move || work(job))
+                PoolStats::bump(&shared.stats().shard().left);
+                run_observed(shared.stats(), track, || work(shared, job))
             },
             interrupt,
         );
@@ -141,49 +158,49 @@ impl ConnectionPool {
             Some(timeout) => self.arm_queue_timeout(d, Arc::clone(&track), timeout),
             None => d,
         };
-        let d = d.add_both(move |r: Result<T, Failure>| {
-            let outcome = match &r {
-                Ok(_) => Outcome::Completed,
-                Err(f) if f.check::<PoolTimeout>().is_some() && track.timed_out() => {
-                    Outcome::TimedOut
+        // The loop thread's own handle (an Rc, no atomic traffic).
+        let pool = self.clone();
+        // Failures only: a success is counted on its worker, so the common
+        // case adds no step that re-boxes the result on the loop thread.
+        d.add_errback(move |f: Failure| {
+            let stats = pool.inner.shared.stats();
+            let l = &stats.on_loop;
+            let (outcome, counter) = if f.check::<PoolTimeout>().is_some() && track.timed_out() {
+                (Outcome::TimedOut, &l.jobs_timed_out)
+            } else if f.check::<CancelledError>().is_some() {
+                // Withdrawn before a worker took it, if it was still queued.
+                if track.leave_queue(GONE) {
+                    PoolStats::bump(&l.withdrawn);
                 }
-                Err(f) if f.check::<CancelledError>().is_some() => {
-                    // Withdrawn before a worker took it.
-                    track.leave_queue(GONE);
-                    Outcome::Cancelled
-                }
-                Err(_) => Outcome::Failed,
+                (Outcome::Cancelled, &l.jobs_cancelled)
+            } else {
+                (Outcome::Failed, &l.jobs_failed)
             };
+            let observe = &stats.observe;
             if observe.stats {
-                let s = track.shared.stats();
-                PoolStats::bump(match outcome {
-                    Outcome::Completed => &s.jobs_completed,
-                    Outcome::Failed => &s.jobs_failed,
-                    Outcome::Cancelled => &s.jobs_cancelled,
-                    Outcome::TimedOut => &s.jobs_timed_out,
-                });
+                PoolStats::bump(counter);
                 metrics::job_outcome(&observe.label, track.name.as_ref(), outcome);
             }
-            match (r, &track.name) {
+            Err(match &track.name {
                 // The caller learns which interaction failed (Synapse puts the
                 // transaction's name in its errors).
-                (Err(f), Some(name)) => Err(f.context(format!(
+                Some(name) => f.context(format!(
                     "in interaction {name:?} of pool {:?}",
                     observe.label
-                ))),
-                (r, _) => r,
-            }
-        });
-        d
+                )),
+                None => f,
+            })
+        })
     }
 }
 
 /// Runs one started job on its worker inside its span, timing it.
 fn run_observed<T>(
-    obs: &Observe,
+    stats: &PoolStats,
     track: &JobTrack,
     work: impl FnOnce() -> Result<T, Failure>,
 ) -> Result<T, Failure> {
+    let obs = &stats.observe;
     let started = Instant::now();
     let wait = started.saturating_duration_since(track.submitted);
     let interaction = track.name.as_deref().unwrap_or("");
@@ -198,10 +215,16 @@ fn run_observed<T>(
     let run = started.elapsed();
     span.record("run_ms", run.as_secs_f64() * 1e3);
     if obs.stats {
-        let s = track.shared.stats();
-        s.wait.record(wait);
-        s.run.record(run);
+        let shard = stats.shard();
+        shard.wait.record(wait);
+        shard.run.record(run);
         metrics::job_timed(&obs.label, track.name.as_ref(), wait, run);
+        if r.is_ok() {
+            // Its Deferred will succeed: a job whose cancel was accepted
+            // returns CancelledError, and a declined cancel reports this.
+            PoolStats::bump(&shard.completed);
+            metrics::job_outcome(&obs.label, track.name.as_ref(), Outcome::Completed);
+        }
     }
     if let Some(threshold) = obs.slow {
         if wait + run >= threshold {

@@ -119,41 +119,24 @@ impl ConnectionPool {
             Arc::clone(&track),
         );
         let timer = reactor.call_later(timeout, move || {
-            if !timer_track.time_out() {
+            let Some(pool) = upgrade(&weak) else { return };
+            if !timer_track.time_out(pool.inner.shared.stats()) {
                 return; // a worker took it first: it runs normally
             }
-            let waited = upgrade(&weak)
-                .map(|p| p.inner.reactor.seconds() - submitted_at)
-                .filter(|w| w.is_finite() && *w >= 0.0)
-                .map_or(timeout, Duration::from_secs_f64);
-            let e = match upgrade(&weak) {
-                Some(p) => {
-                    let st = p.status();
-                    PoolTimeout {
-                        pool: st.name,
-                        interaction: timer_track.name.as_deref().map(str::to_owned),
-                        timeout,
-                        waited,
-                        min: st.min,
-                        max: st.max,
-                        workers: st.workers,
-                        busy: st.busy,
-                        idle: st.idle,
-                        queued: st.queued,
-                    }
-                }
-                None => PoolTimeout {
-                    pool: String::new(),
-                    interaction: timer_track.name.as_deref().map(str::to_owned),
-                    timeout,
-                    waited,
-                    min: 0,
-                    max: 0,
-                    workers: 0,
-                    busy: 0,
-                    idle: 0,
-                    queued: 0,
-                },
+            let waited = pool.inner.reactor.seconds() - submitted_at;
+            let waited = Duration::try_from_secs_f64(waited).unwrap_or(timeout);
+            let st = pool.status();
+            let e = PoolTimeout {
+                pool: st.name,
+                interaction: timer_track.name.as_deref().map(str::to_owned),
+                timeout,
+                waited,
+                min: st.min,
+                max: st.max,
+                workers: st.workers,
+                busy: st.busy,
+                idle: st.idle,
+                queued: st.queued,
             };
             *timer_error.borrow_mut() = Some(e);
             let job = timer_handle.upgrade().and_then(|h| h.borrow_mut().take());

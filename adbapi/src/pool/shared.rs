@@ -14,6 +14,7 @@ use deferred::Failure;
 use super::connection::{Connection, WrongConnectionForThread};
 use super::connection_map::ConnectionMap;
 use super::job::catch;
+use super::observe::Observe;
 use super::status::PoolStats;
 use super::transaction::Transaction;
 use crate::dbapi::{ConnectArgs, DbApiModule, DbConnection};
@@ -44,8 +45,9 @@ pub(super) struct SharedConfig {
     pub(super) reconnect: bool,
     pub(super) good_sql: Option<String>,
     pub(super) openfun: Option<OpenFun>,
-    /// The pool's name in metrics (`cp_name`, else `adbapi-<module>`).
-    pub(super) label: Arc<str>,
+    /// The observation settings (`cp_stats`, `cp_slow_job_threshold`,
+    /// `cp_queue_timeout`, the pool's name in spans and metrics).
+    pub(super) observe: Observe,
 }
 
 /// The thread-safe half of a [`ConnectionPool`](crate::ConnectionPool): what
@@ -70,8 +72,9 @@ pub struct SharedPool {
 }
 
 impl SharedPool {
-    pub(super) fn new(cfg: SharedConfig) -> Arc<SharedPool> {
+    pub(super) fn new(mut cfg: SharedConfig) -> Arc<SharedPool> {
         static IDS: AtomicU64 = AtomicU64::new(1);
+        let observe = std::mem::replace(&mut cfg.observe, Observe::off());
         Arc::new(SharedPool {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             cfg,
@@ -80,7 +83,7 @@ impl SharedPool {
             connection_factory: RwLock::new(None),
             transaction_factory: RwLock::new(None),
             custom_factories: AtomicBool::new(false),
-            stats: PoolStats::new(),
+            stats: PoolStats::new(observe),
         })
     }
 
@@ -96,7 +99,7 @@ impl SharedPool {
     /// Counts a connection opened, closed or that failed to open.
     fn connection_event(&self, counter: &std::sync::atomic::AtomicU64, event: &'static str) {
         PoolStats::bump(counter);
-        super::metrics::connection_event(&self.cfg.label, event);
+        super::metrics::connection_event(&self.stats.observe.label, event);
     }
 
     pub(super) fn epoch(&self) -> u64 {
@@ -203,12 +206,14 @@ impl SharedPool {
                 .connect(&self.cfg.connect_args)
                 .map_err(Failure::new)
         })
-        .inspect_err(|_| self.connection_event(&self.stats.connections_failed, "failed"))?;
-        self.connection_event(&self.stats.connections_opened, "opened");
+        .inspect_err(|_| {
+            self.connection_event(&self.stats.on_workers.connections_failed, "failed")
+        })?;
+        self.connection_event(&self.stats.on_workers.connections_opened, "opened");
         let conn = DbConnection::new(&self.cfg.dbapi_name, driver);
         if let Some(openfun) = &self.cfg.openfun {
             if let Err(f) = catch(|| openfun(&conn)) {
-                self.connection_event(&self.stats.connections_failed, "failed");
+                self.connection_event(&self.stats.on_workers.connections_failed, "failed");
                 self.close_connection(&conn);
                 return Err(f);
             }
@@ -235,7 +240,7 @@ impl SharedPool {
             tracing::info!("adbapi closing: {}", self.cfg.dbapi_name);
         }
         if !conn.is_closed() {
-            self.connection_event(&self.stats.connections_closed, "closed");
+            self.connection_event(&self.stats.on_workers.connections_closed, "closed");
         }
         if let Err(f) = catch(|| conn.close().map_err(Failure::new)) {
             tracing::error!(failure = %f, "Connection close failed");

@@ -7,9 +7,10 @@
 //! to take every second, and recording one job costs a few uncontended
 //! atomic adds.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::observe::Observe;
 use super::ConnectionPool;
 
 /// Buckets below [`EXACT`] microseconds hold one value each; above, each
@@ -24,6 +25,7 @@ const BUCKETS: usize = (EXACT + OCTAVES * SUB) as usize;
 /// A histogram of durations in fixed logarithmic buckets of atomics: one
 /// `fetch_add` per bucket hit plus the sum, no lock, no allocation. Read
 /// with [`summary`](Self::summary).
+#[repr(align(128))]
 pub(super) struct Histogram {
     buckets: [AtomicU64; BUCKETS],
     sum_us: AtomicU64,
@@ -73,14 +75,24 @@ impl Histogram {
     }
 
     /// The count, sum and percentiles recorded so far.
-    pub(super) fn summary(&self) -> DurationStats {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
+    #[cfg(test)]
+    fn summary(&self) -> DurationStats {
+        Self::summary_of([self])
+    }
+
+    /// The count, sum and percentiles recorded so far in all of `parts`
+    /// together.
+    pub(super) fn summary_of<'a>(parts: impl IntoIterator<Item = &'a Histogram>) -> DurationStats {
+        let mut counts = [0u64; BUCKETS];
+        let (mut sum_us, mut max_us) = (0u64, 0u64);
+        for h in parts {
+            for (c, b) in counts.iter_mut().zip(&h.buckets) {
+                *c += b.load(Ordering::Relaxed);
+            }
+            sum_us = sum_us.saturating_add(h.sum_us.load(Ordering::Relaxed));
+            max_us = max_us.max(h.max_us.load(Ordering::Relaxed));
+        }
         let count: u64 = counts.iter().sum();
-        let max_us = self.max_us.load(Ordering::Relaxed);
         let pct = |p: f64| -> Duration {
             if count == 0 {
                 return Duration::ZERO;
@@ -98,7 +110,7 @@ impl Histogram {
         };
         DurationStats {
             count,
-            total: Duration::from_micros(self.sum_us.load(Ordering::Relaxed)),
+            total: Duration::from_micros(sum_us),
             p50: pct(0.50),
             p90: pct(0.90),
             p99: pct(0.99),
@@ -107,44 +119,104 @@ impl Histogram {
     }
 }
 
-/// The counters of one pool, shared by its loop thread and its workers.
-/// Each is written by few threads and read only by [`ConnectionPool::status`].
-pub(super) struct PoolStats {
-    pub(super) connections_opened: AtomicU64,
-    pub(super) connections_closed: AtomicU64,
-    pub(super) connections_failed: AtomicU64,
-    /// Jobs submitted and not yet taken by a worker, withdrawn or timed out.
-    pub(super) queued: AtomicU64,
-    pub(super) jobs_completed: AtomicU64,
+/// The counters the loop thread writes, on cache lines of their own so that
+/// the workers' writes do not take them away from it.
+#[repr(align(128))]
+pub(super) struct LoopCounters {
+    /// Jobs submitted on the observed path.
+    pub(super) submitted: AtomicU64,
+    /// Jobs that left the queue on the loop thread: timed out or withdrawn.
+    pub(super) withdrawn: AtomicU64,
     pub(super) jobs_failed: AtomicU64,
     pub(super) jobs_cancelled: AtomicU64,
     pub(super) jobs_timed_out: AtomicU64,
+}
+
+/// How many [`Shard`]s a pool's job figures are split into.
+const SHARDS: usize = 8;
+
+/// One worker's share of the job figures a worker writes for every job. A
+/// shard per thread (threads are dealt shards in turn) keeps two workers
+/// from writing the same cache lines for every job: on a small VM such a
+/// line moving between cores costs more than the counting itself.
+#[repr(align(128))]
+pub(super) struct Shard {
+    /// Jobs that left the queue on a worker: started, or dropped unrun.
+    pub(super) left: AtomicU64,
+    /// Jobs that succeeded (their failures are counted on the loop thread,
+    /// which sees every kind: timed out, withdrawn, refused by a stopped
+    /// pool).
+    pub(super) completed: AtomicU64,
     pub(super) wait: Histogram,
     pub(super) run: Histogram,
 }
 
+/// The counters the workers write rarely (per connection, not per job).
+#[repr(align(128))]
+pub(super) struct WorkerCounters {
+    pub(super) connections_opened: AtomicU64,
+    pub(super) connections_closed: AtomicU64,
+    pub(super) connections_failed: AtomicU64,
+}
+
+/// The counters of one pool and how it is observed, shared by its loop
+/// thread and its workers (it lives in the [`SharedPool`](super::SharedPool)
+/// every job already holds, so observing a job adds no reference count
+/// traffic on a shared cache line). Read by [`ConnectionPool::status`].
+pub(super) struct PoolStats {
+    pub(super) observe: Observe,
+    pub(super) on_loop: LoopCounters,
+    pub(super) on_workers: WorkerCounters,
+    shards: Box<[Shard; SHARDS]>,
+}
+
 impl PoolStats {
-    pub(super) fn new() -> PoolStats {
+    pub(super) fn new(observe: Observe) -> PoolStats {
+        let z = || AtomicU64::new(0);
         PoolStats {
-            connections_opened: AtomicU64::new(0),
-            connections_closed: AtomicU64::new(0),
-            connections_failed: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
-            jobs_completed: AtomicU64::new(0),
-            jobs_failed: AtomicU64::new(0),
-            jobs_cancelled: AtomicU64::new(0),
-            jobs_timed_out: AtomicU64::new(0),
-            wait: Histogram::new(),
-            run: Histogram::new(),
+            observe,
+            on_loop: LoopCounters {
+                submitted: z(),
+                withdrawn: z(),
+                jobs_failed: z(),
+                jobs_cancelled: z(),
+                jobs_timed_out: z(),
+            },
+            on_workers: WorkerCounters {
+                connections_opened: z(),
+                connections_closed: z(),
+                connections_failed: z(),
+            },
+            shards: Box::new(std::array::from_fn(|_| Shard {
+                left: z(),
+                completed: z(),
+                wait: Histogram::new(),
+                run: Histogram::new(),
+            })),
         }
+    }
+
+    /// The calling thread's shard.
+    pub(super) fn shard(&self) -> &Shard {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        }
+        &self.shards[INDEX.with(|i| *i)]
     }
 
     pub(super) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn queued_left(&self) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+    /// Jobs submitted on the observed path and still waiting for a worker.
+    pub(super) fn queued(&self) -> u64 {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // Read the leavers first: a job counted as gone is then always
+        // counted as submitted too, so the difference cannot underflow.
+        let left: u64 = self.shards.iter().map(|s| load(&s.left)).sum();
+        let gone = left + load(&self.on_loop.withdrawn);
+        load(&self.on_loop.submitted).saturating_sub(gone)
     }
 }
 
@@ -232,13 +304,14 @@ impl ConnectionPool {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         // Only the observed path keeps the count of jobs still waiting (the
         // thread pool's also counts withdrawn jobs until a worker pops them).
-        let queued = if !inner.observe.plain() {
-            usize::try_from(load(&stats.queued)).unwrap_or(usize::MAX)
+        let queued = if !stats.observe.plain() {
+            usize::try_from(stats.queued()).unwrap_or(usize::MAX)
         } else {
             tp.q_size()
         };
+        let (l, w) = (&stats.on_loop, &stats.on_workers);
         let status = PoolStatus {
-            name: inner.observe.label.to_string(),
+            name: stats.observe.label.to_string(),
             min: inner.min,
             max: inner.max,
             running: inner.running.get(),
@@ -252,17 +325,17 @@ impl ConnectionPool {
                 .iter()
                 .filter(|(_, c)| !c.is_closed())
                 .count(),
-            connections_opened: load(&stats.connections_opened),
-            connections_closed: load(&stats.connections_closed),
-            connections_failed: load(&stats.connections_failed),
-            jobs_completed: load(&stats.jobs_completed),
-            jobs_failed: load(&stats.jobs_failed),
-            jobs_cancelled: load(&stats.jobs_cancelled),
-            jobs_timed_out: load(&stats.jobs_timed_out),
-            wait: stats.wait.summary(),
-            run: stats.run.summary(),
+            connections_opened: load(&w.connections_opened),
+            connections_closed: load(&w.connections_closed),
+            connections_failed: load(&w.connections_failed),
+            jobs_completed: stats.shards.iter().map(|s| load(&s.completed)).sum(),
+            jobs_failed: load(&l.jobs_failed),
+            jobs_cancelled: load(&l.jobs_cancelled),
+            jobs_timed_out: load(&l.jobs_timed_out),
+            wait: Histogram::summary_of(stats.shards.iter().map(|s| &s.wait)),
+            run: Histogram::summary_of(stats.shards.iter().map(|s| &s.run)),
         };
-        super::metrics::publish_status(&inner.observe.label, &status);
+        super::metrics::publish_status(&stats.observe.label, &status);
         status
     }
 }
