@@ -183,12 +183,13 @@ impl ConnectionPool {
             }
             Err(match &track.name {
                 // The caller learns which interaction failed (Synapse puts the
-                // transaction's name in its errors).
-                Some(name) => f.context(format!(
+                // transaction's name in its errors); a PoolTimeout names it
+                // already.
+                Some(name) if outcome != Outcome::TimedOut => f.context(format!(
                     "in interaction {name:?} of pool {:?}",
                     observe.label
                 )),
-                None => f,
+                _ => f,
             })
         })
     }
