@@ -219,3 +219,38 @@ fn status_before_during_and_after_close_on_mariadb() {
     .expect("a pool");
     status_through_close(&reactor, pool, "SELECT * FROM obs_missing_table");
 }
+
+/// Observing a job must not keep its pool alive: dropping the last handle
+/// with an observed job (stats, a name, a queue timeout) still queued closes
+/// the pool at once, as it does on Twisted's plain path (its shutdown
+/// trigger goes), and the job's Deferred still fires once (a Manual pool's
+/// close drops its queued jobs: `PoolStopped`). An early version held a
+/// pool handle in every job's Deferred, so the pool stayed open until its
+/// jobs had fired.
+#[test]
+fn an_observed_job_in_flight_does_not_keep_a_dropped_pool_open() {
+    let reactor = FakeReactor::with_pool_mode(false, PoolMode::Manual);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! {
+            "cp_max" => 1, "cp_queue_timeout" => 60,
+            "cp_reactor" => Arg::reactor(reactor.clone()),
+        },
+    )
+    .expect("a pool");
+    reactor.fire_startup();
+    let triggers = reactor.triggers().len();
+    assert!(pool.shutdown_id().is_some(), "started");
+    let d = pool.named("in_flight").run_query("SELECT 7", ());
+    drop(pool); // the last handle
+    assert_eq!(
+        reactor.triggers().len(),
+        triggers - 1,
+        "the dropped pool's shutdown trigger is still registered: it did not close"
+    );
+    reactor.run_jobs();
+    let f = fake_wait(&reactor, d).expect_err("dropped by the closing Manual pool");
+    assert!(f.check::<reactor::PoolStopped>().is_some(), "{f}");
+    assert!(f.to_string().contains("\"in_flight\""), "{f}");
+}

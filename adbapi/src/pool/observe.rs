@@ -10,6 +10,7 @@
 //! With every one of those off, `run_*` takes Twisted's plain path
 //! (`deferToThreadPool`) and none of this runs.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,41 +159,52 @@ impl ConnectionPool {
             Some(timeout) => self.arm_queue_timeout(d, Arc::clone(&track), timeout),
             None => d,
         };
-        // The loop thread's own handle (an Rc, no atomic traffic).
-        let pool = self.clone();
+        // Weak, and an Rc (no atomic traffic): a job in flight must not keep
+        // a pool whose last handle was dropped from closing.
+        let pool = Rc::downgrade(&inner);
+        let label = track.name.as_ref().map(|_| Arc::clone(&observe.label));
         // Failures only: a success is counted on its worker, so the common
         // case adds no step that re-boxes the result on the loop thread.
         d.add_errback(move |f: Failure| {
-            let stats = pool.inner.shared.stats();
-            let l = &stats.on_loop;
-            let (outcome, counter) = if f.check::<PoolTimeout>().is_some() && track.timed_out() {
-                (Outcome::TimedOut, &l.jobs_timed_out)
-            } else if f.check::<CancelledError>().is_some() {
-                // Withdrawn before a worker took it, if it was still queued.
-                if track.leave_queue(GONE) {
-                    PoolStats::bump(&l.withdrawn);
-                }
-                (Outcome::Cancelled, &l.jobs_cancelled)
-            } else {
-                (Outcome::Failed, &l.jobs_failed)
+            let outcome = match pool.upgrade() {
+                Some(inner) => count_failure(inner.shared.stats(), &track, &f),
+                // Nobody can read the pool's status any more.
+                None if track.timed_out() => Outcome::TimedOut,
+                None => Outcome::Failed,
             };
-            let observe = &stats.observe;
-            if observe.stats {
-                PoolStats::bump(counter);
-                metrics::job_outcome(&observe.label, track.name.as_ref(), outcome);
-            }
-            Err(match &track.name {
+            Err(match (&track.name, label) {
                 // The caller learns which interaction failed (Synapse puts the
                 // transaction's name in its errors); a PoolTimeout names it
                 // already.
-                Some(name) if outcome != Outcome::TimedOut => f.context(format!(
-                    "in interaction {name:?} of pool {:?}",
-                    observe.label
-                )),
+                (Some(name), Some(label)) if outcome != Outcome::TimedOut => {
+                    f.context(format!("in interaction {name:?} of pool {label:?}"))
+                }
                 _ => f,
             })
         })
     }
+}
+
+/// Counts a failed job by kind, on the loop thread, and returns the kind.
+fn count_failure(stats: &PoolStats, track: &JobTrack, f: &Failure) -> Outcome {
+    let l = &stats.on_loop;
+    let (outcome, counter) = if f.check::<PoolTimeout>().is_some() && track.timed_out() {
+        (Outcome::TimedOut, &l.jobs_timed_out)
+    } else if f.check::<CancelledError>().is_some() {
+        // Withdrawn before a worker took it, if it was still queued.
+        if track.leave_queue(GONE) {
+            PoolStats::bump(&l.withdrawn);
+        }
+        (Outcome::Cancelled, &l.jobs_cancelled)
+    } else {
+        (Outcome::Failed, &l.jobs_failed)
+    };
+    let observe = &stats.observe;
+    if observe.stats {
+        PoolStats::bump(counter);
+        metrics::job_outcome(&observe.label, track.name.as_ref(), outcome);
+    }
+    outcome
 }
 
 /// Runs one started job on its worker inside its span, timing it.
