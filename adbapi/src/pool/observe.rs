@@ -161,7 +161,7 @@ impl ConnectionPool {
         };
         // Weak, and an Rc (no atomic traffic): a job in flight must not keep
         // a pool whose last handle was dropped from closing.
-        let pool = Rc::downgrade(&inner);
+        let pool = Rc::downgrade(inner);
         let label = track.name.as_ref().map(|_| Arc::clone(&observe.label));
         // Failures only: a success is counted on its worker, so the common
         // case adds no step that re-boxes the result on the loop thread.
