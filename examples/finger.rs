@@ -43,7 +43,6 @@ use adbapi::{args, kwargs, ConnectionPool, Row};
 use common::{say, with_temp_db};
 use deferred::{gather_results, Deferred, Failure};
 use reactor::endpoints::{server_from_string, StreamServerEndpoint};
-use reactor::prelude::*;
 use reactor::protocols::basic::{LineHandle, LineReceiver, LineReceiverProtocol};
 use reactor::protocols::for_protocol;
 use reactor::Reactor;
@@ -217,6 +216,7 @@ mod tests {
     //! under a reactor that the test stops.
 
     use super::*;
+    use reactor::prelude::*;
     use std::cell::RefCell;
     use std::time::Duration;
 

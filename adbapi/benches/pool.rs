@@ -21,6 +21,11 @@
 //!   with two workers (as above) and with one (no idle second worker
 //!   spinning for jobs beside the loop on 2 vCPUs).
 //!
+//! - `stats_overhead`: `point_select_100k` pool/2 and `serial_point_select`
+//!   pool/1 again, with `cp_stats` on (the default: every job timed and
+//!   counted for `pool.status()`) and off (Twisted's plain job path), in the
+//!   same run, so the per-job cost of the status can be read off.
+//!
 //! A reactor cannot be restarted, so every batch (every `iter_custom` call)
 //! runs on a new `Reactor` with a new pool, which is closed by the reactor's
 //! shutdown trigger after the batch. Before the clock starts, the pool runs a
@@ -32,7 +37,7 @@
 //! workers were on: on 2 vCPUs that changes the latency several-fold), and the
 //! CPU used by an idle running pool for about one second. With
 //! `ADBAPI_BENCH_ONLY_PERCENTILES=1` it stops there;
-//! `ADBAPI_BENCH_SECTIONS=reads,writes,serial,idle` (any subset) limits that
+//! `ADBAPI_BENCH_SECTIONS=reads,writes,serial,stats,idle` (any subset) limits that
 //! section (`pool2` and `direct2`, not in the default set, run only pool/2
 //! or direct/2 point-select batches, for profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
 //! workers' spinning everywhere (a diagnostic).
@@ -47,7 +52,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -160,6 +165,7 @@ impl Db {
                 "cp_min" => workers,
                 "cp_max" => workers,
                 "cp_reactor" => Arg::reactor(reactor.clone()),
+                "cp_stats" => STATS.load(Ordering::Relaxed),
                 "cp_openfun" => Arg::openfun(move |conn| {
                     conn.execute(&pragma, ())?;
                     Ok(())
@@ -173,6 +179,10 @@ impl Db {
         pool
     }
 }
+
+/// `cp_stats` of every pool the benches make (the `stats_overhead` group
+/// turns it off and on).
+static STATS: AtomicBool = AtomicBool::new(true);
 
 /// `ADBAPI_BENCH_VFS=unix-excl` (say): every connection, direct and pooled,
 /// opens the database through that SQLite VFS (a URI `file:...?vfs=...`).
@@ -618,6 +628,35 @@ fn bench_serial(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_stats_overhead(c: &mut Criterion) {
+    let db = Db::create();
+    let mut group = c.benchmark_group("stats_overhead");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    for on in [true, false] {
+        let label = if on { "stats_on" } else { "stats_off" };
+        group.throughput(Throughput::Elements(READS));
+        group.bench_function(BenchmarkId::new("point_select_100k_pool2", label), |b| {
+            b.iter_custom(|iters| {
+                STATS.store(on, Ordering::Relaxed);
+                let t = (0..iters).map(|_| pool_reads(&db, 2, READS).wall).sum();
+                STATS.store(true, Ordering::Relaxed);
+                t
+            });
+        });
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("serial_point_select_pool1", label), |b| {
+            b.iter_custom(|iters| {
+                STATS.store(on, Ordering::Relaxed);
+                let t = serial_batch(&db, 1, WARMUP_QUERIES, iters, false).total;
+                STATS.store(true, Ordering::Relaxed);
+                t
+            });
+        });
+    }
+    group.finish();
+}
+
 // ---------------------------------------------------------------------------
 // Summary, percentiles and idle CPU (ADBAPI_BENCH_PERCENTILES=1).
 
@@ -691,6 +730,55 @@ fn summary_line(
 
 /// Alternates pool and direct point-select batches `rounds` times and prints
 /// each rate, the medians, the CPU per query by thread, and the ratio.
+/// `cp_stats` on against off, in alternating rounds so that the machine's
+/// noise falls on both alike: pool/2 point-select batches and serial round
+/// trips on one worker; medians and their ratio.
+fn report_stats_overhead(out: &mut impl Write, db: &Db, rounds: usize) -> std::io::Result<()> {
+    const SERIAL: u64 = 20_000;
+    writeln!(
+        out,
+        "== cp_stats on vs off, {rounds} alternating rounds (pool/2 {READS} point selects; serial pool/1 {SERIAL} round trips) =="
+    )?;
+    let (mut reads_on, mut reads_off, mut serial_on, mut serial_off) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Which goes first alternates too.
+        for on in if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        } {
+            STATS.store(on, Ordering::Relaxed);
+            let qps = per_second(READS, pool_reads(db, 2, READS).wall);
+            let rt =
+                micros(serial_batch(db, 1, WARMUP_QUERIES, SERIAL, false).total) / SERIAL as f64;
+            if on {
+                reads_on.push(qps);
+                serial_on.push(rt);
+            } else {
+                reads_off.push(qps);
+                serial_off.push(rt);
+            }
+        }
+    }
+    STATS.store(
+        !std::env::var("ADBAPI_BENCH_STATS").is_ok_and(|v| v == "0"),
+        Ordering::Relaxed,
+    );
+    let (ron, roff) = (median(reads_on), median(reads_off));
+    let (son, soff) = (median(serial_on), median(serial_off));
+    writeln!(
+        out,
+        "pool/2 point select: stats on {ron:.0} q/s, off {roff:.0} q/s, on/off {:.3}",
+        ron / roff
+    )?;
+    writeln!(
+        out,
+        "serial pool/1 round trip: stats on {son:.2} us, off {soff:.2} us, on/off {:.3}",
+        son / soff
+    )
+}
+
 fn report_reads(out: &mut impl Write, db: &Db, rounds: usize) -> std::io::Result<()> {
     writeln!(
         out,
@@ -900,6 +988,9 @@ fn report_percentiles() -> std::io::Result<()> {
             report_serial_percentiles(&mut out, &db, workers)?;
         }
     }
+    if want("stats") {
+        report_stats_overhead(&mut out, &db, 9)?;
+    }
     if want("idle") {
         writeln!(out, "== CPU while idle (reactor + started pool, ~1 s) ==")?;
         report_idle_cpu(&mut out, &db, Duration::from_secs(1))?;
@@ -911,9 +1002,20 @@ fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
-criterion_group!(benches, bench_point_select, bench_insert_txn, bench_serial);
+criterion_group!(
+    benches,
+    bench_point_select,
+    bench_insert_txn,
+    bench_serial,
+    bench_stats_overhead
+);
 
 fn main() {
+    // ADBAPI_BENCH_STATS=0: every pool without cp_stats (one mode per
+    // process, for counting instructions with `perf stat`).
+    if std::env::var("ADBAPI_BENCH_STATS").is_ok_and(|v| v == "0") {
+        STATS.store(false, Ordering::Relaxed);
+    }
     if env_flag("ADBAPI_BENCH_PERCENTILES") || env_flag("ADBAPI_BENCH_ONLY_PERCENTILES") {
         report_percentiles().expect("write to stdout");
         if env_flag("ADBAPI_BENCH_ONLY_PERCENTILES") {

@@ -65,6 +65,8 @@
 //! - `postgres`: the PostgreSQL driver, registered as `psycopg2` and
 //!   `postgres` (`drivers::postgres`; the docs on docs.rs show it, marked with
 //!   its feature).
+//! - `metrics`: the pools' counters, gauges and histograms published through
+//!   the `metrics` facade crate (see the README's "Running in production").
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
@@ -82,6 +84,8 @@ pub use crate::pool::{
 };
 // Timeouts, lifetime and retries (extensions for running in production).
 pub use crate::pool::{retry_reason, Clock, RetryPolicy};
+// Production extensions: observability and queue timeout.
+pub use crate::pool::{DurationStats, NamedInteraction, PoolStatus, PoolTimeout};
 
 /// The modules the registry starts with, by name: every built-in driver
 /// lists its own names (`drivers::<name>::modules()`); a new driver adds one

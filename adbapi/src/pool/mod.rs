@@ -14,7 +14,11 @@
 //!   `_runWithConnection`), commit/rollback, and cancelling a running job;
 //! - `connection`, `transaction`: Twisted's [`Connection`] and
 //!   [`Transaction`] wrappers;
-//! - `state`: [`PoolState`], `__getstate__`/`__setstate__`.
+//! - `state`: [`PoolState`], `__getstate__`/`__setstate__`;
+//! - `observe`, `status`, `metrics`, `named`, `queue_timeout`: the
+//!   production extensions on the job path (timing and counting jobs,
+//!   [`ConnectionPool::status`], the `metrics` feature, named interactions
+//!   and the slow-job log, `cp_queue_timeout`).
 //!
 //! Twisted's object graph (`Connection(pool)`, `Transaction(pool, conn)`)
 //! makes these files refer to each other; the cycle stays inside this folder.
@@ -24,10 +28,15 @@ mod connection_map;
 mod job;
 mod lifecycle;
 mod lifetime;
+mod metrics;
+mod named;
+mod observe;
 mod options;
+mod queue_timeout;
 mod retry;
 mod shared;
 mod state;
+mod status;
 mod transaction;
 
 use std::cell::{Cell, RefCell};
@@ -38,19 +47,22 @@ use std::thread::ThreadId;
 
 use deferred::{Deferred, Failure};
 use reactor::prelude::*;
-use reactor::{defer_to_thread_pool_with_interrupt, AnyReactor, ThreadPool, TriggerId};
+use reactor::{AnyReactor, ThreadPool, TriggerId};
 
 pub use self::connection::{Connection, ConnectionLost, WrongConnectionForThread};
 pub use self::lifetime::Clock;
+pub use self::named::NamedInteraction;
 pub use self::options::{Arg, ConnectionPoolBuilder, IntoReactor, PoolClosed, PoolError, CP_ARGS};
+pub use self::queue_timeout::PoolTimeout;
 pub use self::retry::{retry_reason, RetryPolicy};
 pub use self::shared::{ConnectionFactory, OpenFun, SharedPool, TransactionFactory};
 pub use self::state::PoolState;
+pub use self::status::{DurationStats, PoolStatus};
 pub use self::transaction::Transaction;
 
-use self::job::job_slot;
 use self::lifecycle::{upgrade, CloseState, PoolInner};
-use self::options::{sql_is_blank, PoolConfig};
+use self::observe::Observe;
+use self::options::{check_duration, sql_is_blank, PoolConfig, SecondsRule};
 use self::shared::SharedConfig;
 use crate::dbapi::{lookup_module, ConnectArgs, DbConnection, Params, Row, Value};
 
@@ -136,13 +148,17 @@ impl ConnectionPool {
     /// `cp_min` 3, `cp_max` 5, `cp_name` none, `cp_noisy` false, `cp_openfun`
     /// none, `cp_reconnect` false, `cp_good_sql` `"select 1"`, `cp_reactor`
     /// this thread's default reactor: the installed one, else the one live
-    /// reactor this thread made, see [`reactor::try_default_reactor`]); all
-    /// others, and `args`, go to the
+    /// reactor this thread made, see [`reactor::try_default_reactor`]; and
+    /// the production extensions, not in Twisted: `cp_stats` true,
+    /// `cp_slow_job_threshold` none, `cp_queue_timeout` none, see
+    /// [`status`](Self::status), [`named`](Self::named) and
+    /// [`PoolTimeout`]); all others, and `args`, go to the
     /// module's `connect`. As in Twisted, `cp_min` is lowered to `cp_max` if it
     /// is larger. Unlike Twisted, options are checked here: an unknown `cp_*`
     /// name, a wrong type, `cp_max=0`, a `cp_name` with a NUL, a `cp_good_sql`
-    /// with no statement in it, or no `cp_reactor` on a thread with several
-    /// live reactors is a [`PoolError`] naming the option.
+    /// with no statement in it, no `cp_reactor` on a thread with several
+    /// live reactors, or a zero, negative, NaN or infinite duration is a
+    /// [`PoolError`] naming the option.
     pub fn new(
         dbapi_name: &str,
         args: Vec<Value>,
@@ -180,6 +196,16 @@ impl ConnectionPool {
                     got: format!("{sql:?} (no statement)"),
                 });
             }
+        }
+        if let Some(t) = cfg.queue_timeout {
+            // The builder's setter takes any Duration; a zero one is refused
+            // here as the keyword's is.
+            check_duration(
+                "cp_queue_timeout",
+                Some(t),
+                format!("{t:?}"),
+                SecondsRule::Positive,
+            )?;
         }
         let dbapi = lookup_module(&cfg.dbapi_name)?;
         // Both only log, as in Twisted.
@@ -248,6 +274,12 @@ impl ConnectionPool {
             good_sql: cfg.good_sql,
             openfun: cfg.openfun,
             life: cfg.life,
+            observe: Observe {
+                stats: cfg.stats,
+                label: Arc::from(pool_name.as_str()),
+                slow: cfg.slow_job_threshold,
+                queue_timeout: cfg.queue_timeout,
+            },
         });
         // Each worker closes its own connection as it exits (Twisted closes
         // them all from the reactor thread, twisted/twisted#3629). Weak: the
@@ -301,17 +333,21 @@ impl ConnectionPool {
         T: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure> + Send + 'static,
     {
-        if let Some(d) = self.refuse() {
+        self.submit_interaction(None, interaction)
+    }
+
+    /// `run_interaction`, for a job named `name` or not.
+    fn submit_interaction<T, F>(&self, name: Option<Arc<str>>, interaction: F) -> Deferred<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, Failure> + Send + 'static,
+    {
+        if let Some(d) = self.refuse_named(name.as_ref()) {
             return d;
         }
-        let shared = Arc::clone(&self.inner.shared);
-        let (job, interrupt) = job_slot();
-        defer_to_thread_pool_with_interrupt(
-            &*self.inner.reactor,
-            &self.inner.threadpool,
-            move || shared.run_interaction_job(interaction, job),
-            interrupt,
-        )
+        self.submit(name, move |shared, job| {
+            shared.run_interaction_job(interaction, job)
+        })
     }
 
     /// Runs `f` on a worker with its [`Connection`]; commits if it returns
@@ -321,17 +357,36 @@ impl ConnectionPool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
     {
-        if let Some(d) = self.refuse() {
+        self.submit_with_connection(None, f)
+    }
+
+    /// `run_with_connection`, for a job named `name` or not.
+    fn submit_with_connection<T, F>(&self, name: Option<Arc<str>>, f: F) -> Deferred<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        if let Some(d) = self.refuse_named(name.as_ref()) {
             return d;
         }
-        let shared = Arc::clone(&self.inner.shared);
-        let (job, interrupt) = job_slot();
-        defer_to_thread_pool_with_interrupt(
-            &*self.inner.reactor,
-            &self.inner.threadpool,
-            move || shared.run_with_connection_job(f, job),
-            interrupt,
-        )
+        self.submit(name, move |shared, job| {
+            shared.run_with_connection_job(f, job)
+        })
+    }
+
+    /// [`refuse`](Self::refuse), with the job's name on the failure.
+    fn refuse_named<T: Send + 'static>(&self, name: Option<&Arc<str>>) -> Option<Deferred<T>> {
+        let d = self.refuse()?;
+        Some(match name {
+            None => d,
+            Some(name) => {
+                let msg = format!(
+                    "in interaction {name:?} of pool {:?}",
+                    self.inner.shared.stats().observe.label
+                );
+                d.add_errback(move |f| Err(f.context(msg)))
+            }
+        })
     }
 
     /// Executes one statement and fires with every row (`cursor.fetchall()`).

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deferred::Failure;
 use reactor::AnyReactor;
@@ -160,10 +161,11 @@ macro_rules! args {
 }
 
 /// The `cp_*` keyword names. Mirrors `ConnectionPool.CP_ARGS`, plus
-/// `cp_reactor` and the extensions for running in production
-/// (`cp_statement_timeout`, `cp_max_lifetime`, `cp_idle_timeout`,
-/// `cp_check_idle`).
-pub const CP_ARGS: [&str; 12] = [
+/// `cp_reactor` and the production extensions (not in Twisted; see the
+/// README's "Running in production"): `cp_stats`, `cp_slow_job_threshold`,
+/// `cp_queue_timeout`, `cp_statement_timeout`, `cp_max_lifetime`,
+/// `cp_idle_timeout`, `cp_check_idle`.
+pub const CP_ARGS: [&str; 15] = [
     "cp_min",
     "cp_max",
     "cp_name",
@@ -172,6 +174,10 @@ pub const CP_ARGS: [&str; 12] = [
     "cp_reconnect",
     "cp_good_sql",
     "cp_reactor",
+    // Production extensions: observability and queue timeout.
+    "cp_stats",
+    "cp_slow_job_threshold",
+    "cp_queue_timeout",
     // Timeouts, lifetime and health (extensions, off by default).
     "cp_statement_timeout",
     "cp_max_lifetime",
@@ -187,7 +193,7 @@ pub enum PoolError {
     UnknownModule(#[from] UnknownModule),
     /// A `cp_*` keyword that is not a pool option. Twisted would pass it to the
     /// driver's `connect`, where it fails at first use.
-    #[error("unknown pool option {option:?}: the cp_* options are cp_min, cp_max, cp_name, cp_noisy, cp_openfun, cp_reconnect, cp_good_sql, cp_reactor, cp_statement_timeout, cp_max_lifetime, cp_idle_timeout and cp_check_idle")]
+    #[error("unknown pool option {option:?}: the cp_* options are cp_min, cp_max, cp_name, cp_noisy, cp_openfun, cp_reconnect, cp_good_sql, cp_reactor, cp_stats, cp_slow_job_threshold, cp_queue_timeout, cp_statement_timeout, cp_max_lifetime, cp_idle_timeout and cp_check_idle")]
     UnknownOption {
         /// The keyword.
         option: String,
@@ -227,6 +233,10 @@ pub(super) struct PoolConfig {
     pub(super) reconnect: bool,
     pub(super) good_sql: Option<String>,
     pub(super) reactor: Option<Rc<dyn AnyReactor>>,
+    // Production extensions: observability and queue timeout.
+    pub(super) stats: bool,
+    pub(super) slow_job_threshold: Option<Duration>,
+    pub(super) queue_timeout: Option<Duration>,
     /// Timeouts, lifetime and health (`cp_statement_timeout` ...).
     pub(super) life: LifeConfig,
 }
@@ -246,6 +256,9 @@ impl PoolConfig {
             reconnect: false,
             good_sql: Some("select 1".to_owned()),
             reactor: None,
+            stats: true,
+            slow_job_threshold: None,
+            queue_timeout: None,
             life: LifeConfig::default(),
         }
     }
@@ -307,6 +320,14 @@ impl PoolConfig {
                 Arg::Value(Value::Null) => self.reactor = None,
                 other => return Err(invalid("Arg::reactor(..) or None", &other)),
             },
+            // Production extensions: observability and queue timeout.
+            "cp_stats" => self.stats = flag(&value)?,
+            "cp_slow_job_threshold" => {
+                self.slow_job_threshold = seconds(&key, &value, SecondsRule::ZeroAllowed)?;
+            }
+            "cp_queue_timeout" => {
+                self.queue_timeout = seconds(&key, &value, SecondsRule::Positive)?;
+            }
             // Timeouts, lifetime and health: seconds, `None` (or 0) for off.
             "cp_statement_timeout" | "cp_max_lifetime" | "cp_idle_timeout" | "cp_check_idle" => {
                 let secs = match &value {
@@ -328,6 +349,60 @@ impl PoolConfig {
             },
         }
         Ok(())
+    }
+}
+
+/// Whether a duration option may be zero.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum SecondsRule {
+    /// Zero means "every job" (a slow-job threshold of 0 logs them all).
+    ZeroAllowed,
+    /// A zero timeout would race the workers for every job; rejected.
+    Positive,
+}
+
+impl SecondsRule {
+    fn expected(self) -> &'static str {
+        match self {
+            SecondsRule::ZeroAllowed => "a finite number of seconds >= 0, or None",
+            SecondsRule::Positive => "a finite number of seconds > 0, or None",
+        }
+    }
+}
+
+/// A duration option in seconds (an int or a float, as in Twisted's
+/// timeouts), or `None` for off.
+fn seconds(key: &str, value: &Arg, rule: SecondsRule) -> Result<Option<Duration>, PoolError> {
+    let secs = match value {
+        Arg::Value(Value::Null) => return Ok(None),
+        Arg::Value(Value::Int(n)) => *n as f64,
+        Arg::Value(Value::Float(x)) => *x,
+        other => {
+            return Err(PoolError::InvalidOption {
+                option: key.to_owned(),
+                expected: rule.expected(),
+                got: other.describe(),
+            })
+        }
+    };
+    check_duration(key, Duration::try_from_secs_f64(secs).ok(), secs, rule).map(Some)
+}
+
+/// Checks a duration option: it must exist (finite, not negative, not too
+/// large for a `Duration`) and, for [`SecondsRule::Positive`], be above zero.
+pub(super) fn check_duration(
+    key: &str,
+    d: Option<Duration>,
+    shown: impl fmt::Display,
+    rule: SecondsRule,
+) -> Result<Duration, PoolError> {
+    match d {
+        Some(d) if !(rule == SecondsRule::Positive && d.is_zero()) => Ok(d),
+        _ => Err(PoolError::InvalidOption {
+            option: key.to_owned(),
+            expected: rule.expected(),
+            got: shown.to_string(),
+        }),
     }
 }
 
@@ -503,6 +578,35 @@ impl ConnectionPoolBuilder {
     /// reactor by value or an `Rc<dyn AnyReactor>` (see [`IntoReactor`]).
     pub fn reactor(mut self, reactor: impl IntoReactor) -> Self {
         self.cfg.reactor = Some(reactor.into_reactor());
+        self
+    }
+
+    // Production extensions: observability and queue timeout.
+
+    /// Time jobs and count their outcomes for
+    /// [`ConnectionPool::status`] and the `metrics` feature (default true;
+    /// `cp_stats`). Off, `run_*` takes Twisted's plain path unless another
+    /// extension needs the observed one. Not in Twisted.
+    pub fn stats(mut self, yes: bool) -> Self {
+        self.cfg.stats = yes;
+        self
+    }
+
+    /// Log at WARN every job whose wait for a worker plus run took at least
+    /// `threshold` (default `None`: off; `cp_slow_job_threshold`, in
+    /// seconds). Not in Twisted; Synapse's slow transaction log.
+    pub fn slow_job_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.cfg.slow_job_threshold = threshold;
+        self
+    }
+
+    /// Fail a job that waited longer than `timeout` for a worker with
+    /// [`PoolTimeout`](crate::PoolTimeout), without running it (default
+    /// `None`: wait for ever, as Twisted does; `cp_queue_timeout`, in
+    /// seconds; must be above zero). HikariCP's `connectionTimeout`, sqlx's
+    /// `acquire_timeout`.
+    pub fn queue_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.cfg.queue_timeout = timeout;
         self
     }
 

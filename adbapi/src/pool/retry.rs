@@ -11,9 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use deferred::{Deferred, Failure};
-use reactor::defer_to_thread_pool_with_interrupt;
 
-use super::job::{job_slot, JobSlot};
+use super::job::JobSlot;
 use super::shared::SharedPool;
 use super::transaction::Transaction;
 use super::ConnectionPool;
@@ -177,21 +176,12 @@ impl ConnectionPool {
         if let Some(d) = self.refuse() {
             return d;
         }
-        let shared = Arc::clone(&self.inner.shared);
-        let (job, interrupt) = job_slot();
-        let waker = Arc::clone(&shared);
-        let interrupt = move || {
-            let outcome = interrupt();
-            waker.retry_wake().wake_all();
-            outcome
-        };
+        // Through the observed path, so retried jobs are counted, timed
+        // and queue-timed-out like any other.
         let mut interaction = interaction;
-        defer_to_thread_pool_with_interrupt(
-            &*self.inner.reactor,
-            &self.inner.threadpool,
-            move || run_with_retry(&shared, policy, &mut interaction, &job),
-            interrupt,
-        )
+        self.submit_job(None, true, move |shared, job| {
+            run_with_retry(shared, policy, &mut interaction, &job)
+        })
     }
 }
 

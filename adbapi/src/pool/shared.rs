@@ -15,7 +15,9 @@ use super::connection::{Connection, WrongConnectionForThread};
 use super::connection_map::ConnectionMap;
 use super::job::catch;
 use super::lifetime::{Life, LifeConfig};
+use super::observe::Observe;
 use super::retry::RetryWake;
+use super::status::PoolStats;
 use super::transaction::Transaction;
 use crate::dbapi::{ConnectArgs, DbApiModule, DbConnection};
 
@@ -47,6 +49,9 @@ pub(super) struct SharedConfig {
     pub(super) openfun: Option<OpenFun>,
     /// Timeouts, lifetime and health (`cp_statement_timeout` ...).
     pub(super) life: LifeConfig,
+    /// The observation settings (`cp_stats`, `cp_slow_job_threshold`,
+    /// `cp_queue_timeout`, the pool's name in spans and metrics).
+    pub(super) observe: Observe,
 }
 
 /// The thread-safe half of a [`ConnectionPool`](crate::ConnectionPool): what
@@ -70,11 +75,14 @@ pub struct SharedPool {
     life: Option<Life>,
     /// Wakes retry pauses on cancel and close.
     retry_wake: RetryWake,
+    /// The counters behind `ConnectionPool::status`.
+    stats: PoolStats,
 }
 
 impl SharedPool {
-    pub(super) fn new(cfg: SharedConfig) -> Arc<SharedPool> {
+    pub(super) fn new(mut cfg: SharedConfig) -> Arc<SharedPool> {
         static IDS: AtomicU64 = AtomicU64::new(1);
+        let observe = std::mem::replace(&mut cfg.observe, Observe::off());
         Arc::new(SharedPool {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             life: Life::new(&cfg.life),
@@ -85,6 +93,7 @@ impl SharedPool {
             connection_factory: RwLock::new(None),
             transaction_factory: RwLock::new(None),
             custom_factories: AtomicBool::new(false),
+            stats: PoolStats::new(observe),
         })
     }
 
@@ -111,6 +120,16 @@ impl SharedPool {
     /// A process-unique id.
     pub(super) fn id(&self) -> u64 {
         self.id
+    }
+
+    pub(super) fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// Counts a connection opened, closed or that failed to open.
+    fn connection_event(&self, counter: &std::sync::atomic::AtomicU64, event: &'static str) {
+        PoolStats::bump(counter);
+        super::metrics::connection_event(&self.stats.observe.label, event);
     }
 
     pub(super) fn epoch(&self) -> u64 {
@@ -216,7 +235,11 @@ impl SharedPool {
                 .dbapi
                 .connect(&self.cfg.connect_args)
                 .map_err(Failure::new)
+        })
+        .inspect_err(|_| {
+            self.connection_event(&self.stats.on_workers.connections_failed, "failed")
         })?;
+        self.connection_event(&self.stats.on_workers.connections_opened, "opened");
         let conn = DbConnection::new(&self.cfg.dbapi_name, driver);
         if let Err(f) = self.apply_statement_timeout(&conn) {
             self.close_connection(&conn);
@@ -227,6 +250,7 @@ impl SharedPool {
         }
         if let Some(openfun) = &self.cfg.openfun {
             if let Err(f) = catch(|| openfun(&conn)) {
+                self.connection_event(&self.stats.on_workers.connections_failed, "failed");
                 self.close_connection(&conn);
                 return Err(f);
             }
@@ -254,6 +278,9 @@ impl SharedPool {
         }
         if let Some(life) = &self.life {
             life.closed(conn);
+        }
+        if !conn.is_closed() {
+            self.connection_event(&self.stats.on_workers.connections_closed, "closed");
         }
         if let Err(f) = catch(|| conn.close().map_err(Failure::new)) {
             tracing::error!(failure = %f, "Connection close failed");
