@@ -1,7 +1,7 @@
 //! `idle --port P --pid PID [--conns 10000] [--idle-secs 5] [--settle-secs 1]
 //! [--max-idle-cpu 0.01]`: opens `--conns` idle connections to the server
 //! on 127.0.0.1:P whose process is PID, and reports what they cost it:
-//! resident memory per connection (`VmRSS` before and after, once the
+//! resident memory per connection (`Rss` before and after, once the
 //! server holds every socket) and its CPU over `--idle-secs` of silence,
 //! which must stay below `--max-idle-cpu` cores (exit 1 otherwise, or if a
 //! connection fails; 2 on a bad command line). Raises its own
