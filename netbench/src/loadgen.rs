@@ -64,6 +64,9 @@ pub struct Config {
     pub reply_timeout: Duration,
     /// Longest wait for one connection to be accepted.
     pub connect_timeout: Duration,
+    /// The server's process, to report its CPU use over the window (to tell
+    /// a saturated server from an idle one waiting on the generator).
+    pub server_pid: Option<u32>,
 }
 
 impl Config {
@@ -155,6 +158,7 @@ pub fn run(cfg: &Config) -> std::io::Result<Report> {
                     "run still going after its hard timeout of {hard:?}"
                 )),
                 own_cpu: Duration::ZERO,
+                server_cpu: None,
             },
         }
     });
@@ -216,19 +220,19 @@ async fn drive(cfg: &Config) -> Report {
         .collect();
     tokio::time::sleep_until(shared.measure_from.into()).await;
     let cpu_from = procfs::cpu_time(None);
+    let server_from = cfg.server_pid.map(|pid| procfs::cpu_time(Some(pid)));
     tokio::time::sleep_until(shared.end.into()).await;
     let cpu_to = procfs::cpu_time(None);
+    let server_to = cfg.server_pid.map(|pid| procfs::cpu_time(Some(pid)));
     for c in clients {
         if let Err(e) = c.await {
             fail(&shared.stats, format!("client task: {e}"));
         }
     }
-    let own_cpu = match (cpu_from, cpu_to) {
-        (Ok(a), Ok(b)) => b.saturating_sub(a),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!("own CPU time unknown: {e}");
-            Duration::ZERO
-        }
+    let own_cpu = cpu_between(cpu_from, cpu_to, "own").unwrap_or_default();
+    let server_cpu = match (server_from, server_to) {
+        (Some(a), Some(b)) => cpu_between(a, b, "server's"),
+        _ => None,
     };
     let stats = shared.stats.take();
     Report {
@@ -240,6 +244,21 @@ async fn drive(cfg: &Config) -> Report {
         errors: stats.errors,
         first_error: stats.first_error,
         own_cpu,
+        server_cpu,
+    }
+}
+
+fn cpu_between(
+    from: Result<Duration, procfs::ProcError>,
+    to: Result<Duration, procfs::ProcError>,
+    whose: &str,
+) -> Option<Duration> {
+    match (from, to) {
+        (Ok(a), Ok(b)) => Some(b.saturating_sub(a)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("{whose} CPU time unknown: {e}");
+            None
+        }
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Report {
     pub first_error: Option<String>,
     /// CPU time the load generator itself used during the window.
     pub own_cpu: Duration,
+    /// CPU time the server used during the window, when its pid was given.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Report {
@@ -43,6 +45,12 @@ impl Report {
     pub fn own_cpu_cores(&self) -> f64 {
         self.own_cpu.as_secs_f64() / self.window.as_secs_f64().max(1e-9)
     }
+
+    /// The server's CPU use over the window, in cores, when known.
+    pub fn server_cpu_cores(&self) -> Option<f64> {
+        self.server_cpu
+            .map(|c| c.as_secs_f64() / self.window.as_secs_f64().max(1e-9))
+    }
 }
 
 fn micros(d: Duration) -> f64 {
@@ -54,7 +62,7 @@ impl fmt::Display for Report {
         write!(
             f,
             "mode={} clients={} window_s={:.3} requests={} rps={:.0} p50_us={:.1} p99_us={:.1} \
-             p999_us={:.1} max_us={:.1} mbps={:.2} errors={} loadgen_cpu={:.2}",
+             p999_us={:.1} max_us={:.1} mbps={:.2} errors={} loadgen_cpu={:.2} server_cpu={}",
             self.mode,
             self.clients,
             self.window.as_secs_f64(),
@@ -67,6 +75,8 @@ impl fmt::Display for Report {
             self.megabytes_per_sec(),
             self.errors,
             self.own_cpu_cores(),
+            self.server_cpu_cores()
+                .map_or("-".to_owned(), |c| format!("{c:.2}")),
         )
     }
 }

@@ -88,8 +88,10 @@ fn the_tokio_line_server_answers_every_request_correctly() {
         env!("CARGO_BIN_EXE_tokio_line_server"),
         &["--port", "0", "--db", db.to_str().unwrap(), "--pool", "2"],
     );
-    let port = server.port.to_string();
+    let (port, pid) = (server.port.to_string(), server.child.id().to_string());
     let out = loadgen(&[
+        "--server-pid",
+        &pid,
         "--mode",
         "line",
         "--port",
@@ -111,6 +113,10 @@ fn the_tokio_line_server_answers_every_request_correctly() {
     );
     assert_eq!(field(&report, "errors"), "0", "{report}");
     assert_ne!(field(&report, "requests"), "0", "{report}");
+    // A number, not "-": the server's /proc entry was read (its value
+    // depends on the machine's load, so it is not compared).
+    let server_cpu: Result<f64, _> = field(&report, "server_cpu").parse();
+    assert!(server_cpu.is_ok(), "{report}");
     drop(server);
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }

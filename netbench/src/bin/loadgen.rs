@@ -1,8 +1,9 @@
 //! `loadgen --port P --mode line|echo [--clients 64] [--duration 5]
 //! [--warmup 1] [--users 10000] [--size 4096] [--reply-timeout 5]
-//! [--connect-timeout 10] [--host 127.0.0.1]`: the closed-loop load
+//! [--connect-timeout 10] [--host 127.0.0.1] [--server-pid PID]`: the closed-loop load
 //! generator (see `netbench::loadgen`). Talks to 127.0.0.1 only, stops by
-//! itself, prints one `key=value` report line, and exits 1 if any request
+//! itself, prints one `key=value` report line (with the server's CPU use
+//! when `--server-pid` is given), and exits 1 if any request
 //! failed (2 on a bad command line).
 
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ fn config() -> Result<Config, Box<dyn std::error::Error>> {
             "size",
             "reply-timeout",
             "connect-timeout",
+            "server-pid",
         ],
     )?;
     let host: String = args.get_or("host", "127.0.0.1".to_owned())?;
@@ -66,6 +68,7 @@ fn config() -> Result<Config, Box<dyn std::error::Error>> {
         duration: seconds(&args, "duration", 5.0)?,
         reply_timeout: seconds(&args, "reply-timeout", 5.0)?,
         connect_timeout: seconds(&args, "connect-timeout", 10.0)?,
+        server_pid: args.get("server-pid")?,
     })
 }
 
