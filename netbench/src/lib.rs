@@ -20,6 +20,7 @@ pub mod line_service;
 pub mod loadgen;
 pub mod logging;
 pub mod loopback;
+pub mod pacer;
 pub mod procfs;
 pub mod report;
 pub mod rlimit;

@@ -1,6 +1,7 @@
-//! The closed-loop load generator: N clients on one thread, each sending a
-//! request and waiting for its (checked) reply before the next, for a
-//! warm-up and then a measured window. A wrong reply, a reset or a reply
+//! The load generator: N clients on one thread, each sending a request and
+//! waiting for its (checked) reply before the next (at once, or at its next
+//! scheduled time when paced: see [`crate::pacer`]), for a warm-up and then
+//! a measured window. A wrong reply, a reset or a reply
 //! later than the reply timeout is an error, never a data point; that
 //! client stops, since its stream can no longer be trusted.
 //!
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::task::LocalSet;
 
 use crate::histogram::Latencies;
+use crate::pacer::Pacer;
 use crate::procfs;
 use crate::report::Report;
 use crate::users;
@@ -64,6 +66,9 @@ pub struct Config {
     pub reply_timeout: Duration,
     /// Longest wait for one connection to be accepted.
     pub connect_timeout: Duration,
+    /// Requests per second in all, shared by the clients on a fixed
+    /// schedule; `None` for a closed loop (see [`crate::pacer`]).
+    pub rate: Option<f64>,
     /// The server's process, to report its CPU use over the window (to tell
     /// a saturated server from an idle one waiting on the generator).
     pub server_pid: Option<u32>,
@@ -150,6 +155,7 @@ pub fn run(cfg: &Config) -> std::io::Result<Report> {
             Err(_) => Report {
                 mode: cfg.mode.name(),
                 clients: cfg.clients,
+                rate: cfg.rate,
                 window: cfg.duration,
                 latencies: Latencies::new(),
                 echoed_bytes: 0,
@@ -210,10 +216,13 @@ async fn drive(cfg: &Config) -> Report {
         .map(|(i, s)| {
             let sh = Rc::clone(&shared);
             let (mode, limit) = (cfg.mode, cfg.reply_timeout);
+            let pacer = Pacer::new(start, i, cfg.clients, cfg.rate);
             tokio::task::spawn_local(async move {
                 match mode {
-                    Mode::Line { users } => line_client(s, users, i as u64 + 1, &sh, limit).await,
-                    Mode::Echo { size } => echo_client(s, size, i as u64, &sh, limit).await,
+                    Mode::Line { users } => {
+                        line_client(s, users, i as u64 + 1, pacer, &sh, limit).await
+                    }
+                    Mode::Echo { size } => echo_client(s, size, i as u64, pacer, &sh, limit).await,
                 }
             })
         })
@@ -238,6 +247,7 @@ async fn drive(cfg: &Config) -> Report {
     Report {
         mode: cfg.mode.name(),
         clients: cfg.clients,
+        rate: cfg.rate,
         window: cfg.duration,
         latencies: stats.latencies,
         echoed_bytes: stats.echoed,
@@ -262,7 +272,14 @@ fn cpu_between(
     }
 }
 
-async fn line_client(stream: TcpStream, users: u32, seed: u64, sh: &Shared, limit: Duration) {
+async fn line_client(
+    stream: TcpStream,
+    users: u32,
+    seed: u64,
+    mut pacer: Pacer,
+    sh: &Shared,
+    limit: Duration,
+) {
     let mut stream = BufReader::new(stream);
     let mut ids = Ids::new(seed);
     let (mut request, mut want, mut got) = (Vec::new(), Vec::new(), Vec::new());
@@ -273,7 +290,10 @@ async fn line_client(stream: TcpStream, users: u32, seed: u64, sh: &Shared, limi
         want.clear();
         users::write_reply(&mut want, id, &users::name_of(id));
         got.clear();
-        let sent = Instant::now();
+        let sent = pacer.next_send().await;
+        if sent >= sh.end {
+            return;
+        }
         // A reply longer than the expected one plus slack is wrong anyway;
         // the cap keeps a server that never sends '\n' from growing `got`.
         let cap = (want.len() + 256) as u64;
@@ -305,7 +325,14 @@ async fn line_client(stream: TcpStream, users: u32, seed: u64, sh: &Shared, limi
     }
 }
 
-async fn echo_client(mut stream: TcpStream, size: usize, seed: u64, sh: &Shared, limit: Duration) {
+async fn echo_client(
+    mut stream: TcpStream,
+    size: usize,
+    seed: u64,
+    mut pacer: Pacer,
+    sh: &Shared,
+    limit: Duration,
+) {
     let mut message: Vec<u8> = (0..size).map(|i| (i as u64 ^ seed) as u8).collect();
     let mut got = vec![0u8; size];
     let mut n: u64 = 0;
@@ -316,7 +343,10 @@ async fn echo_client(mut stream: TcpStream, size: usize, seed: u64, sh: &Shared,
         let stamp = n.to_le_bytes();
         let k = stamp.len().min(size);
         message[..k].copy_from_slice(&stamp[..k]);
-        let sent = Instant::now();
+        let sent = pacer.next_send().await;
+        if sent >= sh.end {
+            return;
+        }
         let exchange = async {
             stream.write_all(&message).await?;
             stream.read_exact(&mut got).await

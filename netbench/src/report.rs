@@ -13,6 +13,8 @@ pub struct Report {
     pub mode: &'static str,
     /// Clients that were asked for.
     pub clients: usize,
+    /// The paced total rate asked for; `None` for a closed loop.
+    pub rate: Option<f64>,
     /// The measured window (after the warm-up).
     pub window: Duration,
     /// Replies received and checked inside the window.
@@ -61,10 +63,11 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "mode={} clients={} window_s={:.3} requests={} rps={:.0} p50_us={:.1} p99_us={:.1} \
+            "mode={} clients={} rate={} window_s={:.3} requests={} rps={:.0} p50_us={:.1} p99_us={:.1} \
              p999_us={:.1} max_us={:.1} mbps={:.2} errors={} loadgen_cpu={:.2} server_cpu={}",
             self.mode,
             self.clients,
+            self.rate.map_or("closed".to_owned(), |r| format!("{r:.0}")),
             self.window.as_secs_f64(),
             self.latencies.count(),
             self.requests_per_sec(),

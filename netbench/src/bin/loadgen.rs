@@ -1,10 +1,11 @@
 //! `loadgen --port P --mode line|echo [--clients 64] [--duration 5]
 //! [--warmup 1] [--users 10000] [--size 4096] [--reply-timeout 5]
-//! [--connect-timeout 10] [--host 127.0.0.1] [--server-pid PID]`: the closed-loop load
-//! generator (see `netbench::loadgen`). Talks to 127.0.0.1 only, stops by
-//! itself, prints one `key=value` report line (with the server's CPU use
-//! when `--server-pid` is given), and exits 1 if any request
-//! failed (2 on a bad command line).
+//! [--connect-timeout 10] [--host 127.0.0.1] [--server-pid PID] [--rate R]`:
+//! the load generator (see `netbench::loadgen`): a closed loop, or with
+//! `--rate` R requests/s in all on a fixed schedule (`netbench::pacer`).
+//! Talks to 127.0.0.1 only, stops by itself, prints one `key=value` report
+//! line (with the server's CPU use when `--server-pid` is given), and exits
+//! 1 if any request failed (2 on a bad command line).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,6 +34,7 @@ fn config() -> Result<Config, Box<dyn std::error::Error>> {
             "reply-timeout",
             "connect-timeout",
             "server-pid",
+            "rate",
         ],
     )?;
     let host: String = args.get_or("host", "127.0.0.1".to_owned())?;
@@ -68,6 +70,12 @@ fn config() -> Result<Config, Box<dyn std::error::Error>> {
         duration: seconds(&args, "duration", 5.0)?,
         reply_timeout: seconds(&args, "reply-timeout", 5.0)?,
         connect_timeout: seconds(&args, "connect-timeout", 10.0)?,
+        rate: match args.get::<f64>("rate")? {
+            Some(r) if !(r.is_finite() && r > 0.0) => {
+                return Err(format!("--rate {r}: expected requests per second > 0").into())
+            }
+            r => r,
+        },
         server_pid: args.get("server-pid")?,
     })
 }
