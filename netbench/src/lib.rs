@@ -13,6 +13,7 @@
 //! and the table they read is in [`users`].
 
 pub mod args;
+pub mod conformance;
 pub mod echo_service;
 pub mod first_byte;
 pub mod histogram;

@@ -188,3 +188,46 @@ fn only_127_0_0_1_is_a_target() {
         );
     }
 }
+
+fn protocol_check(port: u16, users: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_protocol_check"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--users",
+            users,
+            "--timeout",
+            "5",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_tokio_line_server_passes_the_protocol_check_and_an_echo_server_does_not() {
+    let db = temp_db("check");
+    let server = start(
+        env!("CARGO_BIN_EXE_tokio_line_server"),
+        &["--port", "0", "--db", db.to_str().unwrap()],
+    );
+    let out = protocol_check(server.port, "100");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(said.trim(), "protocol=ok");
+    // Told the table is bigger than it is, the check must see the server
+    // answer "unknown" for an id it expects to exist.
+    let out = protocol_check(server.port, "150");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("error unknown user 150"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+
+    let echo = start(env!("CARGO_BIN_EXE_tokio_echo_server"), &["--port", "0"]);
+    let out = protocol_check(echo.port, "100");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("protocol=violation known id 1"));
+}
