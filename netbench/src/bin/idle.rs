@@ -82,6 +82,10 @@ fn run(args: &Args) -> Result<bool, Error> {
         .into());
     }
 
+    // Let the server finish with any earlier connection (a readiness probe
+    // such as scripts/bench-net's) so it is not counted in the baseline and
+    // then missed when it closes.
+    std::thread::sleep(settle);
     let rss_before = procfs::rss_bytes(Some(pid))?;
     let base = Counts {
         fds: procfs::open_fds(pid)?,
