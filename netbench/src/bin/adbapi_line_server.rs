@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::rc::Rc;
 
 use adbapi::{args, kwargs, ConnectionPool, Row};
 use netbench::args::Args;
@@ -92,7 +91,8 @@ fn main() -> ExitCode {
             })
         });
         // Deep enough for 1 000 clients connecting in bursts.
-        let port = reactor.listen_tcp(addr.port(), factory, DEFAULT_BACKLOG.max(1024), "127.0.0.1")?;
+        let port =
+            reactor.listen_tcp(addr.port(), factory, DEFAULT_BACKLOG.max(1024), "127.0.0.1")?;
         logging::emit(&format!("listening {}", port.get_host().socket_addr()));
         reactor.run()?;
         Ok(())

@@ -46,7 +46,8 @@ fn main() -> ExitCode {
         let addr = loopback::target("127.0.0.1", args.require("port")?)?;
         let reactor = Reactor::new()?;
         let factory = for_protocol(|_peer| Echo::default());
-        let port = reactor.listen_tcp(addr.port(), factory, DEFAULT_BACKLOG.max(1024), "127.0.0.1")?;
+        let port =
+            reactor.listen_tcp(addr.port(), factory, DEFAULT_BACKLOG.max(1024), "127.0.0.1")?;
         logging::emit(&format!("listening {}", port.get_host().socket_addr()));
         reactor.run()?;
         Ok(())
