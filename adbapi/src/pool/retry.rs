@@ -173,7 +173,7 @@ impl ConnectionPool {
         T: Send + 'static,
         F: FnMut(&mut Transaction<'_>) -> Result<T, Failure> + Send + 'static,
     {
-        if let Some(d) = self.refuse() {
+        if let Some(d) = self.refuse(None) {
             return d;
         }
         // Through the observed path, so retried jobs are counted, timed

@@ -1,0 +1,285 @@
+//! Hostile tests of the production features (issue 13): status counts that
+//! must not lie under any interleaving of submissions, cancels, queue
+//! timeouts, failing and panicking jobs and workers taking jobs, and every
+//! Deferred firing exactly once. Driven by a `FakeReactor` whose pool runs
+//! jobs only when the test says (`PoolMode::Manual`), so the order of
+//! events is the test's, not the machine's.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use adbapi::{args, kwargs, Arg, ConnectionPool, PoolTimeout, RetryPolicy};
+use deferred::{CancelledError, Deferred, Failure};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use reactor::testing::{FakeReactor, PoolMode, TestPool};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Ok,
+    Fail,
+    Panic,
+    Retried,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit { kind: Kind, named: bool },
+    Cancel(usize),
+    Advance(u8),
+    RunOne,
+    Pump,
+    Status,
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Completed,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+struct Job {
+    started: Arc<AtomicBool>,
+    fired: Rc<RefCell<Vec<Outcome>>>,
+    d: Deferred<()>,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let kind = prop_oneof![
+        3 => Just(Kind::Ok),
+        1 => Just(Kind::Fail),
+        1 => Just(Kind::Panic),
+        1 => Just(Kind::Retried),
+    ];
+    prop_oneof![
+        4 => (kind, any::<bool>()).prop_map(|(kind, named)| Op::Submit { kind, named }),
+        2 => (0usize..16).prop_map(Op::Cancel),
+        2 => (0u8..3).prop_map(Op::Advance),
+        3 => Just(Op::RunOne),
+        1 => Just(Op::Pump),
+        1 => Just(Op::Status),
+        1 => Just(Op::Close),
+    ]
+}
+
+fn classify(f: &Failure) -> Outcome {
+    if f.check::<PoolTimeout>().is_some() {
+        Outcome::TimedOut
+    } else if f.check::<CancelledError>().is_some() {
+        Outcome::Cancelled
+    } else {
+        Outcome::Failed
+    }
+}
+
+fn submit(pool: &ConnectionPool, kind: Kind, named: bool) -> Job {
+    let started = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&started);
+    let body = move |txn: &mut adbapi::Transaction<'_>| -> Result<(), Failure> {
+        s.store(true, Ordering::SeqCst);
+        match kind {
+            Kind::Ok | Kind::Retried => {
+                txn.execute("INSERT INTO t VALUES (1)", ())?;
+                Ok(())
+            }
+            Kind::Fail => {
+                txn.execute("SELECT * FROM no_such_table", ())?;
+                Ok(())
+            }
+            Kind::Panic => panic!("a job that panics"),
+        }
+    };
+    let d: Deferred<()> = match (kind, named) {
+        (Kind::Retried, _) => pool.run_interaction_with_retry(RetryPolicy::attempts(3), body),
+        (_, true) => pool.named("model job").run_interaction(body),
+        (_, false) => pool.run_interaction(body),
+    };
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    let f = Rc::clone(&fired);
+    let d = d.add_both(move |r: Result<(), Failure>| {
+        f.borrow_mut().push(match &r {
+            Ok(()) => Outcome::Completed,
+            Err(e) => classify(e),
+        });
+        Ok::<(), Failure>(())
+    });
+    Job { started, fired, d }
+}
+
+fn check_counts(pool: &ConnectionPool, jobs: &[Job], when: &str) -> Result<(), TestCaseError> {
+    let st = pool.status();
+    for (i, j) in jobs.iter().enumerate() {
+        prop_assert!(
+            j.fired.borrow().len() <= 1,
+            "job {i} fired {:?} {when}",
+            j.fired.borrow()
+        );
+    }
+    let waiting = jobs
+        .iter()
+        .filter(|j| !j.started.load(Ordering::SeqCst) && j.fired.borrow().is_empty())
+        .count();
+    prop_assert_eq!(st.queued, waiting, "queued {}: {:?}", when, st);
+    prop_assert_eq!(
+        st.open_connections as u64,
+        st.connections_opened - st.connections_closed,
+        "open connections {}: {:?}",
+        when,
+        st
+    );
+    let count = |o: Outcome| {
+        jobs.iter()
+            .filter(|j| j.fired.borrow().first() == Some(&o))
+            .count() as u64
+    };
+    // A success is counted on its worker, before its Deferred fires; every
+    // other outcome as the Deferred fires.
+    prop_assert!(
+        st.jobs_completed >= count(Outcome::Completed),
+        "{when}: {st:?}"
+    );
+    prop_assert_eq!(
+        st.jobs_failed,
+        count(Outcome::Failed),
+        "failed {}: {:?}",
+        when,
+        st
+    );
+    prop_assert_eq!(
+        st.jobs_cancelled,
+        count(Outcome::Cancelled),
+        "cancelled {}",
+        when
+    );
+    prop_assert_eq!(
+        st.jobs_timed_out,
+        count(Outcome::TimedOut),
+        "timed out {}",
+        when
+    );
+    Ok(())
+}
+
+fn run_program(ops: &[Op]) -> Result<(), TestCaseError> {
+    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! {
+            "cp_min" => 1, "cp_max" => 1, "cp_name" => "model",
+            "cp_queue_timeout" => 1.5,
+            "cp_reactor" => Arg::reactor(reactor.clone()),
+        },
+    )
+    .expect("a pool");
+    let d = pool.run_operation("CREATE TABLE t (x INTEGER)", ());
+    reactor.run_until_idle();
+    prop_assert!(d.into_result().ok().is_some_and(|r| r.is_ok()));
+    // The CREATE is one completed job the model does not track.
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut closes = Vec::new();
+    for (step, op) in ops.iter().enumerate() {
+        match op {
+            Op::Submit { kind, named } => jobs.push(submit(&pool, *kind, *named)),
+            Op::Cancel(i) => {
+                if !jobs.is_empty() {
+                    jobs[i % jobs.len()].d.cancel();
+                }
+            }
+            Op::Advance(s) => reactor.advance(f64::from(*s)),
+            Op::RunOne => {
+                pool.threadpool().run_one();
+            }
+            Op::Pump => {
+                reactor.pump();
+            }
+            Op::Status => {
+                pool.status();
+            }
+            Op::Close => closes.push(pool.close()),
+        }
+        reactor.pump();
+        check_counts(&pool, &jobs, &format!("after step {step} {op:?}"))?;
+    }
+    // Drain: every job runs or has fired; then all have fired exactly once.
+    reactor.run_until_idle();
+    reactor.advance(10.0);
+    reactor.run_until_idle();
+    check_counts(&pool, &jobs, "at the end")?;
+    for (i, j) in jobs.iter().enumerate() {
+        prop_assert_eq!(j.fired.borrow().len(), 1, "job {} never fired", i);
+    }
+    let st = pool.status();
+    let completed = jobs
+        .iter()
+        .filter(|j| j.fired.borrow()[0] == Outcome::Completed)
+        .count() as u64;
+    prop_assert_eq!(st.jobs_completed, completed + 1, "{:?}", st);
+    prop_assert_eq!(
+        st.jobs_completed + st.jobs_failed + st.jobs_cancelled + st.jobs_timed_out,
+        jobs.len() as u64 + 1
+    );
+    closes.push(pool.close());
+    reactor.run_until_idle();
+    for closed in closes {
+        prop_assert!(closed.into_result().ok().is_some_and(|r| r.is_ok()));
+    }
+    let st = pool.status();
+    prop_assert_eq!(st.open_connections, 0);
+    prop_assert_eq!(st.connections_opened, st.connections_closed, "{:?}", st);
+    Ok(())
+}
+
+#[test]
+fn status_counts_stay_true_under_any_interleaving_of_jobs_cancels_and_timeouts() {
+    let cases = std::env::var("ADBAPI_MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&proptest::collection::vec(op(), 1..24), |ops| {
+        run_program(&ops)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn jobs_refused_by_a_closed_pool_are_counted_as_failed() {
+    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .expect("a pool");
+    let closed = pool.close();
+    reactor.run_until_idle();
+    assert!(closed.into_result().ok().is_some_and(|r| r.is_ok()));
+    let ds = vec![
+        pool.run_operation("SELECT 1", ()),
+        pool.named("refused").run_operation("SELECT 1", ()),
+        pool.run_interaction_with_retry(RetryPolicy::default(), |_| Ok(())),
+    ];
+    reactor.run_until_idle();
+    for d in ds {
+        let r = d.into_result().ok().expect("fired");
+        assert!(r.is_err(), "refused");
+    }
+    let st = pool.status();
+    assert_eq!(
+        st.jobs_failed, 3,
+        "every refused job's Deferred failed: {st:?}"
+    );
+    assert_eq!(st.queued, 0);
+}
