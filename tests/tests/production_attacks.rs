@@ -283,3 +283,50 @@ fn jobs_refused_by_a_closed_pool_are_counted_as_failed() {
     );
     assert_eq!(st.queued, 0);
 }
+
+// Synapse's runInteraction(desc, func) both names and retries its
+// transactions: a retried job can carry a name, which its failure (after
+// the attempts) and its PoolTimeout name, as any named job's do.
+#[test]
+fn a_retried_interaction_can_be_named_and_its_failures_say_so() {
+    use adbapi::dbapi::{DbError, ErrorKind};
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! {
+            "cp_min" => 1, "cp_max" => 1, "cp_name" => "named-retry",
+            "cp_queue_timeout" => 5,
+            "cp_reactor" => Arg::reactor(reactor.clone()),
+        },
+    )
+    .expect("a pool");
+    let policy = RetryPolicy::attempts(3).with_backoff(Duration::ZERO, Duration::ZERO);
+    let attempts = Arc::new(AtomicU32::new(0));
+    let a = Arc::clone(&attempts);
+    let d = pool.named("deadlocky").run_interaction_with_retry(
+        policy,
+        move |_txn| -> Result<(), Failure> {
+            a.fetch_add(1, Ordering::SeqCst);
+            Err(Failure::new(
+                DbError::new(ErrorKind::OperationalError, "deadlock").with_code("40P01"),
+            ))
+        },
+    );
+    reactor.run_until_idle();
+    let f = d.into_result().ok().expect("fired").unwrap_err();
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    let msg = f.to_string();
+    assert!(msg.contains("gave up after 3 attempts"), "{msg}");
+    assert!(msg.contains("\"deadlocky\""), "{msg}");
+    // Queued past the deadline: a PoolTimeout naming the interaction.
+    let d = pool
+        .named("late")
+        .run_interaction_with_retry(policy, |_txn| Ok(()));
+    reactor.advance(6.0);
+    let f = d.into_result().ok().expect("fired").unwrap_err();
+    let e = f.check::<PoolTimeout>().expect("a PoolTimeout");
+    assert_eq!(e.interaction.as_deref(), Some("late"));
+}

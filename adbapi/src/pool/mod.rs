@@ -375,7 +375,10 @@ impl ConnectionPool {
     }
 
     /// [`refuse`](Self::refuse), with the job's name on the failure.
-    fn refuse_named<T: Send + 'static>(&self, name: Option<&Arc<str>>) -> Option<Deferred<T>> {
+    pub(super) fn refuse_named<T: Send + 'static>(
+        &self,
+        name: Option<&Arc<str>>,
+    ) -> Option<Deferred<T>> {
         let d = self.refuse(name)?;
         Some(match name {
             None => d,
