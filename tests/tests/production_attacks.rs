@@ -330,3 +330,46 @@ fn a_retried_interaction_can_be_named_and_its_failures_say_so() {
     let e = f.check::<PoolTimeout>().expect("a PoolTimeout");
     assert_eq!(e.interaction.as_deref(), Some("late"));
 }
+
+// A Twisted program may close the raw connection itself inside
+// runWithConnection (Twisted's Connection proxies close() to it). The pool
+// then lets go of a connection it opened: the figures must still add up,
+// open == opened - closed.
+#[test]
+fn a_connection_the_job_closed_itself_is_still_counted_as_closed() {
+    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .expect("a pool");
+    let d = pool.run_with_connection(|conn| {
+        conn.raw().close()?;
+        Ok(())
+    });
+    reactor.run_until_idle();
+    assert!(
+        d.into_result().ok().expect("fired").is_err(),
+        "its commit failed"
+    );
+    let st = pool.status();
+    assert_eq!(
+        st.open_connections as u64,
+        st.connections_opened - st.connections_closed,
+        "{st:?}"
+    );
+    // The next job reconnects; then closing the pool closes that one.
+    let d = pool.run_query("SELECT 1", ());
+    reactor.run_until_idle();
+    assert!(d.into_result().ok().expect("fired").is_ok());
+    let closed = pool.close();
+    reactor.run_until_idle();
+    assert!(closed.into_result().ok().is_some_and(|r| r.is_ok()));
+    let st = pool.status();
+    assert_eq!(
+        (st.connections_opened, st.connections_closed),
+        (2, 2),
+        "{st:?}"
+    );
+}
