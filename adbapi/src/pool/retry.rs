@@ -157,7 +157,9 @@ impl ConnectionPool {
     /// not retried. The Deferred fires once, with the last attempt's
     /// outcome; a failure after retries says how many attempts were made
     /// (`gave up after N attempts`), and each retry is logged at warn level
-    /// with its attempt number.
+    /// with its attempt number. Only the database work of a failed attempt
+    /// is rolled back: anything else `interaction` does (state it mutates,
+    /// messages it sends) happens again on every attempt.
     ///
     /// Cancelling the Deferred stops the attempts (the one running is
     /// cancelled as `run_interaction`'s is, and no other begins), and
