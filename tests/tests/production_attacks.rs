@@ -373,3 +373,68 @@ fn a_connection_the_job_closed_itself_is_still_counted_as_closed() {
         "{st:?}"
     );
 }
+
+/// Runs `left` jobs one after another, each submitted `gap_us(i)` after the
+/// previous one fired, and fires with how many succeeded.
+fn chain_jobs(
+    reactor: &reactor::Reactor,
+    pool: &ConnectionPool,
+    left: u32,
+    ok: u32,
+) -> Deferred<u32> {
+    use reactor::prelude::*;
+    use std::time::Duration;
+    if left == 0 {
+        return deferred::succeed(ok);
+    }
+    let (r, p) = (reactor.clone(), pool.clone());
+    pool.run_query("SELECT 1", ())
+        .add_both(move |res: Result<Vec<adbapi::Row>, Failure>| {
+            Ok::<u32, Failure>(ok + u32::from(res.is_ok()))
+        })
+        .add_callback_deferred(move |ok| {
+            let (d, resolver) = Deferred::new();
+            // Around the idle timeout, so the worker is often retiring as
+            // the next job arrives.
+            let gap = Duration::from_micros(u64::from(left % 7) * 60);
+            let (r2, p2) = (r.clone(), p.clone());
+            r.call_later(gap, move || {
+                let _ = chain_jobs(&r2, &p2, left - 1, ok).add_both(move |res| {
+                    let _ = resolver.resolve(res);
+                    Ok::<(), Failure>(())
+                });
+            });
+            d
+        })
+}
+
+// cp_min 0 and cp_max 1 with an idle timeout: the only worker retires again
+// and again, and a job arriving as it retires must still run (the pool is
+// at max while the retiring worker is counted). Every job fires, each
+// retired worker's connection is closed and counted once, and close() works.
+#[test]
+fn with_cp_min_0_every_job_runs_while_the_only_worker_keeps_retiring() {
+    use std::time::Duration;
+    let reactor = reactor::Reactor::new().unwrap();
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! {
+            "cp_min" => 0, "cp_max" => 1, "cp_idle_timeout" => 0.0002,
+            "cp_reactor" => Arg::reactor(reactor.clone()),
+        },
+    )
+    .unwrap();
+    let (r, p) = (reactor.clone(), pool.clone());
+    let ok = integration_tests::harness::run_chain(&reactor, Duration::from_secs(60), move || {
+        let p2 = p.clone();
+        chain_jobs(&r, &p, 200, 0)
+            .add_callback_deferred(move |ok| p2.close().add_callback(move |()| ok))
+    })
+    .expect("every job fired and the pool closed");
+    assert_eq!(ok, 200);
+    let st = pool.status();
+    assert_eq!(st.jobs_completed, 200, "{st:?}");
+    assert_eq!(st.connections_opened, st.connections_closed, "{st:?}");
+    assert_eq!((st.open_connections, st.workers), (0, 0), "{st:?}");
+}
