@@ -67,6 +67,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The result of `d`, which must have fired.
+fn fired<T: 'static>(d: Deferred<T>) -> Result<T, Failure> {
+    match d.into_result() {
+        Ok(r) => r,
+        Err(_) => panic!("not fired"),
+    }
+}
+
 fn classify(f: &Failure) -> Outcome {
     if f.check::<PoolTimeout>().is_some() {
         Outcome::TimedOut
@@ -273,7 +281,7 @@ fn jobs_refused_by_a_closed_pool_are_counted_as_failed() {
     ];
     reactor.run_until_idle();
     for d in ds {
-        let r = d.into_result().ok().expect("fired");
+        let r = fired(d);
         assert!(r.is_err(), "refused");
     }
     let st = pool.status();
@@ -316,7 +324,7 @@ fn a_retried_interaction_can_be_named_and_its_failures_say_so() {
         },
     );
     reactor.run_until_idle();
-    let f = d.into_result().ok().expect("fired").unwrap_err();
+    let f = fired(d).unwrap_err();
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
     let msg = f.to_string();
     assert!(msg.contains("gave up after 3 attempts"), "{msg}");
@@ -326,7 +334,7 @@ fn a_retried_interaction_can_be_named_and_its_failures_say_so() {
         .named("late")
         .run_interaction_with_retry(policy, |_txn| Ok(()));
     reactor.advance(6.0);
-    let f = d.into_result().ok().expect("fired").unwrap_err();
+    let f = fired(d).unwrap_err();
     let e = f.check::<PoolTimeout>().expect("a PoolTimeout");
     assert_eq!(e.interaction.as_deref(), Some("late"));
 }
@@ -349,10 +357,7 @@ fn a_connection_the_job_closed_itself_is_still_counted_as_closed() {
         Ok(())
     });
     reactor.run_until_idle();
-    assert!(
-        d.into_result().ok().expect("fired").is_err(),
-        "its commit failed"
-    );
+    assert!(fired(d).is_err(), "its commit failed");
     let st = pool.status();
     assert_eq!(
         st.open_connections as u64,
@@ -362,7 +367,7 @@ fn a_connection_the_job_closed_itself_is_still_counted_as_closed() {
     // The next job reconnects; then closing the pool closes that one.
     let d = pool.run_query("SELECT 1", ());
     reactor.run_until_idle();
-    assert!(d.into_result().ok().expect("fired").is_ok());
+    assert!(fired(d).is_ok());
     let closed = pool.close();
     reactor.run_until_idle();
     assert!(closed.into_result().ok().is_some_and(|r| r.is_ok()));
