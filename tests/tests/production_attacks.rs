@@ -443,3 +443,82 @@ fn with_cp_min_0_every_job_runs_while_the_only_worker_keeps_retiring() {
     assert_eq!(st.connections_opened, st.connections_closed, "{st:?}");
     assert_eq!((st.open_connections, st.workers), (0, 0), "{st:?}");
 }
+
+// Real threads: a queue timeout of about a millisecond on a one-worker pool
+// kept busy, so timers and the worker race for the same jobs. Every job's
+// Deferred fires once; a job that timed out never ran, one that succeeded
+// ran exactly once; the counts add up and nothing is left queued.
+#[test]
+fn queue_timeouts_racing_a_real_worker_give_one_outcome_per_job() {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+    const JOBS: usize = 200;
+    let reactor = reactor::Reactor::new().unwrap();
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! {
+            "cp_min" => 1, "cp_max" => 1, "cp_queue_timeout" => 0.001,
+            "cp_reactor" => Arg::reactor(reactor.clone()),
+        },
+    )
+    .unwrap();
+    let runs: Arc<Vec<AtomicU32>> = Arc::new((0..JOBS).map(|_| AtomicU32::new(0)).collect());
+    let outcomes: Rc<RefCell<Vec<Vec<Outcome>>>> = Rc::new(RefCell::new(vec![Vec::new(); JOBS]));
+    let (p, rn, oc) = (pool.clone(), Arc::clone(&runs), Rc::clone(&outcomes));
+    integration_tests::harness::run_chain(&reactor, Duration::from_secs(60), move || {
+        let ds: Vec<Deferred<()>> = (0..JOBS)
+            .map(|i| {
+                let rn = Arc::clone(&rn);
+                let oc = Rc::clone(&oc);
+                p.run_interaction(move |txn| {
+                    rn[i].fetch_add(1, Ordering::SeqCst);
+                    // A little work, so the queue behind it builds up.
+                    txn.execute(
+                        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                         WHERE x < 2000) SELECT count(*) FROM c",
+                        (),
+                    )?;
+                    Ok(())
+                })
+                .add_both(move |r: Result<(), Failure>| {
+                    oc.borrow_mut()[i].push(match &r {
+                        Ok(()) => Outcome::Completed,
+                        Err(f) => classify(f),
+                    });
+                    Ok::<(), Failure>(())
+                })
+            })
+            .collect();
+        let p2 = p.clone();
+        deferred::gather_results(ds, false).add_callback_deferred(move |_| p2.close())
+    })
+    .expect("every job fired and the pool closed");
+    let outcomes = outcomes.borrow();
+    let (mut done, mut timed_out) = (0u64, 0u64);
+    for (i, o) in outcomes.iter().enumerate() {
+        let ran = runs[i].load(Ordering::SeqCst);
+        match o.as_slice() {
+            [Outcome::Completed] => {
+                assert_eq!(ran, 1, "job {i} succeeded: ran once");
+                done += 1;
+            }
+            [Outcome::TimedOut] => {
+                assert_eq!(ran, 0, "job {i} timed out: never ran");
+                timed_out += 1;
+            }
+            other => panic!("job {i}: {other:?}, ran {ran} times"),
+        }
+    }
+    let st = pool.status();
+    assert_eq!(
+        (st.jobs_completed, st.jobs_timed_out),
+        (done, timed_out),
+        "{st:?}"
+    );
+    assert_eq!(
+        (st.jobs_failed, st.jobs_cancelled, st.queued),
+        (0, 0, 0),
+        "{st:?}"
+    );
+}
