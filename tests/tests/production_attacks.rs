@@ -522,3 +522,53 @@ fn queue_timeouts_racing_a_real_worker_give_one_outcome_per_job() {
         "{st:?}"
     );
 }
+
+integration_tests::pg_test! {
+    // The statement timeout is a session setting: every connection the pool
+    // opens must get it, not only the first. A reconnect in a job and a
+    // reopen for cp_max_lifetime both open a new session.
+    fn postgres_statement_timeout_survives_reconnect_and_lifetime_reopen() {
+        use std::sync::Mutex;
+        use std::time::{Duration, Instant};
+        let _server = integration_tests::pg::sharing_server();
+        let reactor = reactor::Reactor::new().unwrap();
+        let now = Arc::new(Mutex::new(Instant::now()));
+        let n = Arc::clone(&now);
+        let pool = ConnectionPool::builder("psycopg2")
+            .arg(integration_tests::pg::url())
+            .max(1)
+            .statement_timeout(Some(0.25))
+            .max_lifetime(Some(60.0))
+            .life_clock(Arc::new(move || *n.lock().unwrap()))
+            .reactor(reactor.clone())
+            .build()
+            .unwrap();
+        let show = "SELECT current_setting('statement_timeout'), pg_backend_pid()";
+        let (p, later) = (pool.clone(), Arc::clone(&now));
+        let seen = integration_tests::harness::run_chain(&reactor, Duration::from_secs(30), move || {
+            let (p2, p3) = (p.clone(), p.clone());
+            p.run_query(show, ())
+                .add_callback_deferred(move |first| {
+                    p2.run_with_connection(move |conn| {
+                        conn.reconnect()?;
+                        let rows = conn.cursor()?.execute(show, ())?.fetchall()?;
+                        Ok(vec![first[0].clone(), rows[0].clone()])
+                    })
+                })
+                .add_callback_deferred(move |mut seen| {
+                    // Past the lifetime: the next job reopens first.
+                    *later.lock().unwrap() += Duration::from_secs(120);
+                    p3.run_query(show, ()).add_callback(move |rows| {
+                        seen.push(rows[0].clone());
+                        seen
+                    })
+                })
+        })
+        .unwrap();
+        let pids: Vec<i64> = seen.iter().map(|r| r.get::<i64>(1).unwrap()).collect();
+        assert!(pids[0] != pids[1] && pids[1] != pids[2], "three sessions: {pids:?}");
+        for r in &seen {
+            assert_eq!(r.get::<String>(0).unwrap(), "250ms");
+        }
+    }
+}
