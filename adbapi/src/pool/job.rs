@@ -351,10 +351,11 @@ impl SharedPool {
                 // rollback has already done it; a custom factory's foreign
                 // connection is not this pool's to forget: `disconnect`
                 // leaves a connection that is not this thread's alone.)
+                // Closed already (by cp_reconnect's rollback, which also
+                // forgot it, or by the job itself, which did not): forgotten
+                // here if it is still this thread's.
                 let raw = conn.raw().clone();
-                if !raw.is_closed() {
-                    let _ = self.disconnect(Some(&raw));
-                }
+                let _ = self.disconnect(Some(&raw));
                 Failure::new(ConnectionLost::from_failure(&err))
             }
         };

@@ -12,6 +12,8 @@ use deferred::{succeed, Deferred, Failure, Resolver};
 use reactor::prelude::*;
 use reactor::{stop_thread_pool, AnyReactor, Phase, ThreadPool, TriggerId};
 
+use super::metrics::{self, Outcome};
+use super::status::PoolStats;
 use super::{ConnectionPool, PoolClosed, SharedPool};
 
 pub(super) enum CloseState {
@@ -193,9 +195,17 @@ impl ConnectionPool {
             })
     }
 
-    pub(super) fn refuse<T: Send + 'static>(&self) -> Option<Deferred<T>> {
+    /// A failed Deferred for a job (named `name`) submitted to a closed
+    /// pool, or `None` if the pool is open. The refusal counts as a failed
+    /// job in [`status`](Self::status) and the metrics: its Deferred failed.
+    pub(super) fn refuse<T: Send + 'static>(&self, name: Option<&Arc<str>>) -> Option<Deferred<T>> {
         if matches!(*self.inner.close_state.borrow(), CloseState::Open) {
             return None;
+        }
+        let stats = self.inner.shared.stats();
+        if stats.observe.stats {
+            PoolStats::bump(&stats.on_loop.jobs_failed);
+            metrics::job_outcome(&stats.observe.label, name, Outcome::Failed);
         }
         // Held until it fires: a shutdown in progress (its `after` phase, and
         // `run()`) waits for the refusal too.

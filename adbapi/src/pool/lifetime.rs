@@ -64,7 +64,15 @@ impl LifeConfig {
         let d = match secs {
             None => None,
             Some(s) if !s.is_finite() || s < 0.0 => return Err(EXPECTED),
-            Some(s) => Some(Duration::try_from_secs_f64(s).map_err(|_| EXPECTED)?),
+            // A positive value below a nanosecond is the strictest limit,
+            // not 0 ("off").
+            Some(s) => Some(Duration::try_from_secs_f64(s).map_err(|_| EXPECTED)?.max(
+                if s > 0.0 {
+                    Duration::from_nanos(1)
+                } else {
+                    Duration::ZERO
+                },
+            )),
         };
         match key {
             "cp_statement_timeout" => {
@@ -322,6 +330,25 @@ mod tests {
         assert_eq!(c.check_idle, Some(Duration::ZERO));
         c.set("cp_idle_timeout", Some(0.5)).unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_positive_limit_too_small_for_a_duration_is_not_taken_for_off() {
+        // Only 0 and None mean "off"; 1e-10 s is a (very strict) limit.
+        let mut c = LifeConfig::default();
+        for key in [
+            "cp_statement_timeout",
+            "cp_max_lifetime",
+            "cp_idle_timeout",
+            "cp_check_idle",
+        ] {
+            c.set(key, Some(1e-10)).unwrap();
+        }
+        let tiny = Some(Duration::from_nanos(1));
+        assert_eq!(c.statement_timeout, tiny);
+        assert_eq!(c.max_lifetime, tiny);
+        assert_eq!(c.idle_timeout, tiny);
+        assert_eq!(c.check_idle, tiny);
     }
 
     #[test]

@@ -375,8 +375,11 @@ impl ConnectionPool {
     }
 
     /// [`refuse`](Self::refuse), with the job's name on the failure.
-    fn refuse_named<T: Send + 'static>(&self, name: Option<&Arc<str>>) -> Option<Deferred<T>> {
-        let d = self.refuse()?;
+    pub(super) fn refuse_named<T: Send + 'static>(
+        &self,
+        name: Option<&Arc<str>>,
+    ) -> Option<Deferred<T>> {
+        let d = self.refuse(name)?;
         Some(match name {
             None => d,
             Some(name) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use deferred::{Deferred, Failure};
 
-use super::{Connection, ConnectionPool, Transaction};
+use super::{Connection, ConnectionPool, RetryPolicy, Transaction};
 use crate::dbapi::{Params, Row};
 
 /// A pool handle whose jobs carry a name (Synapse's `desc`): in the job's
@@ -65,6 +65,22 @@ impl NamedInteraction {
     {
         self.pool
             .submit_interaction(Some(Arc::clone(&self.name)), interaction)
+    }
+
+    /// [`ConnectionPool::run_interaction_with_retry`], named: Synapse's
+    /// `runInteraction(desc, func)`, which both names and retries its
+    /// transactions.
+    pub fn run_interaction_with_retry<T, F>(
+        &self,
+        policy: RetryPolicy,
+        interaction: F,
+    ) -> Deferred<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Transaction<'_>) -> Result<T, Failure> + Send + 'static,
+    {
+        self.pool
+            .submit_with_retry(Some(Arc::clone(&self.name)), policy, interaction)
     }
 
     /// [`ConnectionPool::run_with_connection`], named.

@@ -157,7 +157,9 @@ impl ConnectionPool {
     /// not retried. The Deferred fires once, with the last attempt's
     /// outcome; a failure after retries says how many attempts were made
     /// (`gave up after N attempts`), and each retry is logged at warn level
-    /// with its attempt number.
+    /// with its attempt number. Only the database work of a failed attempt
+    /// is rolled back: anything else `interaction` does (state it mutates,
+    /// messages it sends) happens again on every attempt.
     ///
     /// Cancelling the Deferred stops the attempts (the one running is
     /// cancelled as `run_interaction`'s is, and no other begins), and
@@ -173,13 +175,28 @@ impl ConnectionPool {
         T: Send + 'static,
         F: FnMut(&mut Transaction<'_>) -> Result<T, Failure> + Send + 'static,
     {
-        if let Some(d) = self.refuse() {
+        self.submit_with_retry(None, policy, interaction)
+    }
+
+    /// [`run_interaction_with_retry`](Self::run_interaction_with_retry) for
+    /// a job named `name` (or none).
+    pub(super) fn submit_with_retry<T, F>(
+        &self,
+        name: Option<Arc<str>>,
+        policy: RetryPolicy,
+        interaction: F,
+    ) -> Deferred<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Transaction<'_>) -> Result<T, Failure> + Send + 'static,
+    {
+        if let Some(d) = self.refuse_named(name.as_ref()) {
             return d;
         }
         // Through the observed path, so retried jobs are counted, timed
         // and queue-timed-out like any other.
         let mut interaction = interaction;
-        self.submit_job(None, true, move |shared, job| {
+        self.submit_job(name, true, move |shared, job| {
             run_with_retry(shared, policy, &mut interaction, &job)
         })
     }

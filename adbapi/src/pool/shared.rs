@@ -279,9 +279,10 @@ impl SharedPool {
         if let Some(life) = &self.life {
             life.closed(conn);
         }
-        if !conn.is_closed() {
-            self.connection_event(&self.stats.on_workers.connections_closed, "closed");
-        }
+        // Counted even if something else closed it first (a job's own
+        // `conn.raw().close()`): the pool lets go of a connection it opened
+        // exactly once, here, so open == opened - closed stays true.
+        self.connection_event(&self.stats.on_workers.connections_closed, "closed");
         if let Err(f) = catch(|| conn.close().map_err(Failure::new)) {
             tracing::error!(failure = %f, "Connection close failed");
         }
@@ -292,9 +293,7 @@ impl SharedPool {
     /// the thread that owns it.
     pub(super) fn close_thread_connection(&self) {
         if let Some(conn) = self.connections.take_current(self.id) {
-            if !conn.is_closed() {
-                self.close_connection(&conn);
-            }
+            self.close_connection(&conn);
         }
     }
 
@@ -314,9 +313,7 @@ impl SharedPool {
     pub(super) fn close_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for (_, conn) in self.connections.drain() {
-            if !conn.is_closed() {
-                self.close_connection(&conn);
-            }
+            self.close_connection(&conn);
         }
     }
 }

@@ -158,6 +158,9 @@ impl ThreadPool {
                     quits: AtomicUsize::new(0),
                     min: AtomicUsize::new(min),
                     idle_nanos: AtomicU64::new(0),
+                    retiring: Mutex::new(()),
+                    #[cfg(test)]
+                    before_retire: std::sync::Mutex::new(None),
                 }),
                 control: Mutex::new(Control {
                     min,
@@ -215,6 +218,18 @@ impl ThreadPool {
     fn control(&self) -> MutexGuard<'_, Control> {
         // Nothing panics while holding the lock; recover from poison anyway.
         self.inner.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Taken after [`control`](Self::control) to read the live count and
+    /// act on it (start workers, send `Quit`s, drop a backlog nobody will
+    /// run) while no idle worker is halfway through retiring (see
+    /// `Counters::try_retire`).
+    fn retiring(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .counters
+            .retiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The pool's name.
@@ -299,7 +314,10 @@ impl ThreadPool {
         if self.inner.mode != PoolMode::Threads {
             return Ok(());
         }
-        let unrunnable = self.grow(&mut c);
+        let unrunnable = {
+            let _r = self.retiring();
+            self.grow(&mut c)
+        };
         drop(c);
         drop_unrunnable(unrunnable.0, unrunnable.1);
         Ok(())
@@ -458,12 +476,14 @@ impl ThreadPool {
             return;
         }
         let mut c = self.control();
+        let r = self.retiring();
         if !c.started || c.joined || self.workers() >= c.max {
             return;
         }
         if counters.idle_for_jobs() < counters.queued.load(Ordering::Acquire) {
             if let Err(e) = self.spawn(&mut c) {
                 let unrunnable = self.strand_check();
+                drop(r);
                 drop(c);
                 drop_unrunnable(unrunnable, Some(e));
             }
@@ -490,8 +510,10 @@ impl ThreadPool {
             return Ok(());
         }
         let counters = &self.inner.counters;
+        let r = self.retiring();
         // Live workers only rise under this lock, so this count cannot grow
-        // under us; the thread that takes a Quit is out of it from now on.
+        // under us, nor (under `retiring`) fall by a retirement; the thread
+        // that takes a Quit is out of it from now on.
         for _ in max..self.workers() {
             counters.workers.fetch_sub(1, Ordering::AcqRel);
             counters.quits.fetch_add(1, Ordering::AcqRel);
@@ -501,6 +523,7 @@ impl ThreadPool {
             }
         }
         let unrunnable = self.grow(&mut c);
+        drop(r);
         drop(c);
         drop_unrunnable(unrunnable.0, unrunnable.1);
         Ok(())
@@ -568,10 +591,12 @@ impl ThreadPool {
         // once the queue is closed and empty.
         self.inner.queue.close();
         let threads = std::mem::take(&mut c.threads);
+        let r = self.retiring();
         if self.inner.mode != PoolMode::Threads || self.workers() == 0 {
             // Nobody will ever run the backlog: drop it now, so the jobs'
             // owners learn it (defer_to_thread_pool fails their Deferreds).
             let dropped = self.take_jobs();
+            drop(r);
             drop(c);
             drop_unrunnable(dropped, None);
         }

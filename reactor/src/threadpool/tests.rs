@@ -94,3 +94,37 @@ fn adjust_that_cannot_spawn_fails_the_backlog() {
     spawn_error(d);
     pool.stop();
 }
+
+// A job submitted while the only worker of a pool at `max` retires (it has
+// found the queue empty but is still counted live) must still run: the
+// submitter saw the pool full and started no worker, and the worker used to
+// leave anyway, stranding the job until the next submission (for ever on a
+// pool that gets none, or in a closed queue at `stop`).
+#[test]
+fn a_job_submitted_while_the_only_worker_retires_still_runs() {
+    use std::time::Instant;
+    let pool = ThreadPool::new(0, 1, "retire-at-max").unwrap();
+    pool.set_idle_timeout(Some(Duration::from_millis(1)));
+    pool.start().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let first = tx.clone();
+    pool.call_in_thread(move || first.send(0).unwrap()).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 0);
+    let submitter = pool.clone();
+    *pool.inner.counters.before_retire.lock().unwrap() = Some(Box::new(move || {
+        let h = std::thread::spawn(move || {
+            submitter
+                .call_in_thread(move || tx.send(1).unwrap())
+                .unwrap();
+        });
+        // Let the submission finish before this worker leaves, if it can:
+        // how long it is given decides only whether the race is exercised.
+        let until = Instant::now() + Duration::from_millis(200);
+        while !h.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }));
+    let got = rx.recv_timeout(Duration::from_secs(5));
+    assert_eq!(got, Ok(1), "the job submitted during the retirement ran");
+    pool.stop();
+}

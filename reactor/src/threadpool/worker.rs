@@ -73,6 +73,18 @@ pub(super) struct Counters {
     /// How long a worker above `min` waits for a job before it retires, in
     /// nanoseconds; 0: never.
     pub(super) idle_nanos: AtomicU64,
+    /// Held by a worker while it decides to retire (it looks at the queue,
+    /// then leaves the live count), and by the pool handle while it decides
+    /// to start workers or stop (it looks at the live count). Without it a
+    /// job pushed between the worker's look and its leaving met a pool that
+    /// still counted the worker, so at `max` no worker was started for it,
+    /// and the job waited for the next submission (or, at `stop`, for ever
+    /// in a closed queue).
+    pub(super) retiring: Mutex<()>,
+    /// Run once by a worker that found the queue empty and is about to
+    /// retire (tests only: it lets a test submit in that window).
+    #[cfg(test)]
+    pub(super) before_retire: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Counters {
@@ -89,12 +101,22 @@ impl Counters {
     /// A worker waited `idle_nanos` without a job: it leaves if the pool
     /// has more live workers than `min` and nothing is queued. Its `idle`
     /// count is already given back (SeqCst), and the queue is looked at
-    /// after that (SeqCst): a job pushed before this look is taken by this
-    /// worker, which stays; a job pushed after it finds this worker not
-    /// idle, and the submitter starts a worker if it needs one.
+    /// after that (SeqCst), under `retiring`: a job pushed before this look
+    /// is taken by this worker, which stays; a job pushed after it finds
+    /// this worker not idle, and the submitter, which looks at the live
+    /// count under `retiring` too, sees this worker gone and starts one if
+    /// it needs one.
     fn try_retire(&self, queue: &JobQueue<Msg>) -> bool {
+        let _decide = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
         if queue.len() > 0 {
             return false;
+        }
+        #[cfg(test)]
+        {
+            let hook = self.before_retire.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
         }
         let min = self.min.load(Ordering::SeqCst);
         self.workers

@@ -29,10 +29,13 @@ pub(super) fn apply(conn: &mut Conn, limit: Option<Duration>) -> DbResult<()> {
 fn set_sql(mariadb: bool, limit: Option<Duration>) -> String {
     let limit = limit.unwrap_or(Duration::ZERO);
     if mariadb {
-        // Microsecond precision is what the server keeps.
+        // Microsecond precision is what the server keeps; rounded up, so a
+        // sub-microsecond limit is not taken for 0, "no limit".
+        let us = limit.as_nanos().div_ceil(1_000);
         format!(
-            "SET SESSION max_statement_time = {:.6}",
-            limit.as_secs_f64()
+            "SET SESSION max_statement_time = {}.{:06}",
+            us / 1_000_000,
+            us % 1_000_000
         )
     } else {
         let ms = u64::try_from(limit.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
@@ -56,6 +59,28 @@ mod tests {
         assert_eq!(
             set_sql(false, Some(Duration::from_micros(1))),
             "SET SESSION max_execution_time = 1"
+        );
+    }
+
+    #[test]
+    fn a_sub_microsecond_limit_is_not_taken_for_no_limit_by_mariadb() {
+        // 0 is MariaDB's "no limit": a limit it cannot express is rounded
+        // up to its precision, as MySQL's and PostgreSQL's milliseconds are.
+        assert_eq!(
+            set_sql(true, Some(Duration::from_nanos(100))),
+            "SET SESSION max_statement_time = 0.000001"
+        );
+        assert_eq!(
+            set_sql(true, Some(Duration::from_nanos(1_500_001))),
+            "SET SESSION max_statement_time = 0.001501"
+        );
+        assert_eq!(
+            set_sql(true, Some(Duration::from_secs(2_147_483))),
+            "SET SESSION max_statement_time = 2147483.000000"
+        );
+        assert_eq!(
+            set_sql(true, None),
+            "SET SESSION max_statement_time = 0.000000"
         );
     }
 }
