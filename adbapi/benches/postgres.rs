@@ -14,10 +14,18 @@
 //! - `direct/serial`: one connection, a prepared `SELECT v FROM t WHERE id =
 //!   $1` at a time (one round trip each);
 //! - `pool/serial`: `run_query` one at a time on a pool of one connection;
-//!   as psycopg2 does, each job is `BEGIN`, the query, `COMMIT` (three round
-//!   trips), plus the hand-off to a worker and back;
+//!   a single plain statement runs as the server's implicit transaction, so
+//!   each job is one round trip (issue 14; it was `BEGIN`, the query,
+//!   `COMMIT`), plus the hand-off to a worker and back;
 //! - `pool/outstanding`: N `run_query` outstanding at once on pools of 1 and 4
 //!   connections.
+//!
+//! Before the criterion groups it prints a ratio report (issue 14's targets):
+//! over [`ROUNDS`] rounds, each a side-by-side run of direct serial, pool
+//! serial and pool outstanding on 1 and 4 connections, the median of
+//! pool-serial time / direct-serial time (target <= 1.3) and of the
+//! throughput of 4 connections outstanding / direct serial on one
+//! connection (target >= 3). `ADBAPI_BENCH_ONLY_RATIOS=1` stops after it.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -26,7 +34,59 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 mod common;
 
-use common::{key, point_select_group};
+use common::{key, point_select_group, pool_outstanding, pool_serial};
+
+/// Rounds of the ratio report.
+const ROUNDS: usize = 5;
+/// Serial queries per round (direct and pool).
+const SERIAL: u64 = 5_000;
+/// Outstanding queries per round.
+const OUTSTANDING: u64 = 20_000;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Issue 14's ratios, medians over [`ROUNDS`] side-by-side rounds.
+fn ratio_report(url: &str) {
+    let per = |d: Duration, n: u64| d.as_secs_f64() / n as f64;
+    let (mut serial, mut out1, mut out4) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = std::io::stdout();
+    for round in 0..ROUNDS {
+        let direct = per(direct_serial(url, SERIAL), SERIAL);
+        let pool = per(pool_serial("psycopg2", url, SERIAL), SERIAL);
+        let o1 = per(
+            pool_outstanding("psycopg2", url, OUTSTANDING, 1),
+            OUTSTANDING,
+        );
+        let o4 = per(
+            pool_outstanding("psycopg2", url, OUTSTANDING, 4),
+            OUTSTANDING,
+        );
+        let _ = writeln!(
+            out,
+            "round {round}: direct serial {:.1} us/query, pool serial {:.1} us, pool outstanding/1 {:.1} us, \
+             outstanding/4 {:.1} us",
+            direct * 1e6,
+            pool * 1e6,
+            o1 * 1e6,
+            o4 * 1e6
+        );
+        serial.push(pool / direct);
+        out1.push(direct / o1);
+        out4.push(direct / o4);
+    }
+    let _ = writeln!(
+        out,
+        "pg ratios (median of {ROUNDS}): pool serial / direct serial = {:.2}x time (target <= 1.3); \
+         outstanding on 4 connections = {:.2}x direct serial throughput (target >= 3); \
+         outstanding on 1 = {:.2}x",
+        median(serial),
+        median(out4),
+        median(out1)
+    );
+}
 
 fn url() -> Option<String> {
     std::env::var("ADBAPI_PG_URL")
@@ -69,6 +129,10 @@ fn bench(c: &mut Criterion) {
         return;
     };
     setup(&url);
+    ratio_report(&url);
+    if std::env::var_os("ADBAPI_BENCH_ONLY_RATIOS").is_some() {
+        return;
+    }
     point_select_group(c, "pg_point_select", "psycopg2", &url, direct_serial);
 }
 

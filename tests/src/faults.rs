@@ -258,6 +258,9 @@ fn matches(when: When, base: u64, n: u64) -> bool {
 struct Shared {
     name: String,
     books: Mutex<Books>,
+    /// Whether connections let the real driver run a statement alone (one
+    /// round trip, its own commit): see [`FaultModule::pass_alone`].
+    alone: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -363,9 +366,20 @@ impl FaultModule {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 books: Mutex::new(Books::default()),
+                alone: std::sync::atomic::AtomicBool::new(false),
             }),
             inner,
         })
+    }
+
+    /// Lets the real driver run `run_query`/`run_operation` statements as
+    /// transactions of their own (PostgreSQL's one round trip). Off by
+    /// default: the fault tables inject failures into the pool's `COMMIT`,
+    /// which such a statement has already done.
+    pub fn pass_alone(&self) {
+        self.shared
+            .alone
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// As [`register`](Self::register), wrapping `inner`.
@@ -619,6 +633,20 @@ impl DriverConnection for FaultConnection {
 
     fn executemany(&mut self, sql: &str, seq: &[Params]) -> DbResult<ExecResult> {
         self.step(Step::Execute, |d| d.executemany(sql, seq))
+    }
+
+    fn commits_alone(&mut self, sql: &str) -> bool {
+        self.shared.alone.load(std::sync::atomic::Ordering::SeqCst)
+            && self.inner.as_mut().is_some_and(|d| d.commits_alone(sql))
+    }
+
+    fn execute_alone(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        let step = if returns_rows(sql) {
+            Step::Fetch
+        } else {
+            Step::Execute
+        };
+        self.step(step, |d| d.execute_alone(sql, params))
     }
 
     fn commit(&mut self) -> DbResult<()> {

@@ -180,6 +180,9 @@ impl PlanModule {
             }),
             faults: FaultModule::wrapping(&format!("{name}-faults"), inner),
         });
+        // The plans put a job's commit faults on its statement when the
+        // statement is its own commit.
+        m.faults.pass_alone();
         register_module(name, Arc::clone(&m) as Arc<dyn DbApiModule>);
         m
     }
@@ -272,6 +275,44 @@ impl DriverConnection for PlanConnection {
             self.apply(plan.exec, "execute", key)?;
         }
         self.inner.execute(sql, params)
+    }
+
+    fn commits_alone(&mut self, sql: &str) -> bool {
+        !self.severed && self.inner.commits_alone(sql)
+    }
+
+    /// The statement is the job's commit too (the driver runs it as a
+    /// transaction of its own): the plan's statement fault, then its commit
+    /// fault as the database would meet them, before and after it commits.
+    fn execute_alone(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        self.check_severed("execute")?;
+        let Some(key) = parse_tag(sql) else {
+            return self.inner.execute_alone(sql, params);
+        };
+        self.job = Some(key);
+        let plan = self.shared.plan(key);
+        self.apply(plan.exec, "execute", key)?;
+        let pre = match plan.commit {
+            CommitFault::Fail => StepFault::Fail,
+            CommitFault::Panic => StepFault::Panic,
+            CommitFault::Sever => StepFault::Sever,
+            CommitFault::Slow(ms) => {
+                std::thread::sleep(Duration::from_millis(u64::from(ms)));
+                StepFault::None
+            }
+            CommitFault::None | CommitFault::LostAfter => StepFault::None,
+        };
+        self.apply(pre, "commit", key)?;
+        let r = self.inner.execute_alone(sql, params)?;
+        // Committed by the database: the pool's commit that follows has
+        // nothing of this job's left to do.
+        self.job = None;
+        self.shared.plans().committed.insert(key);
+        if plan.commit == CommitFault::LostAfter {
+            self.sever();
+            return Err(self.shared.lost("execute (after the database committed)"));
+        }
+        Ok(r)
     }
 
     fn executemany(&mut self, sql: &str, seq: &[Params]) -> DbResult<ExecResult> {

@@ -64,6 +64,7 @@ use std::time::{Duration, Instant};
 
 use adbapi::dbapi::{DbApiModule, ErrorKind};
 use adbapi::drivers::mysql::MysqlModule;
+use adbapi::drivers::postgres::PostgresModule;
 use adbapi::{args, kwargs, Arg, ConnectionPool, PoolClosed};
 use deferred::{CancelledError, Deferred, Failure, TimeoutError};
 use integration_tests::faults::{quiet_injected_panics, Fault, Step as FaultStep, When};
@@ -336,6 +337,10 @@ enum Backend {
     /// The MariaDB/MySQL database at `url` (through `pymysql`), with a fresh
     /// InnoDB table per case.
     Mysql { url: String },
+    /// The PostgreSQL database at `url` (through `psycopg2`, whose
+    /// `run_query`/`run_operation` run as one-round-trip transactions of
+    /// their own), with a fresh table per case.
+    Postgres { url: String },
 }
 
 /// One case's table: made before the pool, read back after `run()`,
@@ -367,6 +372,11 @@ impl CaseDb {
                 let ddl = format!("CREATE TABLE {table} (k BIGINT PRIMARY KEY) ENGINE=InnoDB");
                 (url.clone(), table, None, ddl)
             }
+            Backend::Postgres { url } => {
+                let table = unique_name("pool_model").replace('-', "_").to_lowercase();
+                let ddl = format!("CREATE TABLE {table} (k int8 PRIMARY KEY)");
+                (url.clone(), table, None, ddl)
+            }
         };
         let case = CaseDb {
             backend: backend.clone(),
@@ -387,6 +397,7 @@ impl CaseDb {
         match self.backend {
             Backend::Sqlite => "sqlite3",
             Backend::Mysql { .. } => "pymysql",
+            Backend::Postgres { .. } => "psycopg2",
         }
     }
 
@@ -395,6 +406,7 @@ impl CaseDb {
         match self.backend {
             Backend::Sqlite => Arc::new(adbapi::drivers::sqlite::SqliteModule),
             Backend::Mysql { .. } => Arc::new(MysqlModule::named("pymysql")),
+            Backend::Postgres { .. } => Arc::new(PostgresModule::named("psycopg2")),
         }
     }
 
@@ -411,8 +423,12 @@ impl CaseDb {
         }
         let c = adbapi::dbapi::connect(self.module(), &[self.target.as_str().into()], &[])
             .map_err(|e| e.to_string())?;
+        let bound = match self.backend {
+            Backend::Postgres { .. } => "SET lock_timeout = '10s'",
+            _ => "SET SESSION lock_wait_timeout = 10",
+        };
         let r = c
-            .execute("SET SESSION lock_wait_timeout = 10", ())
+            .execute(bound, ())
             .and_then(|_| c.execute(&format!("DROP TABLE IF EXISTS {}", self.table), ()));
         let _ = c.close();
         r.map(|_| ())
@@ -1084,6 +1100,24 @@ fn pool_model_mysql() {
             url: server.url().to_owned(),
         },
         cases("ADBAPI_MODEL_MYSQL_CASES", 48),
+    );
+}
+
+/// The same search on PostgreSQL, where `run_query`/`run_operation` are
+/// one-round-trip transactions of their own (issue 14): the statement is
+/// the job's commit, cancels meet it in flight.
+#[test]
+#[cfg_attr(
+    not(pg_available),
+    ignore = "SKIPPED: no PostgreSQL server; set ADBAPI_PG_URL (eval \"$(scripts/pg-test-server start)\")"
+)]
+fn pool_model_postgres() {
+    let _server = integration_tests::pg::sharing_server();
+    search(
+        &Backend::Postgres {
+            url: integration_tests::pg::url(),
+        },
+        cases("ADBAPI_MODEL_PG_CASES", 48),
     );
 }
 

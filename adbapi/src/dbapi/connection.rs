@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Cursor, DbError, DbResult, DriverConnection, ErrorKind, Params, StatementCanceller};
+use super::{
+    Cursor, DbError, DbResult, DriverConnection, ErrorKind, ExecResult, Params, StatementCanceller,
+};
 
 fn closed_database() -> DbError {
     DbError::new(
@@ -159,6 +161,28 @@ impl DbConnection {
         let mut c = self.cursor()?;
         c.execute(sql, params)?;
         Ok(c)
+    }
+
+    /// Executes `sql` as the only statement of its transaction (see
+    /// [`DriverConnection::execute_alone`](super::DriverConnection::execute_alone)):
+    /// the caller commits or rolls back right after. If the driver runs it
+    /// as a transaction of its own, the statement is counted as a commit
+    /// begun, before the interrupt check and in the order
+    /// [`commit`](Self::commit) uses, so a canceller either stops it before
+    /// it is sent or sees that something may commit. Not in PEP 249.
+    pub(crate) fn execute_alone(&self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        let mut guard = self.lock();
+        let Some(d) = guard.as_mut() else {
+            return Err(closed_database());
+        };
+        if d.commits_alone(sql) {
+            self.inner.commits.fetch_add(1, Ordering::SeqCst);
+            self.begin_statement(sql)?;
+            d.execute_alone(sql, params)
+        } else {
+            self.begin_statement(sql)?;
+            d.execute(sql, params)
+        }
     }
 
     /// The name of the module that made it.

@@ -88,6 +88,16 @@ impl Cursor {
         Ok(self)
     }
 
+    /// Executes one statement as the whole of its transaction: the caller
+    /// commits or rolls back right after (see
+    /// [`DbConnection::execute_alone`]). Not in PEP 249.
+    pub(crate) fn execute_alone(&mut self, sql: &str, params: Params) -> DbResult<&mut Self> {
+        self.check()?;
+        let r = self.conn.execute_alone(sql, &params)?;
+        self.load(r);
+        Ok(self)
+    }
+
     /// Executes one statement once per parameter set. Mirrors `executemany`.
     pub fn executemany<P: Into<Params>>(
         &mut self,

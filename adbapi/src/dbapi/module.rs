@@ -70,6 +70,28 @@ pub trait DriverConnection: Send + 'static {
             ..ExecResult::default()
         })
     }
+    /// Whether [`execute_alone`](Self::execute_alone) would run `sql` as a
+    /// transaction of its own that the server commits as the statement
+    /// succeeds (one round trip, no `BEGIN`/`COMMIT`). Asked right before
+    /// `execute_alone`, under the same lock, so the answer still holds when
+    /// it runs; the caller then counts the statement as a commit begun, so a
+    /// cancel arriving while it runs is not reported as "nothing committed".
+    /// The default says no. An extension: no DB-API module has it.
+    fn commits_alone(&mut self, sql: &str) -> bool {
+        let _ = sql;
+        false
+    }
+    /// Executes `sql` as the only statement of its transaction: the caller
+    /// commits (or rolls back) right after it, with nothing in between (the
+    /// pool's `run_query` and `run_operation`, Twisted's `runQuery` and
+    /// `runOperation`). Where [`commits_alone`](Self::commits_alone) says
+    /// yes the driver may run it as the server's implicit single-statement
+    /// transaction, committed by the time this returns, so the `commit`
+    /// that follows has nothing to do. The default is
+    /// [`execute`](Self::execute). An extension: no DB-API module has it.
+    fn execute_alone(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        self.execute(sql, params)
+    }
     /// Commits the current transaction (if any).
     fn commit(&mut self) -> DbResult<()>;
     /// Rolls back the current transaction (if any).

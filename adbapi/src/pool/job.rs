@@ -14,7 +14,7 @@ use reactor::Interrupt;
 use super::connection::{Connection, ConnectionLost};
 use super::shared::SharedPool;
 use super::transaction::Transaction;
-use crate::dbapi::DbConnection;
+use crate::dbapi::{DbConnection, DbError};
 
 /// Runs `f`, turning a panic into a [`Failure`].
 pub(crate) fn catch<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
@@ -42,6 +42,10 @@ struct JobState {
     /// A cancel was asked for, taken or not: a retried job begins no other
     /// attempt.
     stop: bool,
+    /// The job's statement was sent as a transaction of its own (one round
+    /// trip, committed by the server as it succeeds): see
+    /// [`SharedPool::settle_alone`].
+    alone: bool,
 }
 
 impl JobSlot {
@@ -164,6 +168,18 @@ impl JobSlot {
     /// Whether a cancel was asked for.
     pub(super) fn stopped(&self) -> bool {
         self.lock().stop
+    }
+
+    /// The job's statement was counted as a commit begun and sent as a
+    /// transaction of its own ([`Transaction::execute_alone`]).
+    pub(super) fn ran_alone(&self) {
+        self.lock().alone = true;
+    }
+
+    /// Whether a cancel was asked for a job whose statement ran alone.
+    fn stopped_alone(&self) -> bool {
+        let st = self.lock();
+        st.alone && st.stop
     }
 
     /// Asks the driver to cancel the statement `conn` runs, if the job is
@@ -301,9 +317,41 @@ impl SharedPool {
                 Ok(v)
             })
         };
+        let lost = matches!(&body, Err(f) if f.check::<DbError>().is_some_and(DbError::is_connection_lost));
         let result = self.finish(conn, body);
+        let result = self.settle_alone(conn, result, lost);
         self.after_job(conn.raw(), &result);
         result
+    }
+
+    /// Settles a job whose statement ran as a transaction of its own (see
+    /// [`Transaction::execute_alone`]) and was asked to stop. The statement
+    /// was its commit, so the cancel was declined and only the driver's
+    /// cancel request went out (the Deferred waits for the outcome). If the
+    /// statement failed, the server rolled it back: the job fails with
+    /// `CancelledError`, the cancel it is (`TimeoutError` under
+    /// `add_timeout`). If the connection was lost instead (`lost`), it may
+    /// have committed and the failure stays as it is; if the statement
+    /// succeeded first, the Deferred fires with its result. Either way the
+    /// connection is replaced: the cancel request may still reach it, and it
+    /// must never interrupt the next job.
+    fn settle_alone<T>(
+        &self,
+        conn: &Connection,
+        result: Result<T, Failure>,
+        lost: bool,
+    ) -> Result<T, Failure> {
+        if !conn.job.as_ref().is_some_and(|j| j.stopped_alone()) {
+            return result;
+        }
+        let raw = conn.raw().clone();
+        if !raw.is_closed() {
+            let _ = self.disconnect(Some(&raw));
+        }
+        match result {
+            Err(f) if !lost && !f.is_panic() => Err(Failure::new(deferred::CancelledError)),
+            other => other,
+        }
     }
 
     /// Runs `f` on this thread's connection: commit on `Ok`, rollback on

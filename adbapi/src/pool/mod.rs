@@ -394,18 +394,25 @@ impl ConnectionPool {
 
     /// Executes one statement and fires with every row (`cursor.fetchall()`).
     /// Mirrors `runQuery`.
+    ///
+    /// The statement is the whole transaction, so a driver may send it as
+    /// the server's implicit single-statement transaction, in one round trip
+    /// (the PostgreSQL driver does, for plain queries and DML: see
+    /// [`crate::drivers::postgres`]); Twisted's `BEGIN`, statement, `COMMIT`
+    /// is kept wherever that would not be the same.
     pub fn run_query(&self, sql: &str, params: impl Into<Params>) -> Deferred<Vec<Row>> {
         let sql = sql.to_owned();
         let params = params.into();
-        self.run_interaction(move |txn| Ok(txn.execute(&sql, params)?.fetchall()?))
+        self.run_interaction(move |txn| Ok(txn.execute_alone(&sql, params)?.fetchall()?))
     }
 
     /// Executes one statement and fires with `()`. Mirrors `runOperation`.
+    /// One round trip where the driver can, as [`run_query`](Self::run_query).
     pub fn run_operation(&self, sql: &str, params: impl Into<Params>) -> Deferred<()> {
         let sql = sql.to_owned();
         let params = params.into();
         self.run_interaction(move |txn| {
-            txn.execute(&sql, params)?;
+            txn.execute_alone(&sql, params)?;
             Ok(())
         })
     }

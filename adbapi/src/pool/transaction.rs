@@ -114,6 +114,31 @@ impl<'c> Transaction<'c> {
         Ok(self)
     }
 
+    /// Executes `sql` as the whole of this transaction, for `run_query` and
+    /// `run_operation`: a driver may then run it as the server's implicit
+    /// single-statement transaction, in one round trip (see
+    /// [`DriverConnection::execute_alone`](crate::dbapi::DriverConnection::execute_alone)).
+    /// With a custom connection or transaction factory it is a plain
+    /// [`execute`](Self::execute): what those add around the statement is
+    /// not known.
+    pub(crate) fn execute_alone(&mut self, sql: &str, params: Params) -> DbResult<&mut Self> {
+        if self.pool.custom_transaction_factory().is_some()
+            || self.pool.custom_connection_factory().is_some()
+        {
+            return self.execute(sql, params);
+        }
+        let raw = self.connection.raw().clone();
+        let commits = raw.commits_begun();
+        let r = self.cursor()?.execute_alone(sql, params).map(|_| ());
+        if raw.commits_begun() != commits {
+            if let Some(job) = &self.connection.job {
+                job.ran_alone();
+            }
+        }
+        r?;
+        Ok(self)
+    }
+
     /// `cursor.executemany(sql, seq)`.
     pub fn executemany<P: Into<Params>>(
         &mut self,

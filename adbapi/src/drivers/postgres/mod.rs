@@ -32,6 +32,33 @@
 //! [`DbConnection::set_autocommit`](crate::dbapi::DbConnection::set_autocommit)
 //! (psycopg2's `autocommit = True`) no transaction is begun.
 //!
+//! # A statement alone in one round trip
+//! The pool's `run_query` and `run_operation` (Twisted's `runQuery` and
+//! `runOperation`) run one statement as a whole transaction. Where that is
+//! observably the same, the driver sends it without `BEGIN` and `COMMIT`
+//! ([`DriverConnection::execute_alone`]): PostgreSQL runs a statement
+//! outside a transaction block as a transaction of its own, atomic,
+//! committed when it succeeds and rolled back when it fails, so the job is
+//! one `Bind`/`Execute`/`Sync` round trip (its statement prepared once per
+//! connection, as above) instead of three. Only when all of these hold:
+//! the SQL is one statement whose first keyword is `SELECT`, `INSERT`,
+//! `UPDATE`, `DELETE`, `WITH`, `VALUES` or `TABLE` (not transaction control,
+//! `LOCK`, `DECLARE`, `VACUUM`...); the connection is not in autocommit
+//! mode, not in a transaction, and known to be idle on the server (a
+//! statement run in autocommit mode may have opened a block: the driver
+//! waits for its own next `COMMIT` or `ROLLBACK`); no cancel request was
+//! sent on it; and the server's text decodes as UTF-8 (not `SQL_ASCII`), so
+//! no decoding error can follow the commit. Otherwise the job is `BEGIN`,
+//! the statement, `COMMIT`, as psycopg2 sends it.
+//!
+//! Two consequences. The statement is its own commit, so a cancel (or
+//! `add_timeout`) while it runs cannot report "nothing committed" at once:
+//! the pool sends the cancel request and the Deferred fires once the server
+//! has answered, with `CancelledError` if the statement was stopped (and
+//! rolled back), with its result if it finished first. And a connection
+//! lost while the statement runs leaves the ambiguity of a lost `COMMIT`:
+//! the error's message says the statement may have committed.
+//!
 //! # Prepared statements
 //! Single statements are prepared once per connection and kept by their
 //! text (at most 256; psycopg2 prepares nothing). When another session
@@ -121,6 +148,7 @@
 //! the server's message its message. Class `08`, `57P01`–`57P03`, I/O errors
 //! and a closed connection are marked as a lost connection.
 
+mod alone;
 mod cancel;
 mod connect;
 mod errors;
@@ -172,15 +200,37 @@ impl DbApiModule for PostgresModule {
 
     fn connect(&self, args: &ConnectArgs) -> DbResult<Box<dyn DriverConnection>> {
         let cfg = connect::config(args)?;
-        let client = cfg.connect(NoTls).map_err(|e| map_error(e, None))?;
+        let mut client = cfg.connect(NoTls).map_err(|e| map_error(e, None))?;
         let token = client.cancel_token();
+        let text_is_utf8 = server_converts_to_utf8(&mut client);
         Ok(Box::new(PgConnection {
             client: Some(client),
             in_transaction: false,
             autocommit: false,
+            idle_known: true,
+            text_is_utf8,
             statements: HashMap::new(),
             canceller: Arc::new(PgCanceller::new(token)),
         }))
+    }
+}
+
+/// Whether the server sends text as valid UTF-8: it converts every encoding
+/// to the client's (UTF-8, which the `postgres` crate sets) except
+/// `SQL_ASCII`, whose bytes go out unchecked and may not decode. A statement
+/// that runs as its own transaction is committed before its rows are
+/// decoded, so a decoding error then would report a failure for committed
+/// work: such servers keep `BEGIN`/`COMMIT`. Unknown counts as no.
+fn server_converts_to_utf8(client: &mut Client) -> bool {
+    match client.simple_query("SHOW server_encoding") {
+        Ok(messages) => messages.iter().any(|m| {
+            matches!(m, SimpleQueryMessage::Row(r)
+                if r.get(0).is_some_and(|e| !e.eq_ignore_ascii_case("SQL_ASCII")))
+        }),
+        Err(e) => {
+            tracing::debug!(error = %e, "SHOW server_encoding failed");
+            false
+        }
     }
 }
 
@@ -197,6 +247,13 @@ struct PgConnection {
     /// one issued as SQL).
     in_transaction: bool,
     autocommit: bool,
+    /// The server is known to be outside any transaction block whenever
+    /// `in_transaction` is false. Lost when a statement runs in autocommit
+    /// mode (it may be a `BEGIN` the driver does not follow); regained when
+    /// the driver's own `COMMIT` or `ROLLBACK` succeeds.
+    idle_known: bool,
+    /// See [`server_converts_to_utf8`].
+    text_is_utf8: bool,
     statements: HashMap<String, Statement>,
     canceller: Arc<PgCanceller>,
 }
@@ -259,8 +316,15 @@ impl PgConnection {
         Ok(())
     }
 
-    fn run(&mut self, sql: &str, t: &paramstyle::Translated<'_>) -> DbResult<ExecResult> {
-        self.begin()?;
+    fn run(
+        &mut self,
+        sql: &str,
+        t: &paramstyle::Translated<'_>,
+        alone: bool,
+    ) -> DbResult<ExecResult> {
+        if !alone {
+            self.begin()?;
+        }
         let stmt = self.statement(&t.sql)?;
         for c in stmt.columns() {
             if !supported(c.type_()) {
@@ -356,8 +420,22 @@ impl PgConnection {
     }
 }
 
-impl DriverConnection for PgConnection {
-    fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+impl PgConnection {
+    /// See [`DriverConnection::commits_alone`]: only a whitelisted single
+    /// statement, on a session known to be idle (not in a transaction block,
+    /// not in autocommit mode, no cancel request in flight) whose text
+    /// decodes.
+    fn may_run_alone(&self, sql: &str) -> bool {
+        !self.autocommit
+            && !self.in_transaction
+            && self.idle_known
+            && self.text_is_utf8
+            && !self.cancel_in_flight()
+            && self.client.as_ref().is_some_and(|c| !c.is_closed())
+            && alone::may_run_alone(sql)
+    }
+
+    fn execute_as(&mut self, sql: &str, params: &Params, alone: bool) -> DbResult<ExecResult> {
         if sql.contains('\0') {
             return Err(programming(
                 "the query contains a NUL character (0x00), which PostgreSQL does not accept in SQL text",
@@ -390,6 +468,11 @@ impl DriverConnection for PgConnection {
                 sql,
             ));
         }
+        if self.autocommit {
+            // It may be a BEGIN: until the driver's own COMMIT or ROLLBACK,
+            // "not in a transaction" is no longer known to be the server's.
+            self.idle_known = false;
+        }
         let fresh = !self.in_transaction;
         if fresh {
             self.check_no_cancel_in_flight(sql)?;
@@ -399,7 +482,7 @@ impl DriverConnection for PgConnection {
             let r = if statements > 1 {
                 c.run_many(sql)
             } else {
-                c.run(sql, &t)
+                c.run(sql, &t, alone)
             };
             // A COMMIT, ROLLBACK, END or ABORT issued as SQL ended the
             // transaction the driver began: the next statement must begin
@@ -451,6 +534,39 @@ impl DriverConnection for PgConnection {
             other => other,
         }
     }
+}
+
+/// Appended to a lost connection's error when the statement ran as its own
+/// transaction: as for a `COMMIT` whose answer never came, the server may
+/// have committed it.
+pub(crate) const MAY_HAVE_COMMITTED: &str =
+    "the statement ran as a transaction of its own (no BEGIN/COMMIT) and the connection was lost \
+     before its outcome arrived, so it may have committed";
+
+impl DriverConnection for PgConnection {
+    fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        self.execute_as(sql, params, false)
+    }
+
+    fn commits_alone(&mut self, sql: &str) -> bool {
+        self.may_run_alone(sql)
+    }
+
+    fn execute_alone(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        if !self.may_run_alone(sql) {
+            return self.execute(sql, params);
+        }
+        self.execute_as(sql, params, true).map_err(|e| {
+            if !e.is_connection_lost() {
+                // The server answered with an error: the statement's
+                // implicit transaction was rolled back.
+                return e;
+            }
+            let mut d = e.details().clone();
+            d.message = format!("{} ({MAY_HAVE_COMMITTED})", d.message);
+            DbError::from_details(e.kind(), d)
+        })
+    }
 
     fn commit(&mut self) -> DbResult<()> {
         if !self.in_transaction {
@@ -459,6 +575,7 @@ impl DriverConnection for PgConnection {
         match self.simple("COMMIT") {
             Ok(()) => {
                 self.in_transaction = false;
+                self.idle_known = true;
                 Ok(())
             }
             Err(e) => {
@@ -482,6 +599,7 @@ impl DriverConnection for PgConnection {
         match self.simple("ROLLBACK") {
             Ok(()) => {
                 self.in_transaction = false;
+                self.idle_known = true;
                 Ok(())
             }
             Err(e) => {
