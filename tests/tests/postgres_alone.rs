@@ -199,8 +199,7 @@ pg_test! {
         let t = table(&c, "alone_rt");
         let proxy = Proxy::start();
         let reactor = Reactor::new().unwrap();
-        // The URL with the proxy's port (a `port` keyword would be added to
-        // the DSN's, not replace it: see the report on issue 14).
+        // The URL with the proxy's port.
         let through_proxy = url().replace(
             &format!(":{}/", server_port()),
             &format!(":{}/", proxy.port),
@@ -231,6 +230,10 @@ pg_test! {
             px2.reset();
             p.run_operation(&insert, (2, 20)).await?;
             out.push(("run_operation", px2.round_trips(), px2.simple_queries(), 0));
+            // A named job takes the same path.
+            px2.reset();
+            let rows = p.named("get_x").run_query(&select, (1,)).await?;
+            out.push(("named run_query", px2.round_trips(), px2.simple_queries(), first_int(&rows)));
             // Not alone: an interaction, LOCK (needs a transaction block),
             // several statements in one query.
             px2.reset();
@@ -249,12 +252,13 @@ pg_test! {
         let _ = pool.close();
         let none: Vec<String> = Vec::new();
         assert_eq!(counts[0], ("run_query", 1, none.clone(), 10), "{counts:?}");
-        assert_eq!(counts[1], ("run_operation", 1, none, 0), "{counts:?}");
-        for (what, _, queries, _) in &counts[2..] {
+        assert_eq!(counts[1], ("run_operation", 1, none.clone(), 0), "{counts:?}");
+        assert_eq!(counts[2], ("named run_query", 1, none, 10), "{counts:?}");
+        for (what, _, queries, _) in &counts[3..] {
             assert_eq!(queries.first().map(String::as_str), Some("BEGIN"), "{what}: {counts:?}");
             assert_eq!(queries.last().map(String::as_str), Some("COMMIT"), "{what}: {counts:?}");
         }
-        assert_eq!(counts[2].3, 20);
+        assert_eq!(counts[3].3, 20);
         assert_eq!(keys(&c, &t), vec![1, 2], "both inserts committed");
         exec(&c, &format!("DROP TABLE {t}"), ());
     }

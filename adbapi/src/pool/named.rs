@@ -97,7 +97,7 @@ impl NamedInteraction {
     pub fn run_query(&self, sql: &str, params: impl Into<Params>) -> Deferred<Vec<Row>> {
         let sql = sql.to_owned();
         let params = params.into();
-        self.run_interaction(move |txn| Ok(txn.execute(&sql, params)?.fetchall()?))
+        self.run_interaction(move |txn| Ok(txn.execute_alone(&sql, params)?.fetchall()?))
     }
 
     /// [`ConnectionPool::run_operation`], named.
@@ -105,7 +105,7 @@ impl NamedInteraction {
         let sql = sql.to_owned();
         let params = params.into();
         self.run_interaction(move |txn| {
-            txn.execute(&sql, params)?;
+            txn.execute_alone(&sql, params)?;
             Ok(())
         })
     }
