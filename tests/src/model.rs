@@ -118,6 +118,9 @@ struct Plans {
     plans: HashMap<u64, JobPlan>,
     /// Jobs whose commit reached the database (before any fault after it).
     committed: BTreeSet<u64>,
+    /// Jobs a tagged statement of which reached the connection (whether it
+    /// then failed or not): a job that was never run is not here.
+    executed: BTreeSet<u64>,
 }
 
 #[derive(Debug)]
@@ -199,6 +202,12 @@ impl PlanModule {
     pub fn commits_reached(&self) -> BTreeSet<u64> {
         self.shared.plans().committed.clone()
     }
+
+    /// Jobs that ran a tagged statement on some connection: a job the pool
+    /// says it never ran (a `PoolTimeout`) must not be here.
+    pub fn executed(&self) -> BTreeSet<u64> {
+        self.shared.plans().executed.clone()
+    }
 }
 
 impl DbApiModule for PlanModule {
@@ -265,8 +274,13 @@ impl PlanConnection {
 
 impl DriverConnection for PlanConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        let tagged = parse_tag(sql);
+        if let Some(key) = tagged {
+            // Before the severed check: the job did reach a connection.
+            self.shared.plans().executed.insert(key);
+        }
         self.check_severed("execute")?;
-        if let Some(key) = parse_tag(sql) {
+        if let Some(key) = tagged {
             self.job = Some(key);
             let plan = self.shared.plan(key);
             self.apply(plan.exec, "execute", key)?;
