@@ -17,18 +17,25 @@
 //! ```
 //!
 //! A program ([`Program`]) makes a pool (`cp_min`/`cp_max` 1-3,
-//! `cp_reconnect` on or off) over a [`PlanModule`] (per-job fault plans over
+//! `cp_reconnect` on or off; issue 13's options each in a third of the
+//! programs: `cp_queue_timeout` 1-12 ms of the reactor's clock, and
+//! `cp_max_lifetime`, `cp_idle_timeout`, `cp_check_idle` in seconds of a
+//! `life_clock` only the program moves) over a [`PlanModule`] (per-job fault plans over
 //! the step-counted [`FaultModule`], wrapping a real SQLite file, or a
 //! MariaDB/MySQL server through `pymysql`: see [`Backend`]), arms a few
 //! step-counted faults (connect, cursor, close), and runs its [`Step`]s from
 //! the reactor: `run_query`, `run_operation`, `run_interaction` (ok, error,
-//! panic, slow), each writing a unique key and optionally with `add_timeout`;
-//! cancelling an earlier Deferred; `close`, `final_close`, dropping the pool
-//! handle, `reactor.stop()`, `adjust_pool_size`, and pauses. A step runs at
-//! once, from the callback of an earlier job, or from a `call_later` timer.
-//! The program then stops the reactor (after a final `run_query` if the
-//! program left the pool open) and `run()` must return; a watchdog timer and
-//! a watchdog thread turn a hang into a failed case.
+//! panic, slow) and `run_interaction_with_retry` (its first K attempts fail
+//! with a serialization failure, SQLSTATE 40001, under a policy of at most
+//! 1-3 attempts), each writing a unique key and optionally with
+//! `add_timeout`; cancelling an earlier Deferred; `close`, `final_close`,
+//! dropping the pool handle, `reactor.stop()`, `adjust_pool_size`, pauses,
+//! and moving the lifetime clock on. A step runs at once, from the callback
+//! of an earlier job, or from a `call_later` timer. The program then stops
+//! the reactor (after a final `run_query` if the program left the pool
+//! open; half the programs also wait for every job to fire) and `run()`
+//! must return; a watchdog timer and a watchdog thread turn a hang into a
+//! failed case.
 //!
 //! Checked after `run()` returns:
 //! - every Deferred the program got (jobs, `close`, `final_close`) fired
@@ -44,7 +51,33 @@
 //! - no connection and no worker thread is left once the pool is closed
 //!   (and, for a dropped pool, soon after); no connection was closed twice;
 //! - the `after`/`shutdown` triggers run only once the pool has closed;
-//! - the pool still works at the end unless the program closed it.
+//! - the pool still works at the end unless the program closed it;
+//! - a job that failed with `PoolTimeout` never ran (no statement of it
+//!   reached a connection), and only a pool with `cp_queue_timeout` says so;
+//! - a retried job succeeds if and only if fewer attempts fail than the
+//!   policy allows (when nothing else disturbs it), after exactly K + 1
+//!   attempts, with its one write committed; it gives up after exactly the
+//!   policy's maximum, with nothing committed (every failed attempt was
+//!   rolled back, or the next one's insert would hit the primary key); a
+//!   closing pool or a cancel may stop it between attempts, and only they;
+//! - a job issued once a connection had outlived `cp_max_lifetime` never
+//!   runs on that connection (its worker replaces it first; a replacement
+//!   during a job would fail a clean job, which the invariants above catch);
+//! - `status()`, after every step: totals never go back, no more
+//!   connections closed than opened, no more job outcomes than jobs
+//!   submitted, nothing queued once every job has fired; once every job has
+//!   fired and the final query too (a quiescent pool): busy + idle ==
+//!   workers, queued == 0, opened − closed == open connections, and
+//!   completed + failed + cancelled + timed out == jobs submitted; at the
+//!   end (closed): no worker, nothing queued or open, opened == closed, the
+//!   same sum, and `jobs_timed_out` == the jobs that failed with
+//!   `PoolTimeout`.
+//!
+//! Not driven: `cp_statement_timeout`. SQLite's is a progress handler that
+//! reads the real clock, so whether an ordinary statement of a loaded
+//! machine times out is timing, not the program; and the fault-injecting
+//! connections underneath (`FaultModule`'s) do not pass the setting down.
+//! `production_timeouts.rs` tests it per driver.
 //!
 //! On MariaDB/MySQL (`pool_model_mysql`, needs `ADBAPI_MYSQL_URL`; 48 cases
 //! unless `ADBAPI_MODEL_MYSQL_CASES` says otherwise) each case writes to an
@@ -517,6 +550,8 @@ struct Tracked {
     /// The program had closed, dropped or stopped its pool when it fired: a
     /// closing pool begins no retry of `run_interaction_with_retry`.
     closing_before: bool,
+    /// [`Model::aged`] when it was issued.
+    issued_aged: u64,
 }
 
 impl fmt::Debug for Tracked {
@@ -550,6 +585,8 @@ struct Model {
     clock: ManualClock,
     /// [`Program::settle`].
     settle: bool,
+    /// Seconds the program has moved the lifetime clock on.
+    aged: Cell<u64>,
     /// How many times each `Op::Retry` job's body ran, by key.
     attempts: RefCell<HashMap<u64, Arc<AtomicU32>>>,
     /// The last `status()` the program took, to check that its totals
@@ -653,6 +690,7 @@ fn push_tracked(model: &Model, step: Option<usize>, kind: Kind, refused_expected
         refused_expected,
         pool_dropped_before: false,
         closing_before: false,
+        issued_aged: model.aged.get(),
     });
     tracked.len() - 1
 }
@@ -819,7 +857,13 @@ fn exec_act(model: &Rc<Model>, idx: usize, act: &Act) {
             }
         }
         Act::Pause(_) => {}
-        Act::Age(secs) => model.clock.advance(*secs),
+        Act::Age(secs) => {
+            model.aged.set(model.aged.get() + u64::from(*secs));
+            // The module first: it must not note a connection's first use
+            // earlier than the pool saw the connection opened.
+            model.module.set_time(model.aged.get());
+            model.clock.advance(*secs);
+        }
     }
     check_status_now(model, idx);
 }
@@ -1082,6 +1126,7 @@ fn run_program(prog: &Program, backend: &Backend) -> Result<(), String> {
         trace: RefCell::new(Vec::new()),
         clock,
         settle: prog.settle,
+        aged: Cell::new(0),
         attempts: RefCell::new(HashMap::new()),
         last_status: RefCell::new(None),
         status_problems: RefCell::new(Vec::new()),
@@ -1348,6 +1393,30 @@ fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<Strin
         }
     }
     problems.extend(model.status_problems.borrow().iter().cloned());
+    // cp_max_lifetime: a job issued once a connection had outlived it never
+    // ran on that connection (its worker replaced it first). The pool opened
+    // the connection no later than its first statement.
+    if let Some(lifetime) = prog.life.max_lifetime {
+        let first_used = model.module.first_used();
+        for (key, conn) in model.module.ran_on() {
+            let Some(&opened_by) = first_used.get(&conn) else {
+                continue;
+            };
+            let tracked = model.tracked.borrow();
+            let issued = tracked.iter().find(
+                |t| matches!(t.kind, Kind::Run { key: k, .. } | Kind::Final { key: k } if k == key),
+            );
+            if let Some(t) = issued {
+                if t.issued_aged >= opened_by + u64::from(lifetime) {
+                    problems.push(format!(
+                        "{t:?}: issued at {} s ran on connection {conn}, open since {opened_by} s or \
+                         earlier: past cp_max_lifetime {lifetime} s",
+                        t.issued_aged
+                    ));
+                }
+            }
+        }
+    }
     if let Some(pool) = model.pool() {
         // The pool is closed and every Deferred has fired (checked above).
         let st = pool.status();
