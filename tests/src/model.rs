@@ -20,6 +20,7 @@
 //! module): the database itself is the record of committed writes.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -118,12 +119,25 @@ struct Plans {
     plans: HashMap<u64, JobPlan>,
     /// Jobs whose commit reached the database (before any fault after it).
     committed: BTreeSet<u64>,
+    /// Jobs a tagged statement of which reached the connection (whether it
+    /// then failed or not): a job that was never run is not here.
+    executed: BTreeSet<u64>,
+    /// The connection (this module's numbering) each job's first tagged
+    /// statement ran on.
+    ran_on: HashMap<u64, u64>,
+    /// The time ([`PlanModule::set_time`]) each connection ran its first
+    /// statement at, by connection.
+    first_used: HashMap<u64, u64>,
+    /// The number the next connection gets.
+    next_connection: u64,
 }
 
 #[derive(Debug)]
 struct Shared {
     name: String,
     plans: Mutex<Plans>,
+    /// A test's clock reading, in its own units ([`PlanModule::set_time`]).
+    time: AtomicU64,
 }
 
 impl Shared {
@@ -177,6 +191,7 @@ impl PlanModule {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 plans: Mutex::new(Plans::default()),
+                time: AtomicU64::new(0),
             }),
             faults: FaultModule::wrapping(&format!("{name}-faults"), inner),
         });
@@ -202,6 +217,32 @@ impl PlanModule {
     pub fn commits_reached(&self) -> BTreeSet<u64> {
         self.shared.plans().committed.clone()
     }
+
+    /// Jobs that ran a tagged statement on some connection: a job the pool
+    /// says it never ran (a `PoolTimeout`) must not be here.
+    pub fn executed(&self) -> BTreeSet<u64> {
+        self.shared.plans().executed.clone()
+    }
+
+    /// The connection each job's first tagged statement ran on, by job.
+    pub fn ran_on(&self) -> HashMap<u64, u64> {
+        self.shared.plans().ran_on.clone()
+    }
+
+    /// Sets the time the module notes when a connection runs its first
+    /// statement ([`first_used`](Self::first_used)): a test's own clock
+    /// (the pool's lifetime clock, in seconds moved). Set it before the
+    /// pool's clock moves, so a first use the pool saw at the new time is
+    /// noted at the new time too.
+    pub fn set_time(&self, t: u64) {
+        self.shared.time.store(t, Ordering::SeqCst);
+    }
+
+    /// The time each connection ran its first statement at, by connection:
+    /// the pool had opened it by then, so it was no younger.
+    pub fn first_used(&self) -> HashMap<u64, u64> {
+        self.shared.plans().first_used.clone()
+    }
 }
 
 impl DbApiModule for PlanModule {
@@ -215,8 +256,15 @@ impl DbApiModule for PlanModule {
 
     fn connect(&self, args: &ConnectArgs) -> DbResult<Box<dyn DriverConnection>> {
         let inner = self.faults.connect(args)?;
+        let id = {
+            let mut plans = self.shared.plans();
+            let id = plans.next_connection;
+            plans.next_connection += 1;
+            id
+        };
         Ok(Box::new(PlanConnection {
             shared: Arc::clone(&self.shared),
+            id,
             inner,
             job: None,
             severed: false,
@@ -226,6 +274,8 @@ impl DbApiModule for PlanModule {
 
 struct PlanConnection {
     shared: Arc<Shared>,
+    /// This module's number for the connection.
+    id: u64,
     inner: Box<dyn DriverConnection>,
     /// The job whose transaction is open on this connection.
     job: Option<u64>,
@@ -268,8 +318,19 @@ impl PlanConnection {
 
 impl DriverConnection for PlanConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        let tagged = parse_tag(sql);
+        {
+            let now = self.shared.time.load(Ordering::SeqCst);
+            let mut plans = self.shared.plans();
+            plans.first_used.entry(self.id).or_insert(now);
+            if let Some(key) = tagged {
+                // Before the severed check: the job did reach a connection.
+                plans.executed.insert(key);
+                plans.ran_on.entry(key).or_insert(self.id);
+            }
+        }
         self.check_severed("execute")?;
-        if let Some(key) = parse_tag(sql) {
+        if let Some(key) = tagged {
             self.job = Some(key);
             let plan = self.shared.plan(key);
             self.apply(plan.exec, "execute", key)?;

@@ -17,18 +17,25 @@
 //! ```
 //!
 //! A program ([`Program`]) makes a pool (`cp_min`/`cp_max` 1-3,
-//! `cp_reconnect` on or off) over a [`PlanModule`] (per-job fault plans over
+//! `cp_reconnect` on or off; issue 13's options each in a third of the
+//! programs: `cp_queue_timeout` 1-12 ms of the reactor's clock, and
+//! `cp_max_lifetime`, `cp_idle_timeout`, `cp_check_idle` in seconds of a
+//! `life_clock` only the program moves) over a [`PlanModule`] (per-job fault plans over
 //! the step-counted [`FaultModule`], wrapping a real SQLite file, or a
 //! MariaDB/MySQL server through `pymysql`: see [`Backend`]), arms a few
 //! step-counted faults (connect, cursor, close), and runs its [`Step`]s from
 //! the reactor: `run_query`, `run_operation`, `run_interaction` (ok, error,
-//! panic, slow), each writing a unique key and optionally with `add_timeout`;
-//! cancelling an earlier Deferred; `close`, `final_close`, dropping the pool
-//! handle, `reactor.stop()`, `adjust_pool_size`, and pauses. A step runs at
-//! once, from the callback of an earlier job, or from a `call_later` timer.
-//! The program then stops the reactor (after a final `run_query` if the
-//! program left the pool open) and `run()` must return; a watchdog timer and
-//! a watchdog thread turn a hang into a failed case.
+//! panic, slow) and `run_interaction_with_retry` (its first K attempts fail
+//! with a serialization failure, SQLSTATE 40001, under a policy of at most
+//! 1-3 attempts), each writing a unique key and optionally with
+//! `add_timeout`; cancelling an earlier Deferred; `close`, `final_close`,
+//! dropping the pool handle, `reactor.stop()`, `adjust_pool_size`, pauses,
+//! and moving the lifetime clock on. A step runs at once, from the callback
+//! of an earlier job, or from a `call_later` timer. The program then stops
+//! the reactor (after a final `run_query` if the program left the pool
+//! open; half the programs also wait for every job to fire) and `run()`
+//! must return; a watchdog timer and a watchdog thread turn a hang into a
+//! failed case.
 //!
 //! Checked after `run()` returns:
 //! - every Deferred the program got (jobs, `close`, `final_close`) fired
@@ -44,7 +51,33 @@
 //! - no connection and no worker thread is left once the pool is closed
 //!   (and, for a dropped pool, soon after); no connection was closed twice;
 //! - the `after`/`shutdown` triggers run only once the pool has closed;
-//! - the pool still works at the end unless the program closed it.
+//! - the pool still works at the end unless the program closed it;
+//! - a job that failed with `PoolTimeout` never ran (no statement of it
+//!   reached a connection), and only a pool with `cp_queue_timeout` says so;
+//! - a retried job succeeds if and only if fewer attempts fail than the
+//!   policy allows (when nothing else disturbs it), after exactly K + 1
+//!   attempts, with its one write committed; it gives up after exactly the
+//!   policy's maximum, with nothing committed (every failed attempt was
+//!   rolled back, or the next one's insert would hit the primary key); a
+//!   closing pool or a cancel may stop it between attempts, and only they;
+//! - a job issued once a connection had outlived `cp_max_lifetime` never
+//!   runs on that connection (its worker replaces it first; a replacement
+//!   during a job would fail a clean job, which the invariants above catch);
+//! - `status()`, after every step: totals never go back, no more
+//!   connections closed than opened, no more job outcomes than jobs
+//!   submitted, nothing queued once every job has fired; once every job has
+//!   fired and the final query too (a quiescent pool): busy + idle ==
+//!   workers, queued == 0, opened − closed == open connections, and
+//!   completed + failed + cancelled + timed out == jobs submitted; at the
+//!   end (closed): no worker, nothing queued or open, opened == closed, the
+//!   same sum, and `jobs_timed_out` == the jobs that failed with
+//!   `PoolTimeout`.
+//!
+//! Not driven: `cp_statement_timeout`. SQLite's is a progress handler that
+//! reads the real clock, so whether an ordinary statement of a loaded
+//! machine times out is timing, not the program; and the fault-injecting
+//! connections underneath (`FaultModule`'s) do not pass the setting down.
+//! `production_timeouts.rs` tests it per driver.
 //!
 //! On MariaDB/MySQL (`pool_model_mysql`, needs `ADBAPI_MYSQL_URL`; 48 cases
 //! unless `ADBAPI_MODEL_MYSQL_CASES` says otherwise) each case writes to an
@@ -59,13 +92,16 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adbapi::dbapi::{DbApiModule, ErrorKind};
+use adbapi::dbapi::{DbApiModule, DbError, ErrorKind};
 use adbapi::drivers::mysql::MysqlModule;
 use adbapi::drivers::postgres::PostgresModule;
-use adbapi::{args, kwargs, Arg, ConnectionPool, PoolClosed};
+use adbapi::{
+    args, kwargs, Arg, Clock, ConnectionPool, PoolClosed, PoolStatus, PoolTimeout, RetryPolicy,
+};
 use deferred::{CancelledError, Deferred, Failure, TimeoutError};
 use integration_tests::faults::{quiet_injected_panics, Fault, Step as FaultStep, When};
 use integration_tests::harness::{unique_name, TempDir};
@@ -87,6 +123,9 @@ const HANG: Duration = Duration::from_secs(15);
 const SHRINK_TRIES: usize = 6;
 /// How long a dropped pool's workers get to close their connections.
 const DROPPED_POOL_GRACE: Duration = Duration::from_secs(10);
+/// How long a quiescent pool's workers get to settle before its `status()`
+/// is checked (only a defect reaches the limit).
+const QUIESCENT_GRACE: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------- programs
 
@@ -111,6 +150,11 @@ enum Op {
     Operation,
     /// `run_interaction`.
     Interaction(Body),
+    /// `run_interaction_with_retry` with at most `max` attempts, whose body
+    /// inserts its key, then fails with a serialization failure (SQLSTATE
+    /// 40001, which `retry_reason` retries) on its first `fail_first`
+    /// attempts, and reads its key back on the next.
+    Retry { fail_first: u8, max: u8 },
 }
 
 /// Where a step runs.
@@ -157,6 +201,8 @@ enum Act {
     Adjust { min: usize, max: usize },
     /// The program's sequence waits this many milliseconds (only `Now`).
     Pause(u8),
+    /// Moves the pool's lifetime clock (`life_clock`) this many seconds on.
+    Age(u8),
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -179,11 +225,27 @@ struct GlobalFault {
     fault: Fault,
 }
 
+/// The pool's `cp_max_lifetime`, `cp_idle_timeout` and `cp_check_idle`,
+/// in seconds of the lifetime clock, which only [`Act::Age`] moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Life {
+    max_lifetime: Option<u8>,
+    idle_timeout: Option<u8>,
+    check_idle: Option<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Program {
     min: usize,
     max: usize,
     reconnect: bool,
+    /// `cp_queue_timeout`, in milliseconds of the reactor's clock.
+    queue_timeout_ms: Option<u8>,
+    life: Life,
+    /// The program ends once every job has fired (else once its final
+    /// query has, with other jobs possibly in flight): a retried job then
+    /// runs its retries instead of meeting a closing pool.
+    settle: bool,
     global: Vec<GlobalFault>,
     steps: Vec<Step>,
 }
@@ -247,6 +309,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Interaction(Body::Error)),
         1 => Just(Op::Interaction(Body::Panic)),
         2 => (1u8..=15).prop_map(|ms| Op::Interaction(Body::Slow(ms))),
+        2 => (0u8..=4, 1u8..=3).prop_map(|(fail_first, max)| Op::Retry { fail_first, max }),
     ]
 }
 
@@ -271,6 +334,7 @@ fn act() -> impl Strategy<Value = Act> {
         1 => (0usize..=3, 1usize..=3)
             .prop_map(|(min, max)| Act::Adjust { min: min.min(max), max }),
         2 => (0u8..=20).prop_map(Act::Pause),
+        1 => (1u8..=30).prop_map(Act::Age),
     ]
 }
 
@@ -310,21 +374,42 @@ fn global_fault() -> impl Strategy<Value = GlobalFault> {
         .prop_map(|(step, nth, fault)| GlobalFault { step, nth, fault })
 }
 
+/// An option that is off in two programs of three.
+fn sometimes(range: std::ops::RangeInclusive<u8>) -> impl Strategy<Value = Option<u8>> {
+    prop_oneof![2 => Just(None), 1 => range.prop_map(Some)]
+}
+
+fn life() -> impl Strategy<Value = Life> {
+    // cp_check_idle 0 probes before every job.
+    (sometimes(1..=40), sometimes(1..=40), sometimes(0..=20)).prop_map(
+        |(max_lifetime, idle_timeout, check_idle)| Life {
+            max_lifetime,
+            idle_timeout,
+            check_idle,
+        },
+    )
+}
+
 fn program() -> impl Strategy<Value = Program> {
     (
-        1usize..=3,
-        1usize..=3,
-        any::<bool>(),
+        (1usize..=3, 1usize..=3, any::<bool>(), any::<bool>()),
+        sometimes(1..=12),
+        life(),
         proptest::collection::vec(global_fault(), 0..=2),
         proptest::collection::vec(step(), 1..=12),
     )
-        .prop_map(|(min, max, reconnect, global, steps)| Program {
-            min,
-            max,
-            reconnect,
-            global,
-            steps,
-        })
+        .prop_map(
+            |((min, max, reconnect, settle), queue_timeout_ms, life, global, steps)| Program {
+                min,
+                max,
+                reconnect,
+                queue_timeout_ms,
+                life,
+                settle,
+                global,
+                steps,
+            },
+        )
 }
 
 // ---------------------------------------------------------------- backends
@@ -460,6 +545,8 @@ enum Outcome {
         cancelled: bool,
         timed_out: bool,
         pool_closed: bool,
+        /// `cp_queue_timeout`'s `PoolTimeout`.
+        pool_timeout: bool,
         text: String,
     },
 }
@@ -478,6 +565,11 @@ struct Tracked {
     refused_expected: bool,
     /// The program had dropped its pool handle when it fired (or never).
     pool_dropped_before: bool,
+    /// The program had closed, dropped or stopped its pool when it fired: a
+    /// closing pool begins no retry of `run_interaction_with_retry`.
+    closing_before: bool,
+    /// [`Model::aged`] when it was issued.
+    issued_aged: u64,
 }
 
 impl fmt::Debug for Tracked {
@@ -507,6 +599,38 @@ struct Model {
     after_shutdown: RefCell<Option<String>>,
     /// What happened, in order, for the failure message.
     trace: RefCell<Vec<String>>,
+    /// The pool's lifetime clock.
+    clock: ManualClock,
+    /// [`Program::settle`].
+    settle: bool,
+    /// Seconds the program has moved the lifetime clock on.
+    aged: Cell<u64>,
+    /// How many times each `Op::Retry` job's body ran, by key.
+    attempts: RefCell<HashMap<u64, Arc<AtomicU32>>>,
+    /// The last `status()` the program took, to check that its totals
+    /// never go back.
+    last_status: RefCell<Option<PoolStatus>>,
+    /// What the `status()` taken after the steps found wrong.
+    status_problems: RefCell<Vec<String>>,
+}
+
+/// A clock the program moves by hand ([`Act::Age`]).
+#[derive(Clone)]
+struct ManualClock(Arc<Mutex<Instant>>);
+
+impl ManualClock {
+    fn new() -> Self {
+        ManualClock(Arc::new(Mutex::new(Instant::now())))
+    }
+
+    fn clock(&self) -> Clock {
+        let c = Arc::clone(&self.0);
+        Arc::new(move || *c.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn advance(&self, secs: u8) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += Duration::from_secs(u64::from(secs));
+    }
 }
 
 impl Model {
@@ -530,6 +654,7 @@ fn describe_failure(f: &Failure) -> Outcome {
         cancelled: f.check::<CancelledError>().is_some(),
         timed_out: f.check::<TimeoutError>().is_some(),
         pool_closed: f.check::<PoolClosed>().is_some(),
+        pool_timeout: f.check::<PoolTimeout>().is_some(),
         text: format!("{} ({})", f.error_message(), f.type_name()),
     }
 }
@@ -554,6 +679,7 @@ fn track<T: 'static>(
             t.fired += 1;
             t.fired_late |= m.run_returned.get();
             t.pool_dropped_before = m.dropped.get();
+            t.closing_before = m.dropped.get() || m.stopped.get() || m.closed_by_program.get();
             t.outcome = Some(outcome.clone());
         }
         m.note(format!("fired #{idx}: {outcome:?}"));
@@ -581,6 +707,8 @@ fn push_tracked(model: &Model, step: Option<usize>, kind: Kind, refused_expected
         cancelled_by_program: false,
         refused_expected,
         pool_dropped_before: false,
+        closing_before: false,
+        issued_aged: model.aged.get(),
     });
     tracked.len() - 1
 }
@@ -649,6 +777,37 @@ fn issue_job(
                 rows.iter().map(|r| r.values().to_vec()).collect::<Vec<_>>()
             ))
         }),
+        Op::Retry { fail_first, max } => {
+            let attempts = Arc::new(AtomicU32::new(0));
+            model
+                .attempts
+                .borrow_mut()
+                .insert(key, Arc::clone(&attempts));
+            let policy = RetryPolicy::attempts(u32::from(max))
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(2));
+            pool.run_interaction_with_retry(policy, move |txn| {
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                // The insert again: a retry after a rollback that left the
+                // write in place would fail on the primary key.
+                txn.execute(&insert_sql(&table, key), ())?;
+                if attempt <= u32::from(fail_first) {
+                    return Err(Failure::new(
+                        DbError::new(
+                            ErrorKind::OperationalError,
+                            format!("job {key}: planned serialization failure, attempt {attempt}"),
+                        )
+                        .with_code("40001"),
+                    ));
+                }
+                let rows = txn
+                    .execute(&format!("SELECT k FROM {table} WHERE k = {key}"), ())?
+                    .fetchall()?;
+                Ok(format!(
+                    "{:?}",
+                    rows.iter().map(|r| r.values().to_vec()).collect::<Vec<_>>()
+                ))
+            })
+        }
     };
     track(model, idx, timeout(d), |s| s);
 }
@@ -657,7 +816,7 @@ fn issue_job(
 fn expected_value(op: Op, key: u64) -> String {
     match op {
         Op::Operation => "()".to_owned(),
-        Op::Query | Op::Interaction(_) => format!("[[Int({key})]]"),
+        Op::Query | Op::Interaction(_) | Op::Retry { .. } => format!("[[Int({key})]]"),
     }
 }
 
@@ -716,6 +875,134 @@ fn exec_act(model: &Rc<Model>, idx: usize, act: &Act) {
             }
         }
         Act::Pause(_) => {}
+        Act::Age(secs) => {
+            model.aged.set(model.aged.get() + u64::from(*secs));
+            // The module first: it must not note a connection's first use
+            // earlier than the pool saw the connection opened.
+            model.module.set_time(model.aged.get());
+            model.clock.advance(*secs);
+        }
+    }
+    check_status_now(model, idx);
+}
+
+/// Jobs issued to the pool, refused ones included (a job refused by a
+/// closed pool counts as failed): what the pool's job totals count.
+fn jobs_submitted(model: &Model) -> u64 {
+    model
+        .tracked
+        .borrow()
+        .iter()
+        .filter(|t| matches!(t.kind, Kind::Run { .. } | Kind::Final { .. }))
+        .count() as u64
+}
+
+/// True once every job the program issued has fired.
+fn all_jobs_fired(model: &Model) -> bool {
+    model
+        .tracked
+        .borrow()
+        .iter()
+        .all(|t| t.fired > 0 || !matches!(t.kind, Kind::Run { .. } | Kind::Final { .. }))
+}
+
+fn job_totals(st: &PoolStatus) -> u64 {
+    st.jobs_completed + st.jobs_failed + st.jobs_cancelled + st.jobs_timed_out
+}
+
+/// The `status()` invariants that hold at any moment, taken from the loop
+/// thread after a step while workers may be running: totals never go
+/// back, no more connections closed than opened, no more job outcomes
+/// than jobs, and nothing queued once every job has fired.
+fn check_status_now(model: &Model, idx: usize) {
+    let Some(pool) = model.pool() else { return };
+    let st = pool.status();
+    let mut wrong = Vec::new();
+    if let Some(last) = model.last_status.borrow().as_ref() {
+        let totals = |s: &PoolStatus| {
+            [
+                ("connections_opened", s.connections_opened),
+                ("connections_closed", s.connections_closed),
+                ("connections_failed", s.connections_failed),
+                ("jobs_completed", s.jobs_completed),
+                ("jobs_failed", s.jobs_failed),
+                ("jobs_cancelled", s.jobs_cancelled),
+                ("jobs_timed_out", s.jobs_timed_out),
+            ]
+        };
+        for ((name, before), (_, now)) in totals(last).into_iter().zip(totals(&st)) {
+            if now < before {
+                wrong.push(format!("{name} went back from {before} to {now}"));
+            }
+        }
+    }
+    if st.connections_closed > st.connections_opened {
+        wrong.push("more connections closed than opened".to_owned());
+    }
+    let submitted = jobs_submitted(model);
+    if job_totals(&st) > submitted {
+        wrong.push(format!(
+            "more job outcomes than the {submitted} jobs submitted"
+        ));
+    }
+    if all_jobs_fired(model) && st.queued != 0 {
+        wrong.push("jobs queued although every job has fired".to_owned());
+    }
+    if !wrong.is_empty() {
+        model.status_problems.borrow_mut().push(format!(
+            "status() after step {idx}: {}: {st:?}",
+            wrong.join("; ")
+        ));
+    }
+    *model.last_status.borrow_mut() = Some(st);
+}
+
+/// The `status()` invariants of a quiescent pool (every job fired, no
+/// worker busy): busy + idle == workers, nothing queued, opened − closed
+/// == open connections, and one job outcome per job submitted. A worker
+/// still finishing the job whose Deferred just fired (returning to the
+/// idle list, closing a connection it replaced) is waited for, bounded.
+fn check_status_quiescent(model: &Model, when: &str) {
+    let Some(pool) = model.pool() else { return };
+    if !all_jobs_fired(model) {
+        return;
+    }
+    let submitted = jobs_submitted(model);
+    let wrong = |st: &PoolStatus| {
+        let mut wrong = Vec::new();
+        if st.busy != 0 || st.busy + st.idle != st.workers {
+            wrong.push("busy + idle != workers, or a worker busy".to_owned());
+        }
+        if st.queued != 0 {
+            wrong.push("jobs queued".to_owned());
+        }
+        if st.connections_opened - st.connections_closed.min(st.connections_opened)
+            != st.open_connections as u64
+        {
+            wrong.push("connections opened - closed != open".to_owned());
+        }
+        if job_totals(st) != submitted {
+            wrong.push(format!(
+                "completed + failed + cancelled + timed out != {submitted} jobs submitted"
+            ));
+        }
+        wrong
+    };
+    let deadline = Instant::now() + QUIESCENT_GRACE;
+    loop {
+        let st = pool.status();
+        let w = wrong(&st);
+        if w.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            model
+                .status_problems
+                .borrow_mut()
+                .push(format!("status() {when}: {}: {st:?}", w.join("; ")));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -779,14 +1066,36 @@ fn finish(model: &Rc<Model>) {
             .borrow_mut()
             .entry(len)
             .or_default()
-            .push(Box::new(move || {
-                m.stopped.set(true);
-                let _ = m.reactor.stop();
-            }));
+            .push(Box::new(move || stop_when_settled(&m)));
     } else {
         model.stopped.set(true);
         let _ = model.reactor.stop();
     }
+}
+
+/// Once the final query has fired: stops the reactor, at once or (a
+/// settling program) once every job has fired, checking the quiescent
+/// pool's `status()` first if every job has.
+fn stop_when_settled(model: &Rc<Model>) {
+    if model.stopped.get() {
+        return;
+    }
+    if model.settle {
+        let unfired = model.tracked.borrow().iter().position(|t| t.fired == 0);
+        if let Some(idx) = unfired {
+            let m = Rc::clone(model);
+            model
+                .hooks
+                .borrow_mut()
+                .entry(idx)
+                .or_default()
+                .push(Box::new(move || stop_when_settled(&m)));
+            return;
+        }
+    }
+    check_status_quiescent(model, "when the final query fired");
+    model.stopped.set(true);
+    let _ = model.reactor.stop();
 }
 
 /// Runs one program to completion and checks it; `Err` says what is wrong.
@@ -799,18 +1108,25 @@ fn run_program(prog: &Program, backend: &Backend) -> Result<(), String> {
         module.faults().arm(g.step, When::Nth(g.nth), g.fault);
     }
     let reactor = Reactor::new().map_err(|e| e.to_string())?;
-    let pool = ConnectionPool::new(
-        &name,
-        args![db.target.as_str()],
-        kwargs! {
-            "cp_min" => prog.min as i64,
-            "cp_max" => prog.max as i64,
-            "cp_reconnect" => prog.reconnect,
-            "cp_name" => name.as_str(),
-            "cp_reactor" => Arg::reactor(reactor.clone()),
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let clock = ManualClock::new();
+    let secs = |s: Option<u8>| s.map(f64::from);
+    let pool = ConnectionPool::builder(&name)
+        .arg(db.target.as_str())
+        .min(prog.min)
+        .max(prog.max)
+        .reconnect(prog.reconnect)
+        .name(&name)
+        .reactor(reactor.clone())
+        .queue_timeout(
+            prog.queue_timeout_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+        )
+        .max_lifetime(secs(prog.life.max_lifetime))
+        .idle_timeout(secs(prog.life.idle_timeout))
+        .check_idle(secs(prog.life.check_idle))
+        .life_clock(clock.clock())
+        .build()
+        .map_err(|e| e.to_string())?;
     let model = Rc::new(Model {
         reactor: reactor.clone(),
         module: Arc::clone(&module),
@@ -826,6 +1142,12 @@ fn run_program(prog: &Program, backend: &Backend) -> Result<(), String> {
         timed_out: Cell::new(false),
         after_shutdown: RefCell::new(None),
         trace: RefCell::new(Vec::new()),
+        clock,
+        settle: prog.settle,
+        aged: Cell::new(0),
+        attempts: RefCell::new(HashMap::new()),
+        last_status: RefCell::new(None),
+        status_problems: RefCell::new(Vec::new()),
     });
     // Known defect 10: the pool must have closed before the after phase.
     let m = Rc::clone(&model);
@@ -907,8 +1229,10 @@ fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<Strin
         ));
     }
     let committed = db.committed();
+    let executed = model.module.executed();
     let severs = prog.severs();
     let has_global = !prog.global.is_empty();
+    let mut pool_timeouts = 0u64;
     for (i, t) in model.tracked.borrow().iter().enumerate() {
         let what = format!("#{i} {t:?}");
         if t.fired == 0 || t.fired_late {
@@ -941,6 +1265,21 @@ fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<Strin
                     _ => (Op::Query, JobPlan::default()),
                 };
                 let is_committed = committed.contains(key);
+                let attempts = model
+                    .attempts
+                    .borrow()
+                    .get(key)
+                    .map(|a| a.load(Ordering::SeqCst));
+                // A retried job: how its attempts must end (see `Op::Retry`).
+                let retry = match op {
+                    Op::Retry { fail_first, max } => Some((u32::from(fail_first), u32::from(max))),
+                    _ => None,
+                };
+                if let (Some((_, max)), Some(n)) = (retry, attempts) {
+                    if n > max {
+                        problems.push(format!("{what}: {n} attempts, at most {max} allowed"));
+                    }
+                }
                 match &outcome {
                     Outcome::Value(v) => {
                         if !is_committed {
@@ -954,8 +1293,17 @@ fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<Strin
                                 expected_value(op, *key)
                             ));
                         }
+                        if let (Some((fail_first, _)), Some(n)) = (retry, attempts) {
+                            if n != fail_first + 1 {
+                                problems.push(format!(
+                                    "{what}: succeeded after {n} attempts, planned {}",
+                                    fail_first + 1
+                                ));
+                            }
+                        }
                         if plan.makes_job_fail()
                             || matches!(op, Op::Interaction(Body::Error | Body::Panic))
+                            || retry.is_some_and(|(fail_first, max)| fail_first >= max)
                         {
                             problems
                                 .push(format!("{what}: succeeded although its plan makes it fail"));
@@ -970,8 +1318,24 @@ fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<Strin
                         cancelled,
                         timed_out,
                         pool_closed,
+                        pool_timeout,
                         text,
                     } => {
+                        if *pool_timeout {
+                            pool_timeouts += 1;
+                            if prog.queue_timeout_ms.is_none() {
+                                problems.push(format!(
+                                    "{what}: PoolTimeout without cp_queue_timeout: {text}"
+                                ));
+                            }
+                            // Never run: no statement of it reached a
+                            // connection, its body never ran.
+                            if executed.contains(key) || attempts.is_some_and(|n| n != 0) {
+                                problems.push(format!(
+                                    "{what}: failed with PoolTimeout but it ran ({attempts:?} attempts)"
+                                ));
+                            }
+                        }
                         if is_committed && !plan.ambiguous() {
                             problems.push(format!(
                                 "{what}: failed ({text}) but key {key} is committed"
@@ -982,28 +1346,120 @@ fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<Strin
                                 "{what}: issued on a closed pool, failed with {text} instead of PoolClosed"
                             ));
                         }
-                        let clean = !plan.makes_job_fail()
-                            && matches!(
-                                op,
+                        // Nothing but its own retries makes it fail; a retried
+                        // job's rollback is planned to succeed when it has any.
+                        let clean_but_retries = !plan.makes_job_fail()
+                            && match op {
                                 Op::Query
-                                    | Op::Operation
-                                    | Op::Interaction(Body::Ok | Body::Slow(_))
-                            );
-                        let expect_success = clean
+                                | Op::Operation
+                                | Op::Interaction(Body::Ok | Body::Slow(_)) => true,
+                                Op::Interaction(Body::Error | Body::Panic) => false,
+                                Op::Retry { fail_first, .. } => {
+                                    fail_first == 0 || plan.rollback == StepFault::None
+                                }
+                            };
+                        let clean = clean_but_retries
+                            && retry.is_none_or(|(fail_first, max)| fail_first < max);
+                        // A closing pool begins no retry.
+                        let retries_cut =
+                            retry.is_some_and(|(fail_first, _)| fail_first > 0) && t.closing_before;
+                        let undisturbed = !retries_cut
                             && !t.refused_expected
                             && !t.cancelled_by_program
                             && !*cancelled
                             && !*timed_out
+                            && !*pool_timeout
                             && !has_global
                             && (prog.reconnect || !severs);
-                        if expect_success {
+                        if clean && undisturbed {
                             problems.push(format!(
                                 "{what}: a clean job on an open pool failed: {text}"
                             ));
                         }
+                        if let Some((fail_first, max)) = retry {
+                            let gave_up = format!("gave up after {max} attempts");
+                            if text.contains("gave up after") {
+                                if !text.contains(&gave_up) || attempts != Some(max) {
+                                    problems.push(format!(
+                                        "{what}: {text}, after {attempts:?} attempts (max {max})"
+                                    ));
+                                }
+                                if fail_first < max {
+                                    problems.push(format!(
+                                        "{what}: gave up although only {fail_first} attempts were to fail"
+                                    ));
+                                }
+                            } else if text.contains("stopped after") {
+                                if !(retries_cut
+                                    || t.cancelled_by_program
+                                    || *cancelled
+                                    || *timed_out)
+                                {
+                                    problems.push(format!(
+                                        "{what}: retries stopped although neither cancelled nor closing: {text}"
+                                    ));
+                                }
+                            } else if clean_but_retries && undisturbed && fail_first >= max {
+                                problems.push(format!(
+                                    "{what}: expected to give up after {max} attempts, failed with {text}"
+                                ));
+                            }
+                        }
                     }
                 }
             }
+        }
+    }
+    problems.extend(model.status_problems.borrow().iter().cloned());
+    // cp_max_lifetime: a job issued once a connection had outlived it never
+    // ran on that connection (its worker replaced it first). The pool opened
+    // the connection no later than its first statement.
+    if let Some(lifetime) = prog.life.max_lifetime {
+        let first_used = model.module.first_used();
+        for (key, conn) in model.module.ran_on() {
+            let Some(&opened_by) = first_used.get(&conn) else {
+                continue;
+            };
+            let tracked = model.tracked.borrow();
+            let issued = tracked.iter().find(
+                |t| matches!(t.kind, Kind::Run { key: k, .. } | Kind::Final { key: k } if k == key),
+            );
+            if let Some(t) = issued {
+                if t.issued_aged >= opened_by + u64::from(lifetime) {
+                    problems.push(format!(
+                        "{t:?}: issued at {} s ran on connection {conn}, open since {opened_by} s or \
+                         earlier: past cp_max_lifetime {lifetime} s",
+                        t.issued_aged
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(pool) = model.pool() {
+        // The pool is closed and every Deferred has fired (checked above).
+        let st = pool.status();
+        let mut wrong = Vec::new();
+        if st.workers != 0 || st.busy != 0 || st.idle != 0 {
+            wrong.push("workers left");
+        }
+        if st.queued != 0 {
+            wrong.push("jobs queued");
+        }
+        if st.open_connections != 0 || st.connections_opened != st.connections_closed {
+            wrong.push("connections opened != closed, or some open");
+        }
+        if job_totals(&st) != jobs_submitted(model) {
+            wrong.push("completed + failed + cancelled + timed out != jobs submitted");
+        }
+        if st.jobs_timed_out != pool_timeouts {
+            wrong.push("jobs_timed_out != the jobs that failed with PoolTimeout");
+        }
+        if !wrong.is_empty() {
+            problems.push(format!(
+                "status() at the end: {} ({} jobs submitted, {pool_timeouts} PoolTimeouts): {st:?}",
+                wrong.join("; "),
+                jobs_submitted(model)
+            ));
         }
     }
     if let Some(w) = model.after_shutdown.borrow().as_ref() {
@@ -1193,6 +1649,9 @@ fn cancelling_close_keeps_the_shutdown_hold_program() -> Program {
         min: 1,
         max: 1,
         reconnect: false,
+        queue_timeout_ms: None,
+        life: Life::default(),
+        settle: false,
         global: vec![],
         steps: vec![now(q()), now(Act::Close), now(Act::Cancel(1))],
     }
@@ -1215,6 +1674,9 @@ fn a_failed_rollback_does_not_keep_the_transaction_open_program() -> Program {
         min: 1,
         max: 2,
         reconnect: false,
+        queue_timeout_ms: None,
+        life: Life::default(),
+        settle: false,
         global: vec![],
         steps: vec![now(Act::Run {
             op: Op::Interaction(Body::Slow(6)),
@@ -1232,6 +1694,9 @@ fn one_worker(steps: Vec<Step>) -> Program {
         min: 1,
         max: 1,
         reconnect: false,
+        queue_timeout_ms: None,
+        life: Life::default(),
+        settle: false,
         global: vec![],
         steps,
     }
@@ -1331,6 +1796,9 @@ fn mysql_a_cancel_never_reaches_the_next_job() {
                     min: 1,
                     max: 1,
                     reconnect,
+                    queue_timeout_ms: None,
+                    life: Life::default(),
+                    settle: false,
                     global: vec![],
                     steps: vec![
                         now(run(Op::Interaction(Body::Slow(6)), slow_commit, None)),
