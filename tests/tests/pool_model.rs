@@ -99,9 +99,7 @@ use std::time::{Duration, Instant};
 use adbapi::dbapi::{DbApiModule, DbError, ErrorKind};
 use adbapi::drivers::mysql::MysqlModule;
 use adbapi::drivers::postgres::PostgresModule;
-use adbapi::{
-    args, kwargs, Arg, Clock, ConnectionPool, PoolClosed, PoolStatus, PoolTimeout, RetryPolicy,
-};
+use adbapi::{Clock, ConnectionPool, PoolClosed, PoolStatus, PoolTimeout, RetryPolicy};
 use deferred::{CancelledError, Deferred, Failure, TimeoutError};
 use integration_tests::faults::{quiet_injected_panics, Fault, Step as FaultStep, When};
 use integration_tests::harness::{unique_name, TempDir};
