@@ -20,19 +20,98 @@
 //! Here the pool does it: `pool.named("desc")` names the job; the wait for a
 //! worker and the run are timed into histograms, counted by outcome, and
 //! published through the `metrics` facade (any recorder: this example
-//! installs `metrics-exporter-prometheus`'s, without its HTTP server, and
-//! prints what a scrape would return). Stops by itself.
+//! installs `metrics-exporter-prometheus`'s, without its HTTP server). The
+//! text is served at `http://127.0.0.1:PORT/metrics` by a `Protocol` on the
+//! reactor's own TCP layer, scraped once by a client on the same reactor and
+//! printed. Stops by itself.
 //!
 //! Run it with `cargo run --example metrics`.
 
 mod common;
+// The one-request client of the finger examples: sends a request, reads
+// the answer until the server closes.
+mod finger_query;
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use adbapi::{ConnectionPool, PoolTimeout};
 use common::{say, with_temp_db};
 use deferred::{gather_results, Deferred, Failure};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use reactor::prelude::*;
+use reactor::protocols::for_protocol;
+use reactor::{Reactor, DEFAULT_BACKLOG};
+
+/// A scrape endpoint: answers any HTTP request with the metrics as
+/// Prometheus text, then closes (HTTP/1.0).
+struct Scrape {
+    metrics: PrometheusHandle,
+    transport: Option<Rc<dyn Transport>>,
+    request: Vec<u8>,
+}
+
+impl Protocol for Scrape {
+    fn connection_made(&mut self, transport: Rc<dyn Transport>) {
+        self.transport = Some(transport);
+    }
+
+    fn data_received(&mut self, data: &[u8]) {
+        let Some(t) = self.transport.clone() else {
+            return;
+        };
+        self.request.extend_from_slice(data);
+        if self.request.len() > 8192 {
+            // Not a scrape; don't buffer it.
+            t.abort_connection();
+        } else if self.request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let body = self.metrics.render();
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            t.write_sequence(&[head.as_bytes(), body.as_bytes()]);
+            t.lose_connection();
+        }
+    }
+
+    fn connection_lost(&mut self, _reason: Failure) {
+        self.transport = None;
+    }
+}
+
+/// Serves the metrics on a free port of 127.0.0.1, scrapes them once and
+/// returns the body.
+fn scrape(reactor: &Reactor, metrics: PrometheusHandle) -> Deferred<String> {
+    let factory = for_protocol(move |_peer| Scrape {
+        metrics: metrics.clone(),
+        transport: None,
+        request: Vec::new(),
+    });
+    let port = match reactor.listen_tcp(0, factory, DEFAULT_BACKLOG, "127.0.0.1") {
+        Ok(p) => p,
+        Err(e) => return deferred::fail(e),
+    };
+    let address = port.get_host();
+    say(format_args!(
+        "metrics served at http://{}/metrics",
+        address.socket_addr()
+    ));
+    finger_query::finger(
+        reactor,
+        "127.0.0.1",
+        address.port(),
+        b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n",
+    )
+    .add_callback_deferred(move |response| {
+        let text = String::from_utf8_lossy(&response).into_owned();
+        port.stop_listening().add_callback(move |()| text)
+    })
+    .add_callback_result(|response: String| match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.to_owned()),
+        _ => Err(Failure::msg(format!("bad scrape response: {response:?}"))),
+    })
+}
 
 fn main() {
     common::init_logging();
@@ -44,7 +123,8 @@ fn main() {
         }
     };
     let code = with_temp_db("metrics.db", |db| {
-        reactor::react(|_reactor| {
+        let metrics = prometheus.clone();
+        reactor::react(move |reactor| {
             let pool = match ConnectionPool::builder("sqlite3")
                 .arg(db)
                 .name("app-db")
@@ -60,13 +140,15 @@ fn main() {
                 Ok(pool) => pool,
                 Err(e) => return deferred::fail(e),
             };
+            let r = reactor.clone();
             program(pool)
+                .add_callback_deferred(move |()| scrape(&r, metrics))
+                .add_callback(|body| {
+                    say(format_args!("--- Prometheus text, as scraped ---"));
+                    say(format_args!("{}", body.trim_end()));
+                })
         })
     });
-    say(format_args!(
-        "--- Prometheus text (what a scrape returns) ---"
-    ));
-    say(format_args!("{}", prometheus.render().trim_end()));
     std::process::exit(code);
 }
 
