@@ -401,20 +401,13 @@ impl ConnectionPool {
     /// [`crate::drivers::postgres`]); Twisted's `BEGIN`, statement, `COMMIT`
     /// is kept wherever that would not be the same.
     pub fn run_query(&self, sql: &str, params: impl Into<Params>) -> Deferred<Vec<Row>> {
-        let sql = sql.to_owned();
-        let params = params.into();
-        self.run_interaction(move |txn| Ok(txn.execute_alone(&sql, params)?.fetchall()?))
+        self.submit_interaction(None, query_job(sql, params.into()))
     }
 
     /// Executes one statement and fires with `()`. Mirrors `runOperation`.
     /// One round trip where the driver can, as [`run_query`](Self::run_query).
     pub fn run_operation(&self, sql: &str, params: impl Into<Params>) -> Deferred<()> {
-        let sql = sql.to_owned();
-        let params = params.into();
-        self.run_interaction(move |txn| {
-            txn.execute_alone(&sql, params)?;
-            Ok(())
-        })
+        self.submit_interaction(None, operation_job(sql, params.into()))
     }
 
     /// This thread's raw connection, made if needed. Blocks; meant for
@@ -525,5 +518,26 @@ impl fmt::Debug for ConnectionPool {
             .field("running", &self.running())
             .field("threadpool", &self.inner.threadpool)
             .finish()
+    }
+}
+
+/// The interaction of `run_query`: one statement, every row.
+pub(super) fn query_job(
+    sql: &str,
+    params: Params,
+) -> impl FnOnce(&mut Transaction<'_>) -> Result<Vec<Row>, Failure> + Send + 'static {
+    let sql = sql.to_owned();
+    move |txn| Ok(txn.execute_alone(&sql, params)?.fetchall()?)
+}
+
+/// The interaction of `run_operation`: one statement, no rows.
+pub(super) fn operation_job(
+    sql: &str,
+    params: Params,
+) -> impl FnOnce(&mut Transaction<'_>) -> Result<(), Failure> + Send + 'static {
+    let sql = sql.to_owned();
+    move |txn| {
+        txn.execute_alone(&sql, params)?;
+        Ok(())
     }
 }

@@ -95,18 +95,11 @@ impl NamedInteraction {
 
     /// [`ConnectionPool::run_query`], named.
     pub fn run_query(&self, sql: &str, params: impl Into<Params>) -> Deferred<Vec<Row>> {
-        let sql = sql.to_owned();
-        let params = params.into();
-        self.run_interaction(move |txn| Ok(txn.execute_alone(&sql, params)?.fetchall()?))
+        self.run_interaction(super::query_job(sql, params.into()))
     }
 
     /// [`ConnectionPool::run_operation`], named.
     pub fn run_operation(&self, sql: &str, params: impl Into<Params>) -> Deferred<()> {
-        let sql = sql.to_owned();
-        let params = params.into();
-        self.run_interaction(move |txn| {
-            txn.execute_alone(&sql, params)?;
-            Ok(())
-        })
+        self.run_interaction(super::operation_job(sql, params.into()))
     }
 }
