@@ -447,3 +447,18 @@ fn connect_protocol_fires_with_the_protocol() {
         Some("Connection was closed cleanly.")
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Any description, however mangled, parses or gets an
+    /// `EndpointParseError`; the parser never panics.
+    #[test]
+    fn any_description_parses_or_is_refused_without_panicking(
+        description in proptest::string::string_regex("(tcp6?|TCP|unix|)(:[a-zA-Z=\\\\:0-9. \u{e9}\u{0}-]{0,12}){0,5}").unwrap()
+    ) {
+        let reactor: Rc<dyn ReactorTcp> = Rc::new(MemoryReactor::new());
+        let _ = reactor::endpoints::server_from_string(Rc::clone(&reactor), &description);
+        let _ = reactor::endpoints::client_from_string(reactor, &description);
+    }
+}
