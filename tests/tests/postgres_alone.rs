@@ -531,3 +531,37 @@ fn pools_other_than_postgres_are_unchanged() {
     let _ = pool.close();
     assert_eq!(n, 1);
 }
+
+pg_test! {
+    fn a_result_that_cannot_decode_after_a_client_encoding_change_commits_nothing() {
+        // A session whose client_encoding was changed (here by a job; a
+        // cp_openfun does the same) gets text in that encoding, which does not
+        // decode as UTF-8. Between BEGIN and COMMIT the decoding error rolls
+        // the insert back; run as its own transaction the insert would already
+        // be committed when the error is reported.
+        let _server = sharing_server();
+        let c = direct();
+        let t = unique_name("alone_enc").replace('-', "_").to_lowercase();
+        exec(&c, &format!("CREATE TABLE {t} (k int8 PRIMARY KEY, v text)"), ());
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(&reactor, kwargs! { "cp_min" => 1, "cp_max" => 1 });
+        let p = pool.clone();
+        // chr(233) is 'é': LATIN1 sends it as the single byte 0xE9.
+        let insert = format!("INSERT INTO {t} (k, v) VALUES (1, chr(233)) RETURNING v");
+        let res = run_async(&reactor, BOUND, move || async move {
+            p.run_operation("SET client_encoding TO 'LATIN1'", ()).await?;
+            Ok::<_, Failure>(p.run_query(&insert, ()).await.map(|rows| rows.len()))
+        })
+        .unwrap();
+        let _ = pool.close();
+        let committed = keys(&c, &t);
+        exec(&c, &format!("DROP TABLE {t}"), ());
+        match res {
+            Err(f) => assert!(
+                committed.is_empty(),
+                "the job failed ({f}) but its insert committed: {committed:?}"
+            ),
+            Ok(n) => assert_eq!((n, committed), (1, vec![1])),
+        }
+    }
+}
