@@ -565,3 +565,74 @@ pg_test! {
         }
     }
 }
+
+pg_test! {
+    fn tricky_statements_leave_the_session_idle_and_their_work_committed() {
+        // Whatever the lexer makes of comments, literals and dollar quotes,
+        // and whatever a whitelisted statement does to the transaction
+        // (transaction-scoped locks and settings, SELECT INTO, a writing CTE),
+        // each job leaves the session idle with its work committed, as
+        // BEGIN/COMMIT would.
+        let _server = sharing_server();
+        let c = direct();
+        let t = table(&c, "alone_tricky");
+        let made = format!("{t}_into");
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(
+            &reactor,
+            kwargs! { "cp_min" => 1, "cp_max" => 1, "application_name" => "adbapi-alone-tricky" },
+        );
+        let p = pool.clone();
+        let big = format!("SELECT {} 1", "/* padding */ ".repeat(8_000));
+        let jobs: Vec<String> = vec![
+            "/* /* */ SELECT 1 */ BEGIN".into(),
+            "-- SELECT 1\nBEGIN".into(),
+            "/* a */ -- b\n SELECT 1".into(),
+            "SELECT E'\\'; BEGIN; --'".into(),
+            "SELECT $$;BEGIN$$".into(),
+            "SELECT $t$;BEGIN$t$ ;  \n\t".into(),
+            "SELECT pg_advisory_xact_lock(4242)".into(),
+            "SELECT set_config('adbapi.probe', 'local', true)".into(),
+            "SELECT txid_current()".into(),
+            format!("WITH n AS (SELECT 1 AS k) INSERT INTO {t} (k, x) SELECT k, 1 FROM n"),
+            format!("SELECT 2 AS k INTO {made}"),
+            big,
+        ];
+        let app = "adbapi-alone-tricky";
+        let c2 = c.clone();
+        let states = run_async(&reactor, BOUND, move || async move {
+            let mut out = Vec::new();
+            for sql in jobs {
+                let r = p.run_query(&sql, ()).await;
+                let state = exec(
+                    &c2,
+                    "SELECT state, backend_xid IS NULL FROM pg_stat_activity WHERE application_name = %s",
+                    (app,),
+                );
+                let locks = exec(
+                    &c2,
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                     WHERE a.application_name = %s AND l.locktype = 'advisory'",
+                    (app,),
+                );
+                out.push((sql.chars().take(60).collect::<String>(), r.is_ok(), state[0][0].clone(), first_int(&locks)));
+            }
+            let setting = p
+                .run_query("SELECT coalesce(current_setting('adbapi.probe', true), '')", ())
+                .await?;
+            Ok::<_, Failure>((out, setting[0][0].clone()))
+        })
+        .unwrap();
+        let _ = pool.close();
+        let (out, setting) = states;
+        for (sql, _ok, state, locks) in &out {
+            assert_eq!(state, &Value::from("idle"), "{sql}: {out:?}");
+            assert_eq!(*locks, 0, "{sql}: {out:?}");
+        }
+        assert!(out.iter().all(|(_, ok, _, _)| *ok), "{out:?}");
+        assert_eq!(setting, Value::from(""), "a transaction-local setting did not outlive its job");
+        assert_eq!(keys(&c, &t), vec![1], "the CTE's insert committed");
+        assert_eq!(first_int(&exec(&c, &format!("SELECT count(*) FROM {made}"), ())), 1);
+        exec(&c, &format!("DROP TABLE {t}, {made}"), ());
+    }
+}
