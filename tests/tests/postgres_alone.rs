@@ -636,3 +636,41 @@ pg_test! {
         exec(&c, &format!("DROP TABLE {t}, {made}"), ());
     }
 }
+
+pg_test! {
+    fn a_deferred_constraint_that_fails_at_the_implicit_commit_fails_the_job() {
+        // A DEFERRABLE INITIALLY DEFERRED constraint is checked at commit:
+        // alone, that is the Sync after the statement's rows and
+        // CommandComplete, and its error must still fail the job, with
+        // nothing committed, as COMMIT's error would.
+        let _server = sharing_server();
+        let c = direct();
+        let t = unique_name("alone_deferred").replace('-', "_").to_lowercase();
+        exec(
+            &c,
+            &format!("CREATE TABLE {t} (k int8, UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)"),
+            (),
+        );
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(&reactor, kwargs! { "cp_min" => 1, "cp_max" => 1 });
+        let p = pool.clone();
+        let (op, query) = (
+            format!("INSERT INTO {t} (k) VALUES (1), (1)"),
+            format!("INSERT INTO {t} (k) VALUES (2), (2) RETURNING k"),
+        );
+        let (op_err, query_res) = run_async(&reactor, BOUND, move || async move {
+            let op_err = p.run_operation(&op, ()).await.err();
+            let query_res = p.run_query(&query, ()).await.map(|r| r.len());
+            Ok::<_, Failure>((op_err, query_res))
+        })
+        .unwrap();
+        let _ = pool.close();
+        let n = first_int(&exec(&c, &format!("SELECT count(*) FROM {t}"), ()));
+        exec(&c, &format!("DROP TABLE {t}"), ());
+        let op_err = op_err.expect("the deferred check fails run_operation");
+        assert!(op_err.check::<IntegrityError>().is_some(), "{op_err}");
+        let q = query_res.expect_err("the deferred check fails run_query");
+        assert!(q.check::<IntegrityError>().is_some(), "{q}");
+        assert_eq!(n, 0, "nothing committed");
+    }
+}
