@@ -674,3 +674,55 @@ pg_test! {
         assert_eq!(n, 0, "nothing committed");
     }
 }
+
+pg_test! {
+    fn what_cp_openfun_leaves_on_the_session_is_honoured() {
+        // cp_openfun runs on every new connection before its first job: a
+        // block it opened by hand is committed by that job (BEGIN/COMMIT, as
+        // psycopg2), and a client_encoding it changed keeps every later job
+        // off the one-round-trip path, so a result that does not decode
+        // never reports a failure for committed work.
+        let _server = sharing_server();
+        let c = direct();
+        let t = unique_name("alone_openfun").replace('-', "_").to_lowercase();
+        exec(&c, &format!("CREATE TABLE {t} (k int8 PRIMARY KEY, v text)"), ());
+        let reactor = Reactor::new().unwrap();
+        let t1 = t.clone();
+        let in_block = pool_on(
+            &reactor,
+            kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_openfun" => adbapi::Arg::openfun(move |conn| {
+                conn.execute("BEGIN", ())?;
+                conn.execute(&format!("INSERT INTO {t1} (k, v) VALUES (10, 'a')"), ())?;
+                Ok(())
+            }) },
+        );
+        let latin1 = pool_on(
+            &reactor,
+            kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_openfun" => adbapi::Arg::openfun(|conn| {
+                conn.execute("SET client_encoding TO 'LATIN1'", ())?;
+                // Committed, or the first failing job's rollback undoes it.
+                conn.commit()?;
+                Ok(())
+            }) },
+        );
+        let (p, q) = (in_block.clone(), latin1.clone());
+        let insert = format!("INSERT INTO {t} (k, v) VALUES (%s, chr(233)) RETURNING v");
+        let results = run_async(&reactor, BOUND, move || async move {
+            p.run_operation(&insert.replace("chr(233)", "'b'"), (11,)).await?;
+            let mut out = Vec::new();
+            for k in [1, 2] {
+                out.push((k, q.run_query(&insert, (k,)).await.is_ok()));
+            }
+            Ok::<_, Failure>(out)
+        })
+        .unwrap();
+        let _ = in_block.close();
+        let _ = latin1.close();
+        let committed = keys(&c, &t);
+        exec(&c, &format!("DROP TABLE {t}"), ());
+        let mut expected = vec![10, 11];
+        expected.extend(results.iter().filter(|(_, ok)| *ok).map(|(k, _)| *k));
+        expected.sort_unstable();
+        assert_eq!(committed, expected, "jobs that failed left nothing: {results:?}");
+    }
+}
