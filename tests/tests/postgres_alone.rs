@@ -531,3 +531,198 @@ fn pools_other_than_postgres_are_unchanged() {
     let _ = pool.close();
     assert_eq!(n, 1);
 }
+
+pg_test! {
+    fn a_result_that_cannot_decode_after_a_client_encoding_change_commits_nothing() {
+        // A session whose client_encoding was changed (here by a job; a
+        // cp_openfun does the same) gets text in that encoding, which does not
+        // decode as UTF-8. Between BEGIN and COMMIT the decoding error rolls
+        // the insert back; run as its own transaction the insert would already
+        // be committed when the error is reported.
+        let _server = sharing_server();
+        let c = direct();
+        let t = unique_name("alone_enc").replace('-', "_").to_lowercase();
+        exec(&c, &format!("CREATE TABLE {t} (k int8 PRIMARY KEY, v text)"), ());
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(&reactor, kwargs! { "cp_min" => 1, "cp_max" => 1 });
+        let p = pool.clone();
+        // chr(233) is 'é': LATIN1 sends it as the single byte 0xE9.
+        let insert = format!("INSERT INTO {t} (k, v) VALUES (1, chr(233)) RETURNING v");
+        let res = run_async(&reactor, BOUND, move || async move {
+            p.run_operation("SET client_encoding TO 'LATIN1'", ()).await?;
+            Ok::<_, Failure>(p.run_query(&insert, ()).await.map(|rows| rows.len()))
+        })
+        .unwrap();
+        let _ = pool.close();
+        let committed = keys(&c, &t);
+        exec(&c, &format!("DROP TABLE {t}"), ());
+        match res {
+            Err(f) => assert!(
+                committed.is_empty(),
+                "the job failed ({f}) but its insert committed: {committed:?}"
+            ),
+            Ok(n) => assert_eq!((n, committed), (1, vec![1])),
+        }
+    }
+}
+
+pg_test! {
+    fn tricky_statements_leave_the_session_idle_and_their_work_committed() {
+        // Whatever the lexer makes of comments, literals and dollar quotes,
+        // and whatever a whitelisted statement does to the transaction
+        // (transaction-scoped locks and settings, SELECT INTO, a writing CTE),
+        // each job leaves the session idle with its work committed, as
+        // BEGIN/COMMIT would.
+        let _server = sharing_server();
+        let c = direct();
+        let t = table(&c, "alone_tricky");
+        let made = format!("{t}_into");
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(
+            &reactor,
+            kwargs! { "cp_min" => 1, "cp_max" => 1, "application_name" => "adbapi-alone-tricky" },
+        );
+        let p = pool.clone();
+        let big = format!("SELECT {} 1", "/* padding */ ".repeat(8_000));
+        let jobs: Vec<String> = vec![
+            "/* /* */ SELECT 1 */ BEGIN".into(),
+            "-- SELECT 1\nBEGIN".into(),
+            "/* a */ -- b\n SELECT 1".into(),
+            "SELECT E'\\'; BEGIN; --'".into(),
+            "SELECT $$;BEGIN$$".into(),
+            "SELECT $t$;BEGIN$t$ ;  \n\t".into(),
+            "SELECT pg_advisory_xact_lock(4242)".into(),
+            "SELECT set_config('adbapi.probe', 'local', true)".into(),
+            "SELECT txid_current()".into(),
+            format!("WITH n AS (SELECT 1 AS k) INSERT INTO {t} (k, x) SELECT k, 1 FROM n"),
+            format!("SELECT 2 AS k INTO {made}"),
+            big,
+        ];
+        let app = "adbapi-alone-tricky";
+        let c2 = c.clone();
+        let states = run_async(&reactor, BOUND, move || async move {
+            let mut out = Vec::new();
+            for sql in jobs {
+                let r = p.run_query(&sql, ()).await;
+                let state = exec(
+                    &c2,
+                    "SELECT state, backend_xid IS NULL FROM pg_stat_activity WHERE application_name = %s",
+                    (app,),
+                );
+                let locks = exec(
+                    &c2,
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                     WHERE a.application_name = %s AND l.locktype = 'advisory'",
+                    (app,),
+                );
+                out.push((sql.chars().take(60).collect::<String>(), r.is_ok(), state[0][0].clone(), first_int(&locks)));
+            }
+            let setting = p
+                .run_query("SELECT coalesce(current_setting('adbapi.probe', true), '')", ())
+                .await?;
+            Ok::<_, Failure>((out, setting[0][0].clone()))
+        })
+        .unwrap();
+        let _ = pool.close();
+        let (out, setting) = states;
+        for (sql, _ok, state, locks) in &out {
+            assert_eq!(state, &Value::from("idle"), "{sql}: {out:?}");
+            assert_eq!(*locks, 0, "{sql}: {out:?}");
+        }
+        assert!(out.iter().all(|(_, ok, _, _)| *ok), "{out:?}");
+        assert_eq!(setting, Value::from(""), "a transaction-local setting did not outlive its job");
+        assert_eq!(keys(&c, &t), vec![1], "the CTE's insert committed");
+        assert_eq!(first_int(&exec(&c, &format!("SELECT count(*) FROM {made}"), ())), 1);
+        exec(&c, &format!("DROP TABLE {t}, {made}"), ());
+    }
+}
+
+pg_test! {
+    fn a_deferred_constraint_that_fails_at_the_implicit_commit_fails_the_job() {
+        // A DEFERRABLE INITIALLY DEFERRED constraint is checked at commit:
+        // alone, that is the Sync after the statement's rows and
+        // CommandComplete, and its error must still fail the job, with
+        // nothing committed, as COMMIT's error would.
+        let _server = sharing_server();
+        let c = direct();
+        let t = unique_name("alone_deferred").replace('-', "_").to_lowercase();
+        exec(
+            &c,
+            &format!("CREATE TABLE {t} (k int8, UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)"),
+            (),
+        );
+        let reactor = Reactor::new().unwrap();
+        let pool = pool_on(&reactor, kwargs! { "cp_min" => 1, "cp_max" => 1 });
+        let p = pool.clone();
+        let (op, query) = (
+            format!("INSERT INTO {t} (k) VALUES (1), (1)"),
+            format!("INSERT INTO {t} (k) VALUES (2), (2) RETURNING k"),
+        );
+        let (op_err, query_res) = run_async(&reactor, BOUND, move || async move {
+            let op_err = p.run_operation(&op, ()).await.err();
+            let query_res = p.run_query(&query, ()).await.map(|r| r.len());
+            Ok::<_, Failure>((op_err, query_res))
+        })
+        .unwrap();
+        let _ = pool.close();
+        let n = first_int(&exec(&c, &format!("SELECT count(*) FROM {t}"), ()));
+        exec(&c, &format!("DROP TABLE {t}"), ());
+        let op_err = op_err.expect("the deferred check fails run_operation");
+        assert!(op_err.check::<IntegrityError>().is_some(), "{op_err}");
+        let q = query_res.expect_err("the deferred check fails run_query");
+        assert!(q.check::<IntegrityError>().is_some(), "{q}");
+        assert_eq!(n, 0, "nothing committed");
+    }
+}
+
+pg_test! {
+    fn what_cp_openfun_leaves_on_the_session_is_honoured() {
+        // cp_openfun runs on every new connection before its first job: a
+        // block it opened by hand is committed by that job (BEGIN/COMMIT, as
+        // psycopg2), and a client_encoding it changed keeps every later job
+        // off the one-round-trip path, so a result that does not decode
+        // never reports a failure for committed work.
+        let _server = sharing_server();
+        let c = direct();
+        let t = unique_name("alone_openfun").replace('-', "_").to_lowercase();
+        exec(&c, &format!("CREATE TABLE {t} (k int8 PRIMARY KEY, v text)"), ());
+        let reactor = Reactor::new().unwrap();
+        let t1 = t.clone();
+        let in_block = pool_on(
+            &reactor,
+            kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_openfun" => adbapi::Arg::openfun(move |conn| {
+                conn.execute("BEGIN", ())?;
+                conn.execute(&format!("INSERT INTO {t1} (k, v) VALUES (10, 'a')"), ())?;
+                Ok(())
+            }) },
+        );
+        let latin1 = pool_on(
+            &reactor,
+            kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_openfun" => adbapi::Arg::openfun(|conn| {
+                conn.execute("SET client_encoding TO 'LATIN1'", ())?;
+                // Committed, or the first failing job's rollback undoes it.
+                conn.commit()?;
+                Ok(())
+            }) },
+        );
+        let (p, q) = (in_block.clone(), latin1.clone());
+        let insert = format!("INSERT INTO {t} (k, v) VALUES (%s, chr(233)) RETURNING v");
+        let results = run_async(&reactor, BOUND, move || async move {
+            p.run_operation(&insert.replace("chr(233)", "'b'"), (11,)).await?;
+            let mut out = Vec::new();
+            for k in [1, 2] {
+                out.push((k, q.run_query(&insert, (k,)).await.is_ok()));
+            }
+            Ok::<_, Failure>(out)
+        })
+        .unwrap();
+        let _ = in_block.close();
+        let _ = latin1.close();
+        let committed = keys(&c, &t);
+        exec(&c, &format!("DROP TABLE {t}"), ());
+        let mut expected = vec![10, 11];
+        expected.extend(results.iter().filter(|(_, ok)| *ok).map(|(k, _)| *k));
+        expected.sort_unstable();
+        assert_eq!(committed, expected, "jobs that failed left nothing: {results:?}");
+    }
+}

@@ -25,15 +25,37 @@ const ALONE: [&str; 7] = [
 
 /// True if `sql` is exactly one statement whose first keyword is on the
 /// whitelist. A statement that opens with anything else (a parenthesis, a
-/// keyword off the list) is not, so it keeps the `BEGIN`/`COMMIT` path.
+/// keyword off the list) is not, so it keeps the `BEGIN`/`COMMIT` path; nor
+/// is one that may change the client encoding (see
+/// [`may_change_client_encoding`]).
 pub(super) fn may_run_alone(sql: &str) -> bool {
-    if sql.contains('\0') || statement_count(sql) != 1 {
+    if sql.contains('\0') || statement_count(sql) != 1 || may_change_client_encoding(sql) {
         return false;
     }
     match statement_heads(sql, Dialect::Postgres, 1).as_slice() {
         [head] => head.first().is_some_and(|w| ALONE.contains(&w.as_str())),
         _ => false,
     }
+}
+
+/// True if `sql` may change the session's `client_encoding` (`SET
+/// client_encoding`, `SET NAMES`, `set_config('client_encoding', ..)`,
+/// `RESET`, `DISCARD`). The server then sends text in that encoding, which
+/// may not decode as UTF-8, and a statement run as its own transaction has
+/// committed before its rows are decoded: the driver stops running
+/// statements alone on such a session. The `postgres` crate does not expose
+/// the `ParameterStatus` the server reports, so the text is read instead,
+/// erring towards yes.
+pub(super) fn may_change_client_encoding(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("client_encoding")
+        || statement_heads(sql, Dialect::Postgres, 2).iter().any(|h| {
+            match h.first().map(String::as_str) {
+                Some("SET") => h.get(1).is_some_and(|w| w == "NAMES"),
+                Some("RESET" | "DISCARD") => true,
+                _ => false,
+            }
+        })
 }
 
 #[cfg(test)]
@@ -95,6 +117,7 @@ mod tests {
             "   ",
             "-- SELECT 1",
             "SELECT '\0'",
+            "SELECT set_config('client_encoding', 'LATIN1', false), chr(233)",
         ] {
             assert!(!may_run_alone(sql), "{sql}");
         }

@@ -354,7 +354,18 @@ impl PgConnection {
             let mut values = Vec::with_capacity(columns.len());
             for (i, c) in columns.iter().enumerate() {
                 let raw: Raw<'_> = row.try_get(i).map_err(|e| map_error(e, Some(sql)))?;
-                values.push(decode(raw.0, c.type_(), c.name())?);
+                let v = decode(raw.0, c.type_(), c.name()).map_err(|e| {
+                    if !alone {
+                        return e;
+                    }
+                    // Committed already: say so, and send no more statements
+                    // alone on a session whose text does not decode.
+                    self.text_is_utf8 = false;
+                    let mut d = e.details().clone();
+                    d.message = format!("{} ({COMMITTED_UNDECODED})", d.message);
+                    DbError::from_details(e.kind(), d)
+                })?;
+                values.push(v);
             }
             out.push(Row::new(values));
         }
@@ -468,6 +479,12 @@ impl PgConnection {
                 sql,
             ));
         }
+        if alone::may_change_client_encoding(sql) {
+            // Text may no longer arrive as UTF-8: from now on every
+            // statement keeps BEGIN/COMMIT, so a decoding error still rolls
+            // its work back (see `server_converts_to_utf8`).
+            self.text_is_utf8 = false;
+        }
         if self.autocommit {
             // It may be a BEGIN: until the driver's own COMMIT or ROLLBACK,
             // "not in a transaction" is no longer known to be the server's.
@@ -542,6 +559,12 @@ impl PgConnection {
 pub(crate) const MAY_HAVE_COMMITTED: &str =
     "the statement ran as a transaction of its own (no BEGIN/COMMIT) and the connection was lost \
      before its outcome arrived, so it may have committed";
+
+/// Appended to a decoding error of a statement that ran as its own
+/// transaction: unlike between `BEGIN` and `COMMIT`, its work stays.
+pub(crate) const COMMITTED_UNDECODED: &str =
+    "the statement ran as a transaction of its own (no BEGIN/COMMIT) and committed before its \
+     result failed to decode";
 
 impl DriverConnection for PgConnection {
     fn execute(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
