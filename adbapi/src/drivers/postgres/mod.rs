@@ -576,6 +576,20 @@ impl DriverConnection for PgConnection {
     }
 
     fn execute_alone(&mut self, sql: &str, params: &Params) -> DbResult<ExecResult> {
+        if self.cancel_in_flight() {
+            // Only this job's own stop can have sent it: the pool counted the
+            // statement as a commit begun, the stop came next, and a
+            // connection a cancel was sent for never starts another job. The
+            // statement is not sent, so it is reported as the cancel the
+            // server would have answered with (the pool then discards the
+            // connection), not as a lost connection that may have committed.
+            return Err(DbError::new(
+                ErrorKind::OperationalError,
+                "canceling statement due to user request (the cancel came before the statement was sent; it did not run)",
+            )
+            .with_code("57014")
+            .with_sql(sql));
+        }
         if !self.may_run_alone(sql) {
             return self.execute(sql, params);
         }
