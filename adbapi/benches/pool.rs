@@ -40,7 +40,8 @@
 //! `ADBAPI_BENCH_SECTIONS=reads,writes,serial,stats,idle` (any subset) limits that
 //! section (`pool2` and `direct2`, not in the default set, run only pool/2
 //! or direct/2 point-select batches, for profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
-//! workers' spinning everywhere (a diagnostic).
+//! workers' spinning everywhere (a diagnostic); `ADBAPI_BENCH_STATS_ROUNDS=N`
+//! sets the `stats` section's rounds (9).
 //!
 //! ```text
 //! cargo bench -p adbapi --bench pool -- --warm-up-time 1 --measurement-time 5
@@ -765,16 +766,25 @@ fn report_stats_overhead(out: &mut impl Write, db: &Db, rounds: usize) -> std::i
         !std::env::var("ADBAPI_BENCH_STATS").is_ok_and(|v| v == "0"),
         Ordering::Relaxed,
     );
+    // Each round's own on/off ratio too: its median is less exposed to the
+    // machine's load drifting between rounds than the ratio of the medians.
+    let paired = |on: &[f64], off: &[f64]| {
+        let mut r: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b).collect();
+        r.sort_by(f64::total_cmp);
+        (median(r.clone()), r[0], r[r.len() - 1])
+    };
+    let (rp, rlo, rhi) = paired(&reads_on, &reads_off);
+    let (sp, slo, shi) = paired(&serial_on, &serial_off);
     let (ron, roff) = (median(reads_on), median(reads_off));
     let (son, soff) = (median(serial_on), median(serial_off));
     writeln!(
         out,
-        "pool/2 point select: stats on {ron:.0} q/s, off {roff:.0} q/s, on/off {:.3}",
+        "pool/2 point select: stats on {ron:.0} q/s, off {roff:.0} q/s, on/off {:.3}; per round: median {rp:.3} (range {rlo:.3}-{rhi:.3})",
         ron / roff
     )?;
     writeln!(
         out,
-        "serial pool/1 round trip: stats on {son:.2} us, off {soff:.2} us, on/off {:.3}",
+        "serial pool/1 round trip: stats on {son:.2} us, off {soff:.2} us, on/off {:.3}; per round: median {sp:.3} (range {slo:.3}-{shi:.3})",
         son / soff
     )
 }
@@ -989,7 +999,12 @@ fn report_percentiles() -> std::io::Result<()> {
         }
     }
     if want("stats") {
-        report_stats_overhead(&mut out, &db, 9)?;
+        let rounds = std::env::var("ADBAPI_BENCH_STATS_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(9);
+        report_stats_overhead(&mut out, &db, rounds)?;
     }
     if want("idle") {
         writeln!(out, "== CPU while idle (reactor + started pool, ~1 s) ==")?;

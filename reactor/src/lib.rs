@@ -101,7 +101,8 @@ pub use crate::threadpool::{
 };
 pub use crate::threads::{
     blocking_call_from_thread, call_multiple_in_thread, defer_to_thread, defer_to_thread_pool,
-    defer_to_thread_pool_with_interrupt, stop_thread_pool, Interrupt,
+    defer_to_thread_pool_with_hooks, defer_to_thread_pool_with_interrupt, stop_thread_pool,
+    Interrupt, ThreadPoolJob,
 };
 pub use crate::time::{monotonic_seconds, DelayedCall};
 pub use crate::transport::{Producer, Transport};

@@ -90,12 +90,76 @@ where
     F: FnOnce() -> Result<T, Failure> + Send + 'static,
     I: FnOnce() -> Interrupt + 'static,
 {
+    defer_to_thread_pool_with_hooks(reactor, pool, FnJob(f), interrupt, || {})
+}
+
+/// A job for [`defer_to_thread_pool_with_hooks`]: what runs on the worker,
+/// and what happens to it if its pool drops it unrun. A closure is the
+/// plain case ([`defer_to_thread_pool`]); a type of its own lets the job's
+/// owner account for a job dropped unrun with what the job already holds.
+/// Not in Twisted.
+pub trait ThreadPoolJob: Send + 'static {
+    /// What the job's Deferred fires with.
+    type Output: Send + 'static;
+
+    /// Runs the job on a worker thread (a panic becomes a [`Failure`]).
+    fn run(self) -> Result<Self::Output, Failure>;
+
+    /// Called instead of [`run`](Self::run), on whichever thread drops the
+    /// job, when its pool dropped it unrun (stopped, or it could not start a
+    /// thread for it); its Deferred then fails with
+    /// [`PoolStopped`](crate::PoolStopped) or
+    /// [`ThreadSpawnError`](crate::ThreadSpawnError). Not called for a job
+    /// a cancel withdrew. By default the job is just dropped.
+    fn unrun(self)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+/// A closure as a [`ThreadPoolJob`].
+struct FnJob<F>(F);
+
+impl<T, F> ThreadPoolJob for FnJob<F>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+{
+    type Output = T;
+
+    fn run(self) -> Result<T, Failure> {
+        (self.0)()
+    }
+}
+
+/// [`defer_to_thread_pool_with_interrupt`] for a [`ThreadPoolJob`], plus a
+/// hook that tells the job's owner that a cancel withdrew the job before a
+/// worker started it: `withdrawn` is called on the loop thread as the
+/// Deferred fails with `CancelledError`, and the job is dropped unrun. So
+/// exactly one of [`run`](ThreadPoolJob::run),
+/// [`unrun`](ThreadPoolJob::unrun) and `withdrawn` happens for each job, and
+/// its owner can count every outcome without adding a step to the Deferred's
+/// chain. Not in Twisted (whose `deferToThreadPool` cannot be cancelled).
+pub fn defer_to_thread_pool_with_hooks<R, J, I, W>(
+    reactor: &R,
+    pool: &ThreadPool,
+    job: J,
+    interrupt: I,
+    withdrawn: W,
+) -> Deferred<J::Output>
+where
+    R: ReactorFromThreads + ?Sized,
+    J: ThreadPoolJob,
+    I: FnOnce() -> Interrupt + 'static,
+    W: FnOnce() + 'static,
+{
     let queue = reactor.loop_queue();
     let state = Arc::new(AtomicU8::new(QUEUED));
     let pending = queue.pending_weak();
     let cancel_state = Arc::clone(&state);
     let (d, key) = queue.register(move |key| {
-        Deferred::with_canceller(move |resolver: &Resolver<T>| {
+        Deferred::with_canceller(move |resolver: &Resolver<J::Output>| {
             // Only a job that has not started can be withdrawn; a running one
             // finishes and its result is dropped when it arrives.
             match cancel_state.compare_exchange(
@@ -109,6 +173,7 @@ where
                         let removed = p.borrow_mut().try_remove(key);
                         drop(removed);
                     }
+                    withdrawn();
                 }
                 Err(RUNNING) => {
                     if interrupt() == Interrupt::TooLate {
@@ -119,11 +184,12 @@ where
             }
         })
     });
-    let guard = JobGuard {
+    let mut guard = JobGuard {
         handle: queue.handle(),
         key,
         state,
         pool: pool.name_arc(),
+        job: Some(job),
     };
     let job = move || {
         if guard
@@ -133,7 +199,11 @@ where
         {
             return; // cancelled before it started
         }
-        let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Failure::from_panic(p)));
+        let Some(job) = guard.job.take() else {
+            return;
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| job.run()))
+            .unwrap_or_else(|p| Err(Failure::from_panic(p)));
         guard
             .handle
             .complete(guard.key, r.map(|v| Box::new(v) as Box<dyn Any + Send>));
@@ -149,15 +219,17 @@ where
 /// [`PoolStopped`](crate::PoolStopped), or with
 /// [`ThreadSpawnError`](crate::ThreadSpawnError) if the pool dropped it
 /// because it could not start a thread to run it, so no Deferred is left
-/// hanging.
-struct JobGuard {
+/// hanging; the job's [`unrun`](ThreadPoolJob::unrun) is called first.
+struct JobGuard<J: ThreadPoolJob> {
     handle: RemoteHandle,
     key: usize,
     state: Arc<AtomicU8>,
     pool: std::sync::Arc<str>,
+    /// The job, until it runs.
+    job: Option<J>,
 }
 
-impl Drop for JobGuard {
+impl<J: ThreadPoolJob> Drop for JobGuard<J> {
     fn drop(&mut self) {
         if self
             .state
@@ -170,6 +242,9 @@ impl Drop for JobGuard {
                     name: self.pool.to_string(),
                 }),
             };
+            if let Some(job) = self.job.take() {
+                job.unrun();
+            }
             self.handle.complete(self.key, Err(failure));
         }
     }

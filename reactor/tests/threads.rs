@@ -912,3 +912,57 @@ fn test_call_before_startup_unexecuted() {
         .expect("the job was dropped");
     assert!(!ran.load(Ordering::SeqCst));
 }
+
+/// A job that logs which of its ends it met.
+struct LoggedJob(Arc<Mutex<Vec<String>>>, &'static str);
+
+impl reactor::ThreadPoolJob for LoggedJob {
+    type Output = &'static str;
+
+    fn run(self) -> Result<&'static str, Failure> {
+        self.0.lock().unwrap().push(format!("{} ran", self.1));
+        Ok(self.1)
+    }
+
+    fn unrun(self) {
+        self.0.lock().unwrap().push(format!("{} unrun", self.1));
+    }
+}
+
+// Beyond Twisted: `defer_to_thread_pool_with_hooks` tells the job's owner
+// which one thing became of each job: it ran, a cancel withdrew it (on the
+// loop thread, as its Deferred fails), or its stopped pool dropped it unrun.
+#[test]
+fn test_hooks_tell_which_end_each_job_met() {
+    use reactor::{defer_to_thread_pool_with_hooks, Interrupt};
+    let fake = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = fake.new_thread_pool(0, 1, "hooks").unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let withdrawn = Rc::new(RefCell::new(Vec::new()));
+    let submit = |name: &'static str| {
+        let w = Rc::clone(&withdrawn);
+        defer_to_thread_pool_with_hooks(
+            &fake,
+            &pool,
+            LoggedJob(Arc::clone(&log), name),
+            || Interrupt::Cancelled,
+            move || w.borrow_mut().push(name),
+        )
+    };
+    let ran = submit("a");
+    let cancelled = submit("b");
+    cancelled.cancel();
+    assert_eq!(*withdrawn.borrow(), vec!["b"], "told at once, on the loop");
+    let f = cancelled.into_result().unwrap().unwrap_err();
+    assert!(f.check::<CancelledError>().is_some(), "{f}");
+    fake.run_jobs();
+    assert_eq!(fake.pump(), 1);
+    assert_eq!(ran.into_result().unwrap().unwrap(), "a");
+    let dropped = submit("c");
+    pool.stop();
+    fake.pump();
+    let f = dropped.into_result().unwrap().unwrap_err();
+    assert!(f.check::<PoolStopped>().is_some(), "{f}");
+    assert_eq!(*log.lock().unwrap(), vec!["a ran", "c unrun"]);
+    assert_eq!(*withdrawn.borrow(), vec!["b"]);
+}

@@ -254,3 +254,84 @@ fn an_observed_job_in_flight_does_not_keep_a_dropped_pool_open() {
     assert!(f.check::<reactor::PoolStopped>().is_some(), "{f}");
     assert!(f.to_string().contains("\"in_flight\""), "{f}");
 }
+
+/// Jobs a closing pool drops before any worker took them fail with
+/// `PoolStopped` and are counted as failed, leaving the queue: the
+/// counting path must see jobs that never reach a worker.
+#[test]
+fn queued_jobs_a_closing_pool_drops_are_counted_as_failed() {
+    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .expect("a pool");
+    let a = pool.run_query("SELECT 1", ());
+    let b = pool.run_operation("SELECT 2", ());
+    assert_eq!(pool.status().queued, 2);
+    let closed = pool.close();
+    for f in [
+        fake_wait(&reactor, a).expect_err("dropped"),
+        fake_wait(&reactor, b).expect_err("dropped"),
+    ] {
+        assert!(f.check::<reactor::PoolStopped>().is_some(), "{f}");
+    }
+    fake_wait(&reactor, closed).expect("closed");
+    let st = pool.status();
+    assert_eq!(
+        (
+            st.queued,
+            st.jobs_completed,
+            st.jobs_failed,
+            st.jobs_cancelled,
+            st.wait.count
+        ),
+        (0, 0, 2, 0, 0),
+        "{st:?}"
+    );
+}
+
+/// A cancel that takes while the job runs fails its Deferred with
+/// `CancelledError` at once; whatever the job then returns (here a failure
+/// of its own) is dropped, so the job is counted as cancelled, not failed —
+/// as its Deferred shows.
+#[test]
+fn a_job_cancelled_while_running_is_counted_as_cancelled_whatever_it_returns() {
+    use std::sync::mpsc;
+    let reactor = Reactor::new().unwrap();
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .expect("a pool");
+    let p = pool.clone();
+    let after = run_chain(&reactor, TIMEOUT, move || {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let d = p.run_interaction(move |_txn| -> Result<(), Failure> {
+            started_tx.send(()).expect("the test waits");
+            go_rx
+                .recv_timeout(TIMEOUT)
+                .expect("the test lets the job go");
+            Err(Failure::msg("the job's own failure"))
+        });
+        started_rx.recv_timeout(TIMEOUT).expect("the job runs");
+        d.cancel();
+        let cancelled = d.into_result().expect("fired at once by the cancel");
+        let f = cancelled.expect_err("cancelled");
+        assert!(f.check::<deferred::CancelledError>().is_some(), "{f}");
+        go_tx.send(()).expect("the job waits");
+        // One worker: this job runs once the cancelled one has finished.
+        p.run_query("SELECT 1", ())
+    });
+    after.expect("the next job");
+    let st = pool.status();
+    assert_eq!(
+        (st.jobs_completed, st.jobs_failed, st.jobs_cancelled),
+        (1, 0, 1),
+        "{st:?}"
+    );
+    assert_eq!(st.run.count, 2, "both jobs ran: {st:?}");
+}

@@ -156,6 +156,17 @@ impl JobSlot {
         CancelAction::Cancelled(conn)
     }
 
+    /// The job's function has returned: from now on every cancel is
+    /// declined ([`Interrupt::TooLate`]), so its Deferred reports the
+    /// returned result. Returns whether a cancel took before that (the
+    /// Deferred then failed with `CancelledError` and the result is
+    /// dropped): with the result, the job's outcome as its Deferred shows it.
+    pub(super) fn seal(&self) -> bool {
+        let mut st = self.lock();
+        st.finishing = true;
+        st.cancelled
+    }
+
     /// A retried job's attempt failed and was rolled back: until the next
     /// attempt gets its connection, a cancel takes (nothing is left to
     /// commit). False if the job was asked to stop.

@@ -25,6 +25,7 @@
 
 mod connection;
 mod connection_map;
+mod counted;
 mod job;
 mod lifecycle;
 mod lifetime;

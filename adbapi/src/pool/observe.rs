@@ -8,7 +8,9 @@
 //! fires, and the queue timeout is armed ([`super::queue_timeout`]).
 //!
 //! With every one of those off, `run_*` takes Twisted's plain path
-//! (`deferToThreadPool`) and none of this runs.
+//! (`deferToThreadPool`) and none of this runs; an unnamed job of a pool
+//! that only counts (`cp_stats`, the default) takes the cheaper path of
+//! [`super::counted`].
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -157,6 +159,9 @@ impl ConnectionPool {
                 interrupt,
             );
         }
+        if name.is_none() && observe.slow.is_none() && observe.queue_timeout.is_none() {
+            return self.submit_counted(job, interrupt, shared, work);
+        }
         let track = Arc::new(JobTrack {
             state: AtomicU8::new(QUEUED),
             submitted: Instant::now(),
@@ -174,8 +179,23 @@ impl ConnectionPool {
                     // already and this result is dropped; the job never runs.
                     return Err(Failure::new(CancelledError));
                 }
-                PoolStats::bump(&shared.stats().shard().left);
-                run_observed(shared.stats(), track, || work(shared, job))
+                let stats = shared.stats();
+                PoolStats::bump(&stats.shard().left);
+                let r = run_observed(stats, track.submitted, track.name.as_ref(), || {
+                    work(shared, job)
+                });
+                if stats.observe.stats && r.is_ok() {
+                    // Its Deferred will succeed: a job whose cancel was
+                    // accepted returns CancelledError, and a declined cancel
+                    // reports this.
+                    PoolStats::bump(&stats.shard().completed);
+                    metrics::job_outcome(
+                        &stats.observe.label,
+                        track.name.as_ref(),
+                        Outcome::Completed,
+                    );
+                }
+                r
             },
             interrupt,
         );
@@ -231,16 +251,18 @@ fn count_failure(stats: &PoolStats, track: &JobTrack, f: &Failure) -> Outcome {
     outcome
 }
 
-/// Runs one started job on its worker inside its span, timing it.
-fn run_observed<T>(
+/// Runs one started job on its worker inside its span, timing it into the
+/// pool's histograms (with `cp_stats`) and logging it if it was slow.
+pub(super) fn run_observed<T>(
     stats: &PoolStats,
-    track: &JobTrack,
+    submitted: Instant,
+    name: Option<&Arc<str>>,
     work: impl FnOnce() -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     let obs = &stats.observe;
     let started = Instant::now();
-    let wait = started.saturating_duration_since(track.submitted);
-    let interaction = track.name.as_deref().unwrap_or("");
+    let wait = started.saturating_duration_since(submitted);
+    let interaction = name.map_or("", |n| &**n);
     let span = tracing::debug_span!(
         "adbapi_job",
         pool = &*obs.label,
@@ -255,13 +277,7 @@ fn run_observed<T>(
         let shard = stats.shard();
         shard.wait.record(wait);
         shard.run.record(run);
-        metrics::job_timed(&obs.label, track.name.as_ref(), wait, run);
-        if r.is_ok() {
-            // Its Deferred will succeed: a job whose cancel was accepted
-            // returns CancelledError, and a declined cancel reports this.
-            PoolStats::bump(&shard.completed);
-            metrics::job_outcome(&obs.label, track.name.as_ref(), Outcome::Completed);
-        }
+        metrics::job_timed(&obs.label, name, wait, run);
     }
     if let Some(threshold) = obs.slow {
         if wait + run >= threshold {

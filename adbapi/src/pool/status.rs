@@ -143,10 +143,13 @@ const SHARDS: usize = 8;
 pub(super) struct Shard {
     /// Jobs that left the queue on a worker: started, or dropped unrun.
     pub(super) left: AtomicU64,
-    /// Jobs that succeeded (their failures are counted on the loop thread,
-    /// which sees every kind: timed out, withdrawn, refused by a stopped
-    /// pool).
+    /// Jobs that succeeded.
     pub(super) completed: AtomicU64,
+    /// Unnamed jobs that failed or were cancelled on their worker, or were
+    /// dropped unrun by a stopped pool (named and timed jobs' failures are
+    /// counted on the loop thread, where their Deferred fails).
+    pub(super) failed: AtomicU64,
+    pub(super) cancelled: AtomicU64,
     pub(super) wait: Histogram,
     pub(super) run: Histogram,
 }
@@ -190,6 +193,8 @@ impl PoolStats {
             shards: Box::new(std::array::from_fn(|_| Shard {
                 left: z(),
                 completed: z(),
+                failed: z(),
+                cancelled: z(),
                 wait: Histogram::new(),
                 run: Histogram::new(),
             })),
@@ -329,8 +334,10 @@ impl ConnectionPool {
             connections_closed: load(&w.connections_closed),
             connections_failed: load(&w.connections_failed),
             jobs_completed: stats.shards.iter().map(|s| load(&s.completed)).sum(),
-            jobs_failed: load(&l.jobs_failed),
-            jobs_cancelled: load(&l.jobs_cancelled),
+            jobs_failed: load(&l.jobs_failed)
+                + stats.shards.iter().map(|s| load(&s.failed)).sum::<u64>(),
+            jobs_cancelled: load(&l.jobs_cancelled)
+                + stats.shards.iter().map(|s| load(&s.cancelled)).sum::<u64>(),
             jobs_timed_out: load(&l.jobs_timed_out),
             wait: Histogram::summary_of(stats.shards.iter().map(|s| &s.wait)),
             run: Histogram::summary_of(stats.shards.iter().map(|s| &s.run)),
