@@ -55,9 +55,13 @@
 //! `add_timeout`) while it runs cannot report "nothing committed" at once:
 //! the pool sends the cancel request and the Deferred fires once the server
 //! has answered, with `CancelledError` if the statement was stopped (and
-//! rolled back), with its result if it finished first. And a connection
-//! lost while the statement runs leaves the ambiguity of a lost `COMMIT`:
-//! the error's message says the statement may have committed.
+//! rolled back), with its result if it finished first. Only an error that
+//! proves the statement committed nothing becomes `CancelledError` (the
+//! driver marks it: the server's `ERROR` for the statement, or a statement
+//! never sent); a result that fails to decode after the commit is reported
+//! as that error, which says the work committed. And a connection lost
+//! while the statement runs leaves the ambiguity of a lost `COMMIT`: the
+//! error's message says the statement may have committed.
 //!
 //! # Prepared statements
 //! Single statements are prepared once per connection and kept by their
