@@ -29,10 +29,16 @@ use integration_tests::pg_test;
 const BOUND: Duration = Duration::from_secs(120);
 
 /// What a client sent through the [`Proxy`]: each message's type byte, and
-/// the SQL of simple `Query` messages.
+/// the SQL of simple `Query` messages; and the cancel requests that came
+/// through it.
 #[derive(Default)]
 struct Sent {
     messages: Vec<(u8, Option<String>)>,
+    cancel_requests: usize,
+    /// Cancel requests are counted and dropped instead of forwarded: to the
+    /// server they are as a request that reached the backend after its
+    /// statement ended.
+    swallow_cancels: bool,
 }
 
 /// A TCP proxy in front of the test server that records the client's
@@ -70,15 +76,23 @@ fn pump_client(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Sent>>) {
         }
         let n = u32::from_be_bytes(len) as usize;
         let mut body = vec![0u8; n.saturating_sub(4)];
-        if !read_exact_or_eof(&mut from, &mut body)
-            || to.write_all(&len).is_err()
-            || to.write_all(&body).is_err()
-        {
+        if !read_exact_or_eof(&mut from, &mut body) {
             return;
         }
         let code = body
             .get(..4)
             .map(|c| u32::from_be_bytes(c.try_into().unwrap()));
+        if code == Some(80_877_102) {
+            // A CancelRequest, alone on its connection.
+            let mut s = sent.lock().unwrap();
+            s.cancel_requests += 1;
+            if s.swallow_cancels {
+                return;
+            }
+        }
+        if to.write_all(&len).is_err() || to.write_all(&body).is_err() {
+            return;
+        }
         if !matches!(code, Some(80_877_103 | 80_877_104)) {
             break;
         }
@@ -133,6 +147,23 @@ impl Proxy {
             }
         });
         Proxy { port, sent, stop }
+    }
+
+    /// From now on cancel requests are counted and not forwarded.
+    fn swallow_cancels(&self) {
+        self.sent.lock().unwrap().swallow_cancels = true;
+    }
+
+    /// The cancel requests that came through so far.
+    fn cancel_requests(&self) -> usize {
+        self.sent.lock().unwrap().cancel_requests
+    }
+
+    /// The server's URL with this proxy's port.
+    fn url(&self) -> String {
+        let through = url().replace(&format!(":{}/", server_port()), &format!(":{}/", self.port));
+        assert_ne!(through, url());
+        through
     }
 
     /// Forgets what was sent so far.
@@ -724,5 +755,146 @@ pg_test! {
         expected.extend(results.iter().filter(|(_, ok)| *ok).map(|(k, _)| *k));
         expected.sort_unstable();
         assert_eq!(committed, expected, "jobs that failed left nothing: {results:?}");
+    }
+}
+
+/// Polls (bounded, on the loop) until `done` says yes, then fires.
+fn when(r: &Reactor, done: impl Fn() -> bool + 'static) -> Deferred<()> {
+    let (d, resolver) = Deferred::<()>::new();
+    fn poll(
+        r: Reactor,
+        done: std::rc::Rc<dyn Fn() -> bool>,
+        resolver: deferred::Resolver<()>,
+        left: u32,
+    ) {
+        if done() || left == 0 {
+            let _ = resolver.callback(());
+            return;
+        }
+        let r2 = r.clone();
+        r.call_later(Duration::from_millis(10), move || {
+            poll(r2, done, resolver, left - 1)
+        });
+    }
+    poll(r.clone(), std::rc::Rc::new(done), resolver, 5000);
+    d
+}
+
+/// What a stopped one-round-trip job reports when its statement finishes
+/// anyway: `insert` (with `%s` for an advisory lock key) waits on a lock the
+/// caller holds, the job is cancelled, and the lock is released once the
+/// cancel request was made. The pool goes through a proxy that counts the
+/// request and drops it, as one that reaches the backend after its
+/// statement ended. Returns the job's outcome, the cancel requests made and
+/// what a next job on the pool returned.
+fn stopped_on_a_lock(
+    insert: String,
+    lock_key: i64,
+    app: &'static str,
+) -> (Result<Vec<Row>, Failure>, usize, i64) {
+    let holder = direct();
+    exec(&holder, "SELECT pg_advisory_lock(%s)", (lock_key,));
+    let proxy = Arc::new(Proxy::start());
+    proxy.swallow_cancels();
+    let reactor = Reactor::new().unwrap();
+    let pool = ConnectionPool::new(
+        "psycopg2",
+        vec![proxy.url().into()],
+        kwargs! { "cp_min" => 1, "cp_max" => 1, "application_name" => app,
+        "cp_reactor" => adbapi::Arg::reactor(reactor.clone()) },
+    )
+    .unwrap();
+    let (p, r, px) = (pool.clone(), reactor.clone(), Arc::clone(&proxy));
+    let out = run_async(&reactor, BOUND, move || async move {
+        let d = p.run_query(&insert, (lock_key,));
+        // Blocked on the lock: its Execute was sent, so the job counted the
+        // statement as a commit begun and the cancel is declined.
+        when(&r, move || {
+            let waiting = exec(
+                &direct(),
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s \
+                 AND wait_event_type = 'Lock' AND query LIKE '%%pg_advisory_xact_lock%%'",
+                (app,),
+            );
+            first_int(&waiting) > 0
+        })
+        .await?;
+        d.cancel();
+        let px2 = Arc::clone(&px);
+        when(&r, move || px2.cancel_requests() > 0).await?;
+        let cancels = px.cancel_requests();
+        exec(&holder, "SELECT pg_advisory_unlock(%s)", (lock_key,));
+        let res = d.await;
+        let next = p.run_query("SELECT 7", ()).await?;
+        Ok::<_, Failure>((res, cancels, first_int(&next)))
+    })
+    .unwrap();
+    let _ = pool.close();
+    out
+}
+
+pg_test! {
+    fn a_stopped_statement_that_committed_but_does_not_decode_reports_the_decode_error() {
+        // A cancel for a one-round-trip job is declined (the statement is its
+        // commit) and only the cancel request goes out. Here the statement
+        // finishes anyway, commits, and then its result does not decode: the
+        // job must report that decoding error, never CancelledError, which
+        // would say that nothing of it committed. A function switches the
+        // session to LATIN1 mid-statement (the SQL never names
+        // client_encoding, so the driver cannot see it coming) and returns
+        // 'é', which then arrives as the single byte 0xE9.
+        let _server = sharing_server();
+        let c = direct();
+        let t = unique_name("alone_undecoded").replace('-', "_").to_lowercase();
+        exec(&c, &format!("CREATE TABLE {t} (k int8 PRIMARY KEY, v text)"), ());
+        exec(
+            &c,
+            &format!(
+                "CREATE FUNCTION {t}_latin1() RETURNS text LANGUAGE plpgsql AS $$ BEGIN \
+                 PERFORM set_config('client_' || 'encoding', 'LATIN1', false); RETURN chr(233); END $$"
+            ),
+            (),
+        );
+        let insert = format!(
+            "INSERT INTO {t} (k, v) SELECT 1, {t}_latin1() FROM (SELECT pg_advisory_xact_lock(%s)) l RETURNING v"
+        );
+        let (res, cancels, next) = stopped_on_a_lock(insert, 7_140_014, "adbapi-alone-undecoded");
+        let committed = keys(&c, &t);
+        exec(&c, &format!("DROP TABLE {t}"), ());
+        exec(&c, &format!("DROP FUNCTION {t}_latin1()"), ());
+        assert_eq!(cancels, 1, "the cancel request went out (and was dropped)");
+        assert_eq!(committed, vec![1], "the statement committed");
+        let err = res.expect_err("the result does not decode");
+        assert!(err.check::<CancelledError>().is_none(), "CancelledError for committed work: {err}");
+        assert!(err.check::<ConnectionLost>().is_none(), "{err}");
+        let e = err.check::<DbError>().expect("a database error");
+        assert!(
+            e.message().contains("committed before its result failed to decode"),
+            "{err}"
+        );
+        assert_eq!(next, 7, "the pool goes on with a new connection");
+    }
+}
+
+pg_test! {
+    fn a_stopped_statement_the_server_refuses_reports_the_cancel() {
+        // The same stop, but the statement fails at the server (a duplicate
+        // key, not 57014): its implicit transaction was rolled back, so the
+        // job reports its cancel, whatever the server's error says.
+        let _server = sharing_server();
+        let c = direct();
+        let t = table(&c, "alone_refused");
+        exec(&c, &format!("INSERT INTO {t} (k, x) VALUES (1, 0)"), ());
+        let insert = format!(
+            "INSERT INTO {t} (k, x) SELECT 1, 1 FROM (SELECT pg_advisory_xact_lock(%s)) l RETURNING x"
+        );
+        let (res, cancels, next) = stopped_on_a_lock(insert, 7_140_015, "adbapi-alone-refused");
+        let rows = exec(&c, &format!("SELECT x FROM {t}"), ());
+        exec(&c, &format!("DROP TABLE {t}"), ());
+        assert_eq!(cancels, 1, "the cancel request went out (and was dropped)");
+        assert_eq!(first_int(&rows), 0, "nothing of the stopped job");
+        let err = res.expect_err("a duplicate key");
+        assert!(err.check::<CancelledError>().is_some(), "{err}");
+        assert_eq!(next, 7, "the pool goes on with a new connection");
     }
 }

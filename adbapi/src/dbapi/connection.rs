@@ -246,13 +246,16 @@ impl DbConnection {
     pub(super) fn check_interrupt(&self, sql: &str) -> DbResult<()> {
         // Sticky: every statement fails until `clear_interrupt`, so a
         // cancelled job cannot go on past the statement that was cancelled.
+        // The statement is not sent: it committed nothing, even when it was
+        // already counted as a commit begun (`execute_alone`).
         if self.inner.interrupted.load(Ordering::SeqCst) {
             return Err(DbError::new(
                 ErrorKind::OperationalError,
                 "canceling statement due to user request (the job was cancelled)",
             )
             .with_code("57014")
-            .with_sql(sql));
+            .with_sql(sql)
+            .with_nothing_committed());
         }
         Ok(())
     }

@@ -319,6 +319,8 @@ enum Repr {
 #[derive(Debug, Clone)]
 pub struct DbError {
     repr: Repr,
+    /// See [`proves_nothing_committed`](Self::proves_nothing_committed).
+    nothing_committed: bool,
 }
 
 impl DbError {
@@ -349,7 +351,10 @@ impl DbError {
             ErrorKind::ProgrammingError => Repr::Programming(ProgrammingError(DatabaseError(d))),
             ErrorKind::NotSupportedError => Repr::NotSupported(NotSupportedError(DatabaseError(d))),
         };
-        DbError { repr }
+        DbError {
+            repr,
+            nothing_committed: false,
+        }
     }
 
     /// Which kind it is.
@@ -474,6 +479,30 @@ impl DbError {
     pub fn with_connection_lost(mut self, lost: bool) -> Self {
         self.details_mut().connection_lost = lost;
         self
+    }
+
+    /// Marks the error as proof that the statement it reports committed
+    /// nothing: the server refused it (rolling back the transaction it ran
+    /// in, when that was the server's implicit one) or it was never sent.
+    /// Only whoever raised the error can know that, so only the pool and the
+    /// drivers set it; see
+    /// [`proves_nothing_committed`](Self::proves_nothing_committed).
+    pub(crate) fn with_nothing_committed(mut self) -> Self {
+        self.nothing_committed = true;
+        self
+    }
+
+    /// True if the error proves that the statement it reports committed
+    /// nothing (see [`with_nothing_committed`](Self::with_nothing_committed)).
+    /// False means "not known", never "committed": a lost connection, a
+    /// result that failed to decode after the server committed it, any
+    /// error a driver did not mark. The pool reads it to decide whether a
+    /// stopped job whose statement was its own commit (PostgreSQL's
+    /// one-round-trip `run_query`/`run_operation`) may report
+    /// `CancelledError`, which promises that nothing of the job committed.
+    /// No PEP 249 counterpart.
+    pub(crate) fn proves_nothing_committed(&self) -> bool {
+        self.nothing_committed
     }
 
     /// Prefixes the message with context.

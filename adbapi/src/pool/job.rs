@@ -338,14 +338,21 @@ impl SharedPool {
     /// Settles a job whose statement ran as a transaction of its own (see
     /// [`Transaction::execute_alone`]) and was asked to stop. The statement
     /// was its commit, so the cancel was declined and only the driver's
-    /// cancel request went out (the Deferred waits for the outcome). If the
-    /// statement failed, the server rolled it back: the job fails with
-    /// `CancelledError`, the cancel it is (`TimeoutError` under
-    /// `add_timeout`). If the connection was lost instead (`lost`), it may
-    /// have committed and the failure stays as it is; if the statement
-    /// succeeded first, the Deferred fires with its result. Either way the
-    /// connection is replaced: the cancel request may still reach it, and it
-    /// must never interrupt the next job.
+    /// cancel request went out (the Deferred waits for the outcome).
+    ///
+    /// If the statement's error proves that it committed nothing
+    /// ([`DbError::proves_nothing_committed`]: the server refused it, or it
+    /// was never sent), the job fails with `CancelledError`, the cancel it is
+    /// (`TimeoutError` under `add_timeout`). Any other failure stays the
+    /// job's own, since the statement may have committed: a lost connection
+    /// (`lost`) as it is, and an error the driver raised after the server
+    /// committed (a result that does not decode) as that error, not wrapped
+    /// in the [`ConnectionLost`] of the rollback that followed it (the
+    /// driver refuses to roll back where a cancel request was sent, and its
+    /// transaction was over anyway), so no caller retries committed work. If
+    /// the statement succeeded first, the Deferred fires with its result.
+    /// Either way the connection is replaced: the cancel request may still
+    /// reach it, and it must never interrupt the next job.
     fn settle_alone<T>(
         &self,
         conn: &Connection,
@@ -360,7 +367,15 @@ impl SharedPool {
             let _ = self.disconnect(Some(&raw));
         }
         match result {
-            Err(f) if !lost && !f.is_panic() => Err(Failure::new(deferred::CancelledError)),
+            Err(f) if !lost && !f.is_panic() => match f.check::<DbError>() {
+                Some(e) if e.proves_nothing_committed() => {
+                    Err(Failure::new(deferred::CancelledError))
+                }
+                Some(e) if f.downcast_ref::<ConnectionLost>().is_some() => {
+                    Err(Failure::new(e.clone()))
+                }
+                _ => Err(f),
+            },
             other => other,
         }
     }

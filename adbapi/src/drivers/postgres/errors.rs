@@ -95,6 +95,59 @@ pub(crate) fn map_error(e: postgres::Error, sql: Option<&str>) -> DbError {
     d.with_source(e)
 }
 
+/// Maps an error of a statement sent as a transaction of its own (one
+/// `Bind`/`Execute`/`Sync` round trip, see the driver's module docs),
+/// marking it [`DbError::with_nothing_committed`] when it proves that the
+/// statement committed nothing: the server answered with an `ERROR` (which
+/// aborts the statement's implicit transaction, whether at the statement or
+/// at its implicit commit), or the crate refused the parameters before
+/// sending anything. A lost connection, a `FATAL`, or any other failure stays
+/// unmarked: the server may have committed first.
+pub(super) fn map_alone_error(e: postgres::Error, sql: &str) -> DbError {
+    let refused = e.as_db_error().is_some_and(|db| {
+        db.parsed_severity() == Some(postgres::error::Severity::Error)
+            && !sqlstate_is_disconnect(db.code().code())
+    });
+    // The crate checks the parameter count and serializes every parameter
+    // before it writes the Bind message (the texts `map_error` reads too).
+    let unsent = e.as_db_error().is_none() && {
+        let text = e.to_string();
+        text.contains("parameters but") || text.starts_with("error serializing")
+    };
+    let d = map_error(e, Some(sql));
+    if (refused || unsent) && !d.is_connection_lost() {
+        d.with_nothing_committed()
+    } else {
+        d
+    }
+}
+
+/// `e`, marked [`DbError::with_nothing_committed`] unless the connection was
+/// lost: for a one-round-trip statement that failed before its `Execute`
+/// was sent (its preparation, a result type the driver cannot decode), so
+/// never ran.
+pub(super) fn not_sent(e: DbError) -> DbError {
+    if e.is_connection_lost() {
+        e
+    } else {
+        e.with_nothing_committed()
+    }
+}
+
+/// The error of a one-round-trip statement whose job's cancel request was
+/// sent before the statement was: it is not sent, and reported as the
+/// cancel the server would have answered with (57014), having committed
+/// nothing.
+pub(super) fn cancelled_before_sent(sql: &str) -> DbError {
+    DbError::new(
+        ErrorKind::OperationalError,
+        "canceling statement due to user request (the cancel came before the statement was sent; it did not run)",
+    )
+    .with_code("57014")
+    .with_sql(sql)
+    .with_nothing_committed()
+}
+
 /// Stands in for a `postgres::Error` whose server message or detail was too
 /// long to quote whole: it holds the shortened text only. No psycopg2
 /// counterpart (psycopg2 keeps the server's text whole).

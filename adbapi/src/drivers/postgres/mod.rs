@@ -55,9 +55,13 @@
 //! `add_timeout`) while it runs cannot report "nothing committed" at once:
 //! the pool sends the cancel request and the Deferred fires once the server
 //! has answered, with `CancelledError` if the statement was stopped (and
-//! rolled back), with its result if it finished first. And a connection
-//! lost while the statement runs leaves the ambiguity of a lost `COMMIT`:
-//! the error's message says the statement may have committed.
+//! rolled back), with its result if it finished first. Only an error that
+//! proves the statement committed nothing becomes `CancelledError` (the
+//! driver marks it: the server's `ERROR` for the statement, or a statement
+//! never sent); a result that fails to decode after the commit is reported
+//! as that error, which says the work committed. And a connection lost
+//! while the statement runs leaves the ambiguity of a lost `COMMIT`: the
+//! error's message says the statement may have committed.
 //!
 //! # Prepared statements
 //! Single statements are prepared once per connection and kept by their
@@ -167,7 +171,10 @@ use crate::dbapi::{
 };
 
 use self::cancel::PgCanceller;
-use self::errors::{closed, is_stale_statement, map_error, programming};
+use self::errors::{
+    cancelled_before_sent, closed, is_stale_statement, map_alone_error, map_error, not_sent,
+    programming,
+};
 pub use self::errors::{kind_for_sqlstate, sqlstate_is_disconnect};
 use self::types::{decode, supported, unsupported, Param, Raw};
 use super::pyformat as paramstyle;
@@ -325,10 +332,23 @@ impl PgConnection {
         if !alone {
             self.begin()?;
         }
-        let stmt = self.statement(&t.sql)?;
+        // Alone, whatever fails before the Execute is sent never ran, and
+        // the server's ERROR for the statement aborted its implicit
+        // transaction: both are marked as having committed nothing, so a
+        // stopped job may report them as its cancel. A decoding error after
+        // that is not: the server committed before the rows were read.
+        let unsent = |e: DbError| if alone { not_sent(e) } else { e };
+        let refused = |e: postgres::Error| {
+            if alone {
+                map_alone_error(e, sql)
+            } else {
+                map_error(e, Some(sql))
+            }
+        };
+        let stmt = self.statement(&t.sql).map_err(unsent)?;
         for c in stmt.columns() {
             if !supported(c.type_()) {
-                return Err(unsupported(c.name(), c.type_()).with_sql(sql));
+                return Err(unsent(unsupported(c.name(), c.type_()).with_sql(sql)));
             }
         }
         let bound: Vec<Param<'_>> = t.values.iter().map(|v| Param(v)).collect();
@@ -338,7 +358,7 @@ impl PgConnection {
             .collect();
         if stmt.columns().is_empty() {
             let res = self.client()?.execute(&stmt, &refs);
-            let n = res.map_err(|e| map_error(e, Some(sql)))?;
+            let n = res.map_err(refused)?;
             return Ok(ExecResult {
                 description: None,
                 rows: Vec::new(),
@@ -347,7 +367,7 @@ impl PgConnection {
             });
         }
         let res = self.client()?.query(&stmt, &refs);
-        let rows = res.map_err(|e| map_error(e, Some(sql)))?;
+        let rows = res.map_err(refused)?;
         let columns = stmt.columns();
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -447,38 +467,8 @@ impl PgConnection {
     }
 
     fn execute_as(&mut self, sql: &str, params: &Params, alone: bool) -> DbResult<ExecResult> {
-        if sql.contains('\0') {
-            return Err(programming(
-                "the query contains a NUL character (0x00), which PostgreSQL does not accept in SQL text",
-                sql,
-            ));
-        }
-        let statements = paramstyle::statement_count(sql);
-        if statements == 0 {
-            return Err(programming(
-                "can't execute an empty query (the SQL holds no statement, only whitespace, comments or ';')",
-                sql,
-            ));
-        }
-        if statements > 1 && !matches!(params, Params::None) {
-            return Err(programming(
-                format!(
-                    "the query holds multiple statements ({statements}), which cannot take parameters \
-                     (PostgreSQL prepares one statement at a time): execute them one by one, or pass no parameters"
-                ),
-                sql,
-            ));
-        }
-        let t = paramstyle::translate(sql, params)?;
-        if t.values.len() > MAX_PARAMETERS {
-            return Err(programming(
-                format!(
-                    "the query has {} parameters; PostgreSQL's protocol carries at most {MAX_PARAMETERS}",
-                    t.values.len()
-                ),
-                sql,
-            ));
-        }
+        let (statements, t) =
+            checked(sql, params).map_err(|e| if alone { not_sent(e) } else { e })?;
         if alone::may_change_client_encoding(sql) {
             // Text may no longer arrive as UTF-8: from now on every
             // statement keeps BEGIN/COMMIT, so a decoding error still rolls
@@ -491,6 +481,10 @@ impl PgConnection {
             self.idle_known = false;
         }
         let fresh = !self.in_transaction;
+        if alone && self.cancel_in_flight() {
+            // As in `execute_alone`: the job's own stop sent it just now.
+            return Err(cancelled_before_sent(sql));
+        }
         if fresh {
             self.check_no_cancel_in_flight(sql)?;
         }
@@ -553,6 +547,45 @@ impl PgConnection {
     }
 }
 
+/// The checks made before anything is sent: the SQL holds statements, no
+/// NUL, parameters only for a single statement, and no more than the
+/// protocol carries. Returns the statement count and the translated SQL.
+fn checked<'a>(sql: &'a str, params: &'a Params) -> DbResult<(usize, paramstyle::Translated<'a>)> {
+    if sql.contains('\0') {
+        return Err(programming(
+            "the query contains a NUL character (0x00), which PostgreSQL does not accept in SQL text",
+            sql,
+        ));
+    }
+    let statements = paramstyle::statement_count(sql);
+    if statements == 0 {
+        return Err(programming(
+            "can't execute an empty query (the SQL holds no statement, only whitespace, comments or ';')",
+            sql,
+        ));
+    }
+    if statements > 1 && !matches!(params, Params::None) {
+        return Err(programming(
+            format!(
+                "the query holds multiple statements ({statements}), which cannot take parameters \
+                 (PostgreSQL prepares one statement at a time): execute them one by one, or pass no parameters"
+            ),
+            sql,
+        ));
+    }
+    let t = paramstyle::translate(sql, params)?;
+    if t.values.len() > MAX_PARAMETERS {
+        return Err(programming(
+            format!(
+                "the query has {} parameters; PostgreSQL's protocol carries at most {MAX_PARAMETERS}",
+                t.values.len()
+            ),
+            sql,
+        ));
+    }
+    Ok((statements, t))
+}
+
 /// Appended to a lost connection's error when the statement ran as its own
 /// transaction: as for a `COMMIT` whose answer never came, the server may
 /// have committed it.
@@ -583,12 +616,7 @@ impl DriverConnection for PgConnection {
             // statement is not sent, so it is reported as the cancel the
             // server would have answered with (the pool then discards the
             // connection), not as a lost connection that may have committed.
-            return Err(DbError::new(
-                ErrorKind::OperationalError,
-                "canceling statement due to user request (the cancel came before the statement was sent; it did not run)",
-            )
-            .with_code("57014")
-            .with_sql(sql));
+            return Err(cancelled_before_sent(sql));
         }
         if !self.may_run_alone(sql) {
             return self.execute(sql, params);
