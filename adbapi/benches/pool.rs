@@ -38,8 +38,9 @@
 //! CPU used by an idle running pool for about one second. With
 //! `ADBAPI_BENCH_ONLY_PERCENTILES=1` it stops there;
 //! `ADBAPI_BENCH_SECTIONS=reads,writes,serial,stats,idle` (any subset) limits that
-//! section (`pool2` and `direct2`, not in the default set, run only pool/2
-//! or direct/2 point-select batches, for profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
+//! section (`pool2`, `direct2` and `inline`, not in the default set, run
+//! only pool/2 or direct/2 point-select batches, or inline round trips, for
+//! profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
 //! workers' spinning everywhere (a diagnostic); `ADBAPI_BENCH_STATS_ROUNDS=N`
 //! sets the `stats` section's rounds (9).
 //!
@@ -729,6 +730,40 @@ fn summary_line(
     Ok(rate)
 }
 
+/// `n` point selects, one after another, through a pool whose jobs run
+/// inline on the loop thread (the fake reactor's inline thread pool): the
+/// job path's own CPU cost, without hand-off, wake-ups or spinning, so the
+/// machine's load moves it least.
+fn inline_round_trips(db: &Db, n: u64) -> Duration {
+    use reactor::testing::{FakeReactor, PoolMode};
+    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Inline);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![db.path.as_str()],
+        kwargs! {
+            "cp_min" => 1,
+            "cp_max" => 1,
+            "cp_reactor" => Arg::reactor(reactor.clone()),
+            "cp_stats" => STATS.load(Ordering::Relaxed),
+        },
+    )
+    .expect("a valid pool");
+    let one = |i: u64| {
+        let d = pool.run_query(SELECT, (id_for(i),));
+        reactor.pump();
+        let rows = d.into_result().expect("fired").expect("a row");
+        black_box(rows);
+    };
+    for i in 0..WARMUP_QUERIES {
+        one(i);
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        one(i);
+    }
+    start.elapsed()
+}
+
 /// Alternates pool and direct point-select batches `rounds` times and prints
 /// each rate, the medians, the CPU per query by thread, and the ratio.
 /// `cp_stats` on against off, in alternating rounds so that the machine's
@@ -740,8 +775,10 @@ fn report_stats_overhead(out: &mut impl Write, db: &Db, rounds: usize) -> std::i
         out,
         "== cp_stats on vs off, {rounds} alternating rounds (pool/2 {READS} point selects; serial pool/1 {SERIAL} round trips) =="
     )?;
+    const INLINE: u64 = 50_000;
     let (mut reads_on, mut reads_off, mut serial_on, mut serial_off) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut inline_on, mut inline_off) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Which goes first alternates too.
         for on in if round % 2 == 0 {
@@ -750,15 +787,18 @@ fn report_stats_overhead(out: &mut impl Write, db: &Db, rounds: usize) -> std::i
             [false, true]
         } {
             STATS.store(on, Ordering::Relaxed);
+            let inline = micros(inline_round_trips(db, INLINE)) / INLINE as f64;
             let qps = per_second(READS, pool_reads(db, 2, READS).wall);
             let rt =
                 micros(serial_batch(db, 1, WARMUP_QUERIES, SERIAL, false).total) / SERIAL as f64;
             if on {
                 reads_on.push(qps);
                 serial_on.push(rt);
+                inline_on.push(inline);
             } else {
                 reads_off.push(qps);
                 serial_off.push(rt);
+                inline_off.push(inline);
             }
         }
     }
@@ -773,6 +813,13 @@ fn report_stats_overhead(out: &mut impl Write, db: &Db, rounds: usize) -> std::i
         r.sort_by(f64::total_cmp);
         (median(r.clone()), r[0], r[r.len() - 1])
     };
+    let (ip, ilo, ihi) = paired(&inline_on, &inline_off);
+    let (ion, ioff) = (median(inline_on), median(inline_off));
+    writeln!(
+        out,
+        "inline (one thread, no hand-off: the path's own CPU) round trip: stats on {ion:.3} us, off {ioff:.3} us, on/off {:.3}; per round: median {ip:.3} (range {ilo:.3}-{ihi:.3})",
+        ion / ioff
+    )?;
     let (rp, rlo, rhi) = paired(&reads_on, &reads_off);
     let (sp, slo, shi) = paired(&serial_on, &serial_off);
     let (ron, roff) = (median(reads_on), median(reads_off));
@@ -966,7 +1013,7 @@ fn report_percentiles() -> std::io::Result<()> {
     // ADBAPI_BENCH_SECTIONS=reads,serial (say) runs only those parts.
     let sections = std::env::var("ADBAPI_BENCH_SECTIONS").unwrap_or_default();
     let want = |s: &str| {
-        (sections.is_empty() && s != "pool2" && s != "direct2")
+        (sections.is_empty() && !["pool2", "direct2", "inline"].contains(&s))
             || sections.split(',').any(|x| x.trim() == s)
     };
     let db = Db::create();
@@ -988,6 +1035,17 @@ fn report_percentiles() -> std::io::Result<()> {
             .map(|_| direct_parallel_reads(&db, 2, READS))
             .collect();
         summary_line(&mut out, "direct/2", READS, &runs)?;
+    }
+    if want("inline") {
+        // Only inline round trips (cp_stats as ADBAPI_BENCH_STATS says): the
+        // job path's own CPU, for profiling.
+        let n = 500_000;
+        let t = inline_round_trips(&db, n);
+        writeln!(
+            out,
+            "== inline round trip only: {:.3} us ==",
+            micros(t) / n as f64
+        )?;
     }
     if want("writes") {
         report_writes(&mut out, &db, 5)?;
