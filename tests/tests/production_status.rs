@@ -335,3 +335,34 @@ fn a_job_cancelled_while_running_is_counted_as_cancelled_whatever_it_returns() {
     );
     assert_eq!(st.run.count, 2, "both jobs ran: {st:?}");
 }
+
+/// The recorded times are real durations: a job that sleeps 30 ms on its
+/// worker is recorded as running at least that long, and one that waited
+/// behind it as waiting at least that long (lower bounds only, so a slow
+/// machine cannot fail it; a clock read wrongly scaled would).
+#[test]
+fn recorded_wait_and_run_times_are_at_least_what_happened() {
+    use std::time::Duration;
+    let reactor = Reactor::new().unwrap();
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! { "cp_min" => 1, "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .expect("a pool");
+    let p = pool.clone();
+    run_chain(&reactor, TIMEOUT, move || {
+        let slow = p.run_interaction(|_txn| -> Result<(), Failure> {
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(())
+        });
+        let behind = p.run_query("SELECT 1", ());
+        deferred::gather_results(vec![slow.add_callback(|()| Vec::new()), behind], true)
+    })
+    .expect("both jobs");
+    let st = pool.status();
+    assert_eq!((st.run.count, st.wait.count), (2, 2), "{st:?}");
+    assert!(st.run.max >= Duration::from_millis(30), "{st:?}");
+    assert!(st.wait.max >= Duration::from_millis(25), "{st:?}");
+    assert!(st.run.total >= Duration::from_millis(30), "{st:?}");
+}

@@ -8,9 +8,9 @@
 //! worker), a cancel withdrew it from the queue (counted on the loop thread
 //! as its Deferred fails), or its stopped pool dropped it unrun (a failure).
 
+use quanta::Instant;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use deferred::{CancelledError, Deferred, Failure};
 use reactor::{defer_to_thread_pool_with_hooks, Interrupt, ThreadPoolJob};
@@ -42,7 +42,6 @@ impl ConnectionPool {
         PoolStats::bump(&inner.shared.stats().on_loop.submitted);
         let counted = CountedJob {
             submitted: Instant::now(),
-            slot: Arc::clone(&job),
             job,
             shared,
             work,
@@ -75,9 +74,8 @@ impl ConnectionPool {
 /// count traffic.
 struct CountedJob<W> {
     submitted: Instant,
-    /// The job's cancel slot (`job` goes to `work`): read once the job is
-    /// over, to tell which outcome its Deferred shows.
-    slot: Arc<JobSlot>,
+    /// The job's cancel slot: given to `work`, and read once the job is over
+    /// to tell which outcome its Deferred shows.
     job: Arc<JobSlot>,
     shared: Arc<SharedPool>,
     work: W,
@@ -93,11 +91,14 @@ where
     fn run(self) -> Result<T, Failure> {
         let CountedJob {
             submitted,
-            slot,
             job,
             shared,
             work,
         } = self;
+        // Cloned here, not when the job was made: the boxed job stays small
+        // (it is freed on another thread than the one that allocated it,
+        // which glibc makes cheap only for small blocks).
+        let slot = Arc::clone(&job);
         let stats = shared.stats();
         PoolStats::bump(&stats.shard().left);
         let r = run_observed(stats, submitted, None, || work(&shared, job));

@@ -64,7 +64,11 @@ impl Histogram {
 
     /// Records one duration.
     pub(super) fn record(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // Whole microseconds without `as_micros`'s 128-bit arithmetic.
+        let us = d
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(d.subsec_micros()));
         self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         // A load first: the maximum rarely changes, and a plain load does
@@ -175,6 +179,11 @@ pub(super) struct PoolStats {
 
 impl PoolStats {
     pub(super) fn new(observe: Observe) -> PoolStats {
+        if !observe.plain() {
+            // The job clock calibrates itself once per process (about half
+            // a millisecond here): now, not in the first job's round trip.
+            let _ = quanta::Instant::now();
+        }
         let z = || AtomicU64::new(0);
         PoolStats {
             observe,
