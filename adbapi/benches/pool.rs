@@ -38,10 +38,11 @@
 //! CPU used by an idle running pool for about one second. With
 //! `ADBAPI_BENCH_ONLY_PERCENTILES=1` it stops there;
 //! `ADBAPI_BENCH_SECTIONS=reads,writes,serial,stats,idle` (any subset) limits that
-//! section (`pool2`, `direct2` and `inline`, not in the default set, run
-//! only pool/2 or direct/2 point-select batches, or inline round trips, for
-//! profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
-//! workers' spinning everywhere (a diagnostic); `ADBAPI_BENCH_STATS_ROUNDS=N`
+//! section (`pool2`, `direct1`, `direct2` and `inline`, not in the default
+//! set, run only pool/2, direct/1 or direct/2 point-select batches, or
+//! inline round trips, for profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
+//! workers' spinning everywhere (a diagnostic; `=loop` or `=workers` only
+//! that side's); `ADBAPI_BENCH_STATS_ROUNDS=N`
 //! sets the `stats` section's rounds (9).
 //!
 //! ```text
@@ -195,15 +196,25 @@ fn vfs() -> Option<String> {
 }
 
 /// `ADBAPI_BENCH_NOSPIN=1`: neither the loop nor the workers spin before
-/// sleeping (a diagnostic: shows what the spinning costs and buys).
+/// sleeping (a diagnostic: shows what the spinning costs and buys); this is
+/// the workers' side of it.
 fn no_spin() -> bool {
-    env_flag("ADBAPI_BENCH_NOSPIN")
+    no_spin_in("workers")
+}
+
+/// `ADBAPI_BENCH_NOSPIN=loop` or `=workers` turns off one side's spinning
+/// only (what each side's spin buys); `1` both.
+fn no_spin_in(side: &str) -> bool {
+    match std::env::var("ADBAPI_BENCH_NOSPIN") {
+        Ok(v) if v == "loop" || v == "workers" => v == side,
+        _ => env_flag("ADBAPI_BENCH_NOSPIN"),
+    }
 }
 
 /// A fresh reactor (spinning as [`no_spin`] says).
 fn new_reactor() -> Reactor {
     let reactor = Reactor::new().expect("epoll and eventfd");
-    if no_spin() {
+    if no_spin_in("loop") {
         reactor.set_spin(Duration::ZERO);
     }
     reactor
@@ -1013,7 +1024,7 @@ fn report_percentiles() -> std::io::Result<()> {
     // ADBAPI_BENCH_SECTIONS=reads,serial (say) runs only those parts.
     let sections = std::env::var("ADBAPI_BENCH_SECTIONS").unwrap_or_default();
     let want = |s: &str| {
-        (sections.is_empty() && !["pool2", "direct2", "inline"].contains(&s))
+        (sections.is_empty() && !["pool2", "direct1", "direct2", "inline"].contains(&s))
             || sections.split(',').any(|x| x.trim() == s)
     };
     let db = Db::create();
@@ -1026,6 +1037,25 @@ fn report_percentiles() -> std::io::Result<()> {
         writeln!(out, "== pool/2 point select only, {READS} per batch ==")?;
         let runs: Vec<BatchRun> = (0..10).map(|_| pool_reads(&db, 2, READS)).collect();
         summary_line(&mut out, "pool/2", READS, &runs)?;
+    }
+    if want("direct1") {
+        // Only direct/1 batches: the physical limit, for profiling beside
+        // pool2.
+        writeln!(out, "== direct/1 point select only, {READS} per batch ==")?;
+        let conn = db.direct(Durability::Full);
+        let _ = direct_reads(&conn, READS);
+        let runs: Vec<BatchRun> = (0..10)
+            .map(|_| {
+                let before = thread_cpu_ns().loop_ns;
+                let wall = direct_reads(&conn, READS);
+                BatchRun {
+                    wall,
+                    loop_cpu: Duration::ZERO,
+                    worker_cpu: Duration::from_nanos(thread_cpu_ns().loop_ns - before),
+                }
+            })
+            .collect();
+        summary_line(&mut out, "direct/1", READS, &runs)?;
     }
     if want("direct2") {
         // Only direct/2 batches: SQLite's own two-thread behaviour, for

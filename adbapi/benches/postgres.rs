@@ -25,7 +25,9 @@
 //! serial and pool outstanding on 1 and 4 connections, the median of
 //! pool-serial time / direct-serial time (target <= 1.3) and of the
 //! throughput of 4 connections outstanding / direct serial on one
-//! connection (target >= 3). `ADBAPI_BENCH_ONLY_RATIOS=1` stops after it.
+//! connection (target >= 3), beside the same throughput for 4 threads on 4
+//! connections of the `postgres` crate (what the machine itself gives 4
+//! connections). `ADBAPI_BENCH_ONLY_RATIOS=1` stops after it.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -52,6 +54,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn ratio_report(url: &str) {
     let per = |d: Duration, n: u64| d.as_secs_f64() / n as f64;
     let (mut serial, mut out1, mut out4) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut direct4, mut pool4_of_direct4) = (Vec::new(), Vec::new());
     let mut out = std::io::stdout();
     for round in 0..ROUNDS {
         let direct = per(direct_serial(url, SERIAL), SERIAL);
@@ -64,27 +67,34 @@ fn ratio_report(url: &str) {
             pool_outstanding("psycopg2", url, OUTSTANDING, 4),
             OUTSTANDING,
         );
+        let d4 = per(direct_parallel(url, OUTSTANDING, 4), OUTSTANDING);
         let _ = writeln!(
             out,
             "round {round}: direct serial {:.1} us/query, pool serial {:.1} us, pool outstanding/1 {:.1} us, \
-             outstanding/4 {:.1} us",
+             outstanding/4 {:.1} us, direct on 4 threads {:.1} us",
             direct * 1e6,
             pool * 1e6,
             o1 * 1e6,
-            o4 * 1e6
+            o4 * 1e6,
+            d4 * 1e6
         );
         serial.push(pool / direct);
         out1.push(direct / o1);
         out4.push(direct / o4);
+        direct4.push(direct / d4);
+        pool4_of_direct4.push(d4 / o4);
     }
     let _ = writeln!(
         out,
         "pg ratios (median of {ROUNDS}): pool serial / direct serial = {:.2}x time (target <= 1.3); \
          outstanding on 4 connections = {:.2}x direct serial throughput (target >= 3); \
-         outstanding on 1 = {:.2}x",
+         outstanding on 1 = {:.2}x; the machine's own: 4 threads on 4 connections of the `postgres` crate = \
+         {:.2}x direct serial throughput, and the pool's 4 connections reach {:.2}x of that",
         median(serial),
         median(out4),
-        median(out1)
+        median(out1),
+        median(direct4),
+        median(pool4_of_direct4)
     );
 }
 
@@ -116,6 +126,40 @@ fn direct_serial(url: &str, n: u64) -> Duration {
         let row = c.query_one(&stmt, &[&id]).expect("query");
         let v: &str = row.get(0);
         std::hint::black_box(v);
+    }
+    start.elapsed()
+}
+
+/// `n` point selects split over `conns` threads, each on its own
+/// connection of the `postgres` crate, one query at a time: what this
+/// machine and server give for that many connections without the pool (the
+/// ceiling for a pool of `conns` connections).
+fn direct_parallel(url: &str, n: u64, conns: u64) -> Duration {
+    let go = std::sync::Arc::new(std::sync::Barrier::new(
+        usize::try_from(conns).expect("small") + 1,
+    ));
+    let threads: Vec<_> = (0..conns)
+        .map(|t| {
+            let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+            let go = std::sync::Arc::clone(&go);
+            std::thread::spawn(move || {
+                let stmt = c
+                    .prepare("SELECT v FROM adbapi_bench WHERE id = $1")
+                    .expect("prepare");
+                go.wait();
+                for i in (t..n).step_by(usize::try_from(conns).expect("small")) {
+                    let id = i32::try_from(key(i)).expect("small");
+                    let row = c.query_one(&stmt, &[&id]).expect("query");
+                    let v: &str = row.get(0);
+                    std::hint::black_box(v);
+                }
+            })
+        })
+        .collect();
+    go.wait();
+    let start = Instant::now();
+    for t in threads {
+        t.join().expect("a direct thread");
     }
     start.elapsed()
 }

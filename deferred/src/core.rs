@@ -269,8 +269,13 @@ impl Core {
             // A callback of ours is on the stack; its loop picks up new entries.
             return;
         }
-        let mut chain: Vec<Rc<Core>> = vec![Rc::clone(self)];
-        while let Some(current) = chain.last().cloned() {
+        // The Deferred being run is `top`; `below` holds the ones whose run
+        // continues once it finishes (a chained Deferred's outer ones). Kept
+        // apart so the common run, with no chaining, allocates nothing.
+        let mut top = Rc::clone(self);
+        let mut below: Vec<Rc<Core>> = Vec::new();
+        loop {
+            let current = Rc::clone(&top);
             {
                 let mut st = current.state.borrow_mut();
                 if st.paused > 0 {
@@ -295,7 +300,7 @@ impl Core {
                             o.result = result;
                             o.paused = o.paused.saturating_sub(1);
                         }
-                        chain.push(outer);
+                        below.push(std::mem::replace(&mut top, outer));
                         finished = false;
                         break;
                     }
@@ -344,7 +349,10 @@ impl Core {
                 }
             }
             if finished {
-                chain.pop();
+                match below.pop() {
+                    Some(outer) => top = outer,
+                    None => return,
+                }
             }
         }
     }
