@@ -16,6 +16,8 @@ use crate::threadpool::ThreadPool;
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const CANCELLED: u8 = 2;
+/// Its pool dropped it unrun: its failure is on the way to the loop thread.
+const DROPPED: u8 = 3;
 
 /// Runs `f` on `pool` and returns a Deferred that fires with its result on the
 /// loop thread of `reactor`, always on a later turn. Mirrors
@@ -111,6 +113,11 @@ pub trait ThreadPoolJob: Send + 'static {
     /// [`PoolStopped`](crate::PoolStopped) or
     /// [`ThreadSpawnError`](crate::ThreadSpawnError). Not called for a job
     /// a cancel withdrew. By default the job is just dropped.
+    ///
+    /// A cancel that arrives after this, before that failure reaches the
+    /// Deferred, calls the interrupt hook as for a running job: a hook that
+    /// returns [`Interrupt::TooLate`] (because `unrun` settled the job) lets
+    /// the Deferred report the pool's failure, as its owner counted it.
     fn unrun(self)
     where
         Self: Sized,
@@ -175,7 +182,10 @@ where
                     }
                     withdrawn();
                 }
-                Err(RUNNING) => {
+                // Dropped unrun: its owner, told through `unrun`, says
+                // whether that outcome is decided (so its Deferred reports
+                // the pool's failure) or a cancel may still take.
+                Err(RUNNING | DROPPED) => {
                     if interrupt() == Interrupt::TooLate {
                         resolver.decline_cancel();
                     }
@@ -233,7 +243,7 @@ impl<J: ThreadPoolJob> Drop for JobGuard<J> {
     fn drop(&mut self) {
         if self
             .state
-            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(QUEUED, DROPPED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             let failure = match crate::threadpool::unrun_reason() {
