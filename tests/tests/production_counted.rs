@@ -56,3 +56,24 @@ fn a_dropped_job_cancelled_before_its_failure_arrives_is_counted_as_its_deferred
     assert!(f.check::<reactor::PoolStopped>().is_some(), "{f}");
     assert_eq!(st.queued, 0, "{st:?}");
 }
+
+/// A closed pool refuses a job with `PoolClosed` on a later turn and counts
+/// it as failed at once; a cancel before that turn must not make the
+/// Deferred show `CancelledError` instead.
+#[test]
+fn a_refused_job_cancelled_before_its_refusal_arrives_is_counted_as_its_deferred_shows() {
+    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = manual_pool(&reactor, vec![]);
+    fake_wait(&reactor, pool.close()).expect("closed");
+    let d = pool.run_query("SELECT 1", ());
+    d.cancel();
+    let f = fake_wait(&reactor, d).expect_err("refused");
+    let st = pool.status();
+    let want = if f.check::<CancelledError>().is_some() {
+        (0, 0, 1, 0)
+    } else {
+        (0, 1, 0, 0)
+    };
+    assert_eq!(totals(&st), want, "the Deferred shows {f}: {st:?}");
+    assert!(f.check::<adbapi::PoolClosed>().is_some(), "{f}");
+}
