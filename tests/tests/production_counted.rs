@@ -103,6 +103,61 @@ fn a_refused_job_cancelled_before_its_refusal_arrives_is_counted_as_its_deferred
     assert!(f.check::<adbapi::PoolClosed>().is_some(), "{f}");
 }
 
+/// Panics when dropped: a value an interaction holds.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("{INJECTED_PANIC}: a value the interaction held panics as it is dropped");
+        }
+    }
+}
+
+/// An interaction that never runs (its connection cannot be opened) is
+/// dropped by its job; a panic as what it holds is dropped fails its
+/// Deferred (a panic in user code becomes a Failure), and the job must be
+/// counted and timed all the same, on the counted path and on the observed
+/// one (a named job).
+#[test]
+fn a_job_whose_unrun_interaction_panics_as_it_is_dropped_is_counted() {
+    quiet_injected_panics();
+    for named in [false, true] {
+        let dir = TempDir::new("counted-drop-panic");
+        let reactor = FakeReactor::new(true);
+        let pool = ConnectionPool::new(
+            "sqlite3",
+            args![dir.file("no/such/dir/x.db")],
+            kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+        )
+        .expect("a pool");
+        let held = PanicOnDrop;
+        let interaction = move |_txn: &mut adbapi::Transaction<'_>| -> Result<(), Failure> {
+            let _held = &held;
+            Ok(())
+        };
+        let d = if named {
+            pool.named("held").run_interaction(interaction)
+        } else {
+            pool.run_interaction(interaction)
+        };
+        let f = fake_wait(&reactor, d).expect_err("cannot connect");
+        // (Its text would name the injected panic, which the quiet hook hides.)
+        let panicked = f.is_panic();
+        let st = pool.status();
+        assert_eq!(
+            totals(&st),
+            (0, 1, 0, 0),
+            "named {named}, panic {panicked}: {st:?}"
+        );
+        assert_eq!(
+            (st.wait.count, st.run.count),
+            (1, 1),
+            "named {named}: the job ran: {st:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The model.
 // ---------------------------------------------------------------------------
