@@ -158,6 +158,41 @@ fn a_job_whose_unrun_interaction_panics_as_it_is_dropped_is_counted() {
     }
 }
 
+/// A retried interaction is dropped once its last attempt has committed; a
+/// panic as what it holds is dropped must not fail the Deferred of a job
+/// whose work committed (an errback means nothing committed), and the job is
+/// counted as it shows.
+#[test]
+fn a_committed_retried_job_whose_interaction_panics_as_it_is_dropped_succeeds() {
+    quiet_injected_panics();
+    let dir = TempDir::new("counted-retry-drop-panic");
+    let db = dir.file("t.db");
+    make_table(&db);
+    let reactor = FakeReactor::new(true);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![db.clone()],
+        kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .expect("a pool");
+    let held = PanicOnDrop;
+    let d = pool.run_interaction_with_retry(RetryPolicy::attempts(2), move |txn| {
+        let _held = &held;
+        txn.execute("INSERT INTO t VALUES (7)", ())?;
+        Ok(())
+    });
+    let r = fake_wait(&reactor, d);
+    let rows = fake_wait(&reactor, pool.run_query("SELECT x FROM t", ())).expect("rows");
+    let st = pool.status();
+    assert_eq!(rows.len(), 1, "the job committed");
+    assert!(
+        r.is_ok(),
+        "the job committed, but its Deferred failed (panic: {}): {st:?}",
+        r.as_ref().err().is_some_and(Failure::is_panic)
+    );
+    assert_eq!(totals(&st), (2, 0, 0, 0), "{st:?}");
+}
+
 // ---------------------------------------------------------------------------
 // The model.
 // ---------------------------------------------------------------------------
