@@ -253,7 +253,13 @@ impl<J: ThreadPoolJob> Drop for JobGuard<J> {
                 }),
             };
             if let Some(job) = self.job.take() {
-                job.unrun();
+                // Dropping the job drops what its closure holds: a panic
+                // there must not keep the Deferred from firing, nor escape
+                // into whoever stopped the pool.
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| job.unrun())) {
+                    let f = Failure::from_panic(p);
+                    tracing::error!(pool = %self.pool, failure = %f, "a job dropped unrun panicked");
+                }
             }
             self.handle.complete(self.key, Err(failure));
         }

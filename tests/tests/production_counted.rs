@@ -193,6 +193,32 @@ fn a_committed_retried_job_whose_interaction_panics_as_it_is_dropped_succeeds() 
     assert_eq!(totals(&st), (2, 0, 0, 0), "{st:?}");
 }
 
+/// A job its closing pool drops unrun is dropped with what its interaction
+/// holds; a panic there must neither escape into the caller of `close` nor
+/// keep the job's Deferred from failing with `PoolStopped` (it never fired),
+/// on the counted path and on Twisted's plain one (`cp_stats` off).
+#[test]
+fn a_dropped_job_whose_interaction_panics_as_it_is_dropped_still_fires() {
+    quiet_injected_panics();
+    for stats in [true, false] {
+        let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+        let pool = manual_pool(&reactor, kwargs! { "cp_stats" => stats });
+        let held = PanicOnDrop;
+        let d = pool.run_interaction(move |_txn| -> Result<(), Failure> {
+            let _held = &held;
+            Ok(())
+        });
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.close()))
+            .unwrap_or_else(|_| panic!("stats {stats}: close() panicked"));
+        let f = fake_wait(&reactor, d).expect_err("dropped");
+        assert!(f.check::<reactor::PoolStopped>().is_some(), "{f}");
+        fake_wait(&reactor, closed).expect("closed");
+        let st = pool.status();
+        let want = if stats { (0, 1, 0, 0) } else { (0, 0, 0, 0) };
+        assert_eq!(totals(&st), want, "{st:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The model.
 // ---------------------------------------------------------------------------
