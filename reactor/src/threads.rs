@@ -241,26 +241,34 @@ struct JobGuard<J: ThreadPoolJob> {
 
 impl<J: ThreadPoolJob> Drop for JobGuard<J> {
     fn drop(&mut self) {
-        if self
+        let unrun = self
             .state
             .compare_exchange(QUEUED, DROPPED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .is_ok();
+        if let Some(job) = self.job.take() {
+            // Dropping a job that did not run (dropped by its pool, or
+            // withdrawn by a cancel) drops what its closure holds: a panic
+            // there must not keep the Deferred from firing, nor escape into
+            // whoever stopped the pool or popped the withdrawn job.
+            let dropped = catch_unwind(AssertUnwindSafe(|| {
+                if unrun {
+                    job.unrun();
+                } else {
+                    drop(job);
+                }
+            }));
+            if let Err(p) = dropped {
+                let f = Failure::from_panic(p);
+                tracing::error!(pool = %self.pool, failure = %f, "a job that did not run panicked as it was dropped");
+            }
+        }
+        if unrun {
             let failure = match crate::threadpool::unrun_reason() {
                 Some(spawn_error) => Failure::new(spawn_error),
                 None => Failure::new(crate::PoolStopped {
                     name: self.pool.to_string(),
                 }),
             };
-            if let Some(job) = self.job.take() {
-                // Dropping the job drops what its closure holds: a panic
-                // there must not keep the Deferred from firing, nor escape
-                // into whoever stopped the pool.
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| job.unrun())) {
-                    let f = Failure::from_panic(p);
-                    tracing::error!(pool = %self.pool, failure = %f, "a job dropped unrun panicked");
-                }
-            }
             self.handle.complete(self.key, Err(failure));
         }
     }

@@ -219,6 +219,35 @@ fn a_dropped_job_whose_interaction_panics_as_it_is_dropped_still_fires() {
     }
 }
 
+/// A job a cancel withdrew stays in the thread pool's queue until a worker
+/// pops it or the pool drops it; a panic as what its interaction holds is
+/// dropped then must not escape into the caller of `close` (or a worker).
+#[test]
+fn a_withdrawn_job_whose_interaction_panics_as_it_is_dropped_is_dropped_quietly() {
+    quiet_injected_panics();
+    for run_it in [false, true] {
+        let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+        let pool = manual_pool(&reactor, vec![]);
+        let held = PanicOnDrop;
+        let d = pool.run_interaction(move |_txn| -> Result<(), Failure> {
+            let _held = &held;
+            Ok(())
+        });
+        d.cancel();
+        let f = fake_wait(&reactor, d).expect_err("withdrawn");
+        assert!(f.check::<CancelledError>().is_some(), "{f}");
+        if run_it {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reactor.run_jobs()));
+            assert!(ran.is_ok(), "popping the withdrawn job panicked");
+        }
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.close()))
+            .unwrap_or_else(|_| panic!("run_it {run_it}: close() panicked"));
+        fake_wait(&reactor, closed).expect("closed");
+        let st = pool.status();
+        assert_eq!(totals(&st), (0, 0, 1, 0), "{st:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The model.
 // ---------------------------------------------------------------------------
