@@ -147,7 +147,10 @@ where
 /// exactly one of [`run`](ThreadPoolJob::run),
 /// [`unrun`](ThreadPoolJob::unrun) and `withdrawn` happens for each job, and
 /// its owner can count every outcome without adding a step to the Deferred's
-/// chain. Not in Twisted (whose `deferToThreadPool` cannot be cancelled).
+/// chain. A cancel that arrives after `unrun`, before the pool's failure
+/// reaches the Deferred, calls `interrupt` as for a running job, so an owner
+/// that settled the job in `unrun` can decline it ([`Interrupt::TooLate`]).
+/// Not in Twisted (whose `deferToThreadPool` cannot be cancelled).
 pub fn defer_to_thread_pool_with_hooks<R, J, I, W>(
     reactor: &R,
     pool: &ThreadPool,
