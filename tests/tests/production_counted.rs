@@ -279,6 +279,8 @@ enum End {
 enum Kind {
     Query,
     QueryErr,
+    /// `run_operation` inserting the job's key.
+    Op,
     /// `run_interaction` inserting the job's key.
     Insert(End),
     /// `run_interaction_with_retry`: its first `fails` attempts fail with a
@@ -403,6 +405,7 @@ fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         1 => Just(Kind::Query),
         1 => Just(Kind::QueryErr),
+        1 => Just(Kind::Op),
         4 => end.clone().prop_map(Kind::Insert),
         2 => (0u8..3, 1u8..4).prop_map(|(fails, max)| Kind::Retry { fails, max }),
         2 => any::<bool>().prop_map(|commit_first| Kind::WithConn { commit_first }),
@@ -454,7 +457,7 @@ impl Model {
         // Made only for a job whose closure takes it and whose pool will
         // not refuse it: dropped here (with the closure, by a refusing
         // pool, before `run_*` returns), it panics on the caller's stack.
-        let takes = !matches!(kind, Kind::Query | Kind::QueryErr) && !self.closed;
+        let takes = !matches!(kind, Kind::Query | Kind::QueryErr | Kind::Op) && !self.closed;
         let held = if hold && takes {
             Some(PanicOnDrop)
         } else {
@@ -468,6 +471,9 @@ impl Model {
                 .pool
                 .run_query("SELECT * FROM missing", ())
                 .add_callback(drop),
+            Kind::Op => self
+                .pool
+                .run_operation(&format!("INSERT INTO t VALUES ({k})"), ()),
             Kind::Insert(e) => self.pool.run_interaction(move |txn| {
                 let _h = &held;
                 maybe_cancel_self(id, SelfCancel::BeforeStatement);
@@ -835,11 +841,107 @@ impl Rng {
 
 type Fired = Rc<RefCell<HashMap<usize, Vec<(Cat, String)>>>>;
 
-fn threaded_round(seed: u64) -> Result<(), String> {
+/// Where a threaded round keeps its keys: a SQLite file, or a table of its
+/// own on the PostgreSQL server (where a cancel meets statements in flight,
+/// and `run_query`/`run_operation` are one round trip, their own commit).
+enum Db {
+    Sqlite { _dir: TempDir, file: String },
+    Pg { table: String },
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        let dir = TempDir::new("counted-threads");
+        let file = dir.file("t.db");
+        make_table(&file);
+        Db::Sqlite { _dir: dir, file }
+    }
+
+    fn pg() -> Db {
+        let table = integration_tests::harness::unique_name("counted").replace('-', "_");
+        let c = integration_tests::pg::direct();
+        integration_tests::pg::exec(
+            &c,
+            &format!("CREATE TABLE {table} (x BIGINT PRIMARY KEY)"),
+            (),
+        );
+        c.close().expect("closed");
+        Db::Pg { table }
+    }
+
+    fn table(&self) -> &str {
+        match self {
+            Db::Sqlite { .. } => "t",
+            Db::Pg { table } => table,
+        }
+    }
+
+    fn pool(&self, extra: Vec<(String, Arg)>) -> ConnectionPool {
+        match self {
+            Db::Sqlite { file, .. } => {
+                ConnectionPool::new("sqlite3", args![file.clone()], extra).expect("a pool")
+            }
+            Db::Pg { .. } => {
+                ConnectionPool::new("psycopg2", vec![integration_tests::pg::url().into()], extra)
+                    .expect("a pool")
+            }
+        }
+    }
+
+    /// A statement that takes about `us` microseconds on the server, for a
+    /// cancel to meet in flight (SQLite's jobs sleep on their worker).
+    fn pause_sql(&self, us: u64) -> Option<String> {
+        match self {
+            Db::Sqlite { .. } => None,
+            Db::Pg { .. } => Some(format!("SELECT pg_sleep({})", us as f64 / 1e6)),
+        }
+    }
+
+    fn committed(&self) -> Result<HashSet<i64>, String> {
+        let sql = format!("SELECT x FROM {}", self.table());
+        let rows = match self {
+            Db::Sqlite { file, .. } => {
+                let r = FakeReactor::new(true);
+                let p = ConnectionPool::new(
+                    "sqlite3",
+                    args![file.clone()],
+                    kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(r.clone()) },
+                )
+                .expect("a check pool");
+                let rows = fake_wait(&r, p.run_query(&sql, ())).map_err(|f| f.to_string())?;
+                fake_wait(&r, p.close()).expect("closed");
+                rows
+            }
+            Db::Pg { .. } => {
+                let c = integration_tests::pg::direct();
+                let rows = integration_tests::pg::exec(&c, &sql, ());
+                c.close().expect("closed");
+                rows
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<i64>(0).expect("an integer"))
+            .collect())
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Db::Pg { table } = self {
+            let c = integration_tests::pg::direct();
+            let _ = c
+                .cursor()
+                .and_then(|mut cur| cur.execute(&format!("DROP TABLE {table}"), ()).map(drop));
+            let _ = c.commit();
+            let _ = c.close();
+        }
+    }
+}
+
+fn threaded_round(seed: u64, db: Db) -> Result<(), String> {
     let mut rng = Rng(seed | 1);
-    let dir = TempDir::new("counted-threads");
-    let db = dir.file("t.db");
-    make_table(&db);
+    let db = Rc::new(db);
     let reactor = Reactor::new().expect("a reactor");
     let observed = rng.below(4) == 0;
     let mut kw = kwargs! {
@@ -850,23 +952,24 @@ fn threaded_round(seed: u64) -> Result<(), String> {
     if observed {
         kw.extend(kwargs! { "cp_slow_job_threshold" => 3600.0 });
     }
-    let pool = ConnectionPool::new("sqlite3", args![db.clone()], kw).expect("a pool");
+    let pool = db.pool(kw);
     let jobs = 20 + rng.below(20) as usize;
     let mut plan = Vec::new();
     for _ in 0..jobs {
-        let kind = match rng.below(10) {
+        let kind = match rng.below(11) {
             0 => Kind::Query,
             1 => Kind::QueryErr,
-            2..=4 => Kind::Insert(match rng.below(4) {
+            2 => Kind::Op,
+            3..=5 => Kind::Insert(match rng.below(4) {
                 0 => End::Err,
                 1 => End::Panic,
                 _ => End::Ok,
             }),
-            5 | 6 => Kind::Retry {
+            6 | 7 => Kind::Retry {
                 fails: rng.below(3) as u8,
                 max: 1 + rng.below(3) as u8,
             },
-            7 | 8 => Kind::WithConn {
+            8 | 9 => Kind::WithConn {
                 commit_first: rng.below(2) == 0,
             },
             _ => Kind::Named(End::Ok),
@@ -883,31 +986,33 @@ fn threaded_round(seed: u64) -> Result<(), String> {
     let fired: Fired = Rc::default();
     let submitted = Rc::new(Cell::new(0u64));
     let kinds: Rc<RefCell<HashMap<usize, Kind>>> = Rc::default();
-    let (p, r, f, s, k) = (
+    let (p, r, f, s, k, dbr) = (
         pool.clone(),
         reactor.clone(),
         Rc::clone(&fired),
         Rc::clone(&submitted),
         Rc::clone(&kinds),
+        Rc::clone(&db),
     );
     let outcome = run_chain(&reactor, TIMEOUT, move || {
         let (all, all_r) = Deferred::<()>::new();
         let all_r = Rc::new(all_r);
         let remaining = Rc::new(Cell::new(plan.len()));
         for (id, (kind, submit_at, cancel_after, sleep_us)) in plan.into_iter().enumerate() {
-            let (p2, r2, f2, s2, k2, all_r, remaining) = (
+            let (p2, r2, f2, s2, k2, db2, all_r, remaining) = (
                 p.clone(),
                 r.clone(),
                 Rc::clone(&f),
                 Rc::clone(&s),
                 Rc::clone(&k),
+                Rc::clone(&dbr),
                 Rc::clone(&all_r),
                 Rc::clone(&remaining),
             );
             let submit = move || {
                 s2.set(s2.get() + 1);
                 k2.borrow_mut().insert(id, kind);
-                let d = submit_threaded(&p2, id, kind, sleep_us);
+                let d = submit_threaded(&p2, &db2, id, kind, sleep_us);
                 let d = d.add_both(move |res| {
                     let c = cat_of(&res);
                     let text = match &res {
@@ -977,20 +1082,7 @@ fn threaded_round(seed: u64) -> Result<(), String> {
         return Err(format!("seed {seed}: wait/run counts differ: {st:?}"));
     }
     // What committed.
-    let check_reactor = FakeReactor::new(true);
-    let check = ConnectionPool::new(
-        "sqlite3",
-        args![db.clone()],
-        kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(check_reactor.clone()) },
-    )
-    .expect("a check pool");
-    let rows = fake_wait(&check_reactor, check.run_query("SELECT x FROM t", ()))
-        .map_err(|f| format!("seed {seed}: {f}"))?;
-    let present: HashSet<i64> = rows
-        .iter()
-        .map(|r| r.get::<i64>(0).expect("an integer"))
-        .collect();
-    fake_wait(&check_reactor, check.close()).expect("closed");
+    let present = db.committed().map_err(|e| format!("seed {seed}: {e}"))?;
     let kinds = kinds.borrow();
     for (id, v) in fired.iter() {
         let (c, text) = &v[0];
@@ -1012,24 +1104,43 @@ fn threaded_round(seed: u64) -> Result<(), String> {
 }
 
 /// A job for the threaded rounds: as the model's, with a pause in the middle
-/// (on its worker) to give a cancel something to hit, and no self-cancel.
-fn submit_threaded(pool: &ConnectionPool, id: usize, kind: Kind, sleep_us: u64) -> Deferred<()> {
+/// (a statement on the server, or a sleep on its worker) to give a cancel
+/// something to hit, and no self-cancel.
+fn submit_threaded(
+    pool: &ConnectionPool,
+    db: &Db,
+    id: usize,
+    kind: Kind,
+    sleep_us: u64,
+) -> Deferred<()> {
     let k = key(id);
-    let pause = move || std::thread::sleep(Duration::from_micros(sleep_us));
+    let table = db.table().to_owned();
+    let insert = move |k: i64| format!("INSERT INTO {table} VALUES ({k})");
+    let pause_sql = db.pause_sql(sleep_us);
+    let pause = move |txn: &mut adbapi::Transaction<'_>| -> Result<(), Failure> {
+        match &pause_sql {
+            Some(sql) => {
+                txn.execute(sql, ())?;
+            }
+            None => std::thread::sleep(Duration::from_micros(sleep_us)),
+        }
+        Ok(())
+    };
     match kind {
         Kind::Query => pool.run_query("SELECT 1", ()).add_callback(drop),
         Kind::QueryErr => pool
             .run_query("SELECT * FROM missing", ())
             .add_callback(drop),
+        Kind::Op => pool.run_operation(&insert(k), ()),
         Kind::Insert(e) => pool.run_interaction(move |txn| {
-            txn.execute("INSERT INTO t VALUES (?)", (k,))?;
-            pause();
+            txn.execute(&insert(k), ())?;
+            pause(txn)?;
             txn.execute("SELECT 1", ())?;
             end(e)
         }),
         Kind::Named(e) => pool.named("threaded").run_interaction(move |txn| {
-            txn.execute("INSERT INTO t VALUES (?)", (k,))?;
-            pause();
+            txn.execute(&insert(k), ())?;
+            pause(txn)?;
             end(e)
         }),
         Kind::Retry { fails, max } => {
@@ -1038,8 +1149,8 @@ fn submit_threaded(pool: &ConnectionPool, id: usize, kind: Kind, sleep_us: u64) 
                 .with_backoff(Duration::from_micros(200), Duration::from_micros(200));
             pool.run_interaction_with_retry(policy, move |txn| {
                 attempt += 1;
-                txn.execute("INSERT INTO t VALUES (?)", (k,))?;
-                pause();
+                txn.execute(&insert(k), ())?;
+                pause(txn)?;
                 if attempt <= fails {
                     return Err(Failure::new(
                         DbError::new(ErrorKind::OperationalError, "conflict").with_code("40001"),
@@ -1049,12 +1160,12 @@ fn submit_threaded(pool: &ConnectionPool, id: usize, kind: Kind, sleep_us: u64) 
             })
         }
         Kind::WithConn { commit_first } => pool.run_with_connection(move |conn| {
-            conn.cursor()?.execute("INSERT INTO t VALUES (?)", (k,))?;
+            conn.cursor()?.execute(&insert(k), ())?;
             if commit_first {
                 conn.commit()?;
             }
-            pause();
-            conn.cursor()?.execute("INSERT INTO t VALUES (?)", (-k,))?;
+            std::thread::sleep(Duration::from_micros(sleep_us));
+            conn.cursor()?.execute(&insert(-k), ())?;
             Ok(())
         }),
     }
@@ -1067,15 +1178,35 @@ fn submit_threaded(pool: &ConnectionPool, id: usize, kind: Kind, sleep_us: u64) 
 #[test]
 fn counted_path_under_real_threads() {
     quiet_injected_panics();
-    let rounds = cases(12) as u64;
+    for seed in seeds(12) {
+        if let Err(e) = threaded_round(seed, Db::sqlite()) {
+            panic!("{}", e.replace(INJECTED_PANIC, "(injected)"));
+        }
+    }
+}
+
+integration_tests::pg_test! {
+    /// The threaded rounds on PostgreSQL: cancels meet statements in flight
+    /// (a cancel request to the server), and one-round-trip statements whose
+    /// cancel is declined and settled by what the server says.
+    fn counted_path_under_real_threads_on_postgres() {
+        let _server = integration_tests::pg::sharing_server();
+        quiet_injected_panics();
+        for seed in seeds(6) {
+            if let Err(e) = threaded_round(seed, Db::pg()) {
+                panic!("{}", e.replace(INJECTED_PANIC, "(injected)"));
+            }
+        }
+    }
+}
+
+/// The seeds of the threaded rounds: `ADBAPI_COUNTED_CASES` of them from
+/// `ADBAPI_COUNTED_SEED`.
+fn seeds(default: u32) -> impl Iterator<Item = u64> {
     let base = std::env::var("ADBAPI_COUNTED_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_1300_u64);
-    for i in 0..rounds {
-        let seed = base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        if let Err(e) = threaded_round(seed) {
-            panic!("{e}");
-        }
-    }
+    (0..u64::from(cases(default)))
+        .map(move |i| base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
 }
