@@ -310,13 +310,17 @@ impl LoopQueue {
 
     /// [`resolve_later`](Self::resolve_later), keeping `hold` until the
     /// Deferred has been fired (whatever its callbacks do, paused or not),
-    /// so a shutdown in progress waits for it.
+    /// so a shutdown in progress waits for it. Its outcome is decided
+    /// already, as that of Twisted's `defer.fail()`, which a cancel cannot
+    /// change: a cancel before it fires is declined (a pool that counted a
+    /// refusal as failed must not see its Deferred show `CancelledError`).
     pub fn resolve_later_holding<T: Send + 'static>(
         &self,
         result: Result<T, Failure>,
         hold: ShutdownHold,
     ) -> Deferred<T> {
-        let (d, key) = self.register(|_| Deferred::new());
+        let (d, key) =
+            self.register(|_| Deferred::with_canceller(|r: &Resolver<T>| r.decline_cancel()));
         self.holds.borrow_mut().insert(key, hold);
         self.handle()
             .complete(key, result.map(|v| Box::new(v) as Box<dyn Any + Send>));

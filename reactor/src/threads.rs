@@ -16,6 +16,8 @@ use crate::threadpool::ThreadPool;
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const CANCELLED: u8 = 2;
+/// Its pool dropped it unrun: its failure is on the way to the loop thread.
+const DROPPED: u8 = 3;
 
 /// Runs `f` on `pool` and returns a Deferred that fires with its result on the
 /// loop thread of `reactor`, always on a later turn. Mirrors
@@ -111,6 +113,11 @@ pub trait ThreadPoolJob: Send + 'static {
     /// [`PoolStopped`](crate::PoolStopped) or
     /// [`ThreadSpawnError`](crate::ThreadSpawnError). Not called for a job
     /// a cancel withdrew. By default the job is just dropped.
+    ///
+    /// A cancel that arrives after this, before that failure reaches the
+    /// Deferred, calls the interrupt hook as for a running job: a hook that
+    /// returns [`Interrupt::TooLate`] (because `unrun` settled the job) lets
+    /// the Deferred report the pool's failure, as its owner counted it.
     fn unrun(self)
     where
         Self: Sized,
@@ -140,7 +147,10 @@ where
 /// exactly one of [`run`](ThreadPoolJob::run),
 /// [`unrun`](ThreadPoolJob::unrun) and `withdrawn` happens for each job, and
 /// its owner can count every outcome without adding a step to the Deferred's
-/// chain. Not in Twisted (whose `deferToThreadPool` cannot be cancelled).
+/// chain. A cancel that arrives after `unrun`, before the pool's failure
+/// reaches the Deferred, calls `interrupt` as for a running job, so an owner
+/// that settled the job in `unrun` can decline it ([`Interrupt::TooLate`]).
+/// Not in Twisted (whose `deferToThreadPool` cannot be cancelled).
 pub fn defer_to_thread_pool_with_hooks<R, J, I, W>(
     reactor: &R,
     pool: &ThreadPool,
@@ -175,7 +185,10 @@ where
                     }
                     withdrawn();
                 }
-                Err(RUNNING) => {
+                // Dropped unrun: its owner, told through `unrun`, says
+                // whether that outcome is decided (so its Deferred reports
+                // the pool's failure) or a cancel may still take.
+                Err(RUNNING | DROPPED) => {
                     if interrupt() == Interrupt::TooLate {
                         resolver.decline_cancel();
                     }
@@ -231,20 +244,34 @@ struct JobGuard<J: ThreadPoolJob> {
 
 impl<J: ThreadPoolJob> Drop for JobGuard<J> {
     fn drop(&mut self) {
-        if self
+        let unrun = self
             .state
-            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .compare_exchange(QUEUED, DROPPED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if let Some(job) = self.job.take() {
+            // Dropping a job that did not run (dropped by its pool, or
+            // withdrawn by a cancel) drops what its closure holds: a panic
+            // there must not keep the Deferred from firing, nor escape into
+            // whoever stopped the pool or popped the withdrawn job.
+            let dropped = catch_unwind(AssertUnwindSafe(|| {
+                if unrun {
+                    job.unrun();
+                } else {
+                    drop(job);
+                }
+            }));
+            if let Err(p) = dropped {
+                let f = Failure::from_panic(p);
+                tracing::error!(pool = %self.pool, failure = %f, "a job that did not run panicked as it was dropped");
+            }
+        }
+        if unrun {
             let failure = match crate::threadpool::unrun_reason() {
                 Some(spawn_error) => Failure::new(spawn_error),
                 None => Failure::new(crate::PoolStopped {
                     name: self.pool.to_string(),
                 }),
             };
-            if let Some(job) = self.job.take() {
-                job.unrun();
-            }
             self.handle.complete(self.key, Err(failure));
         }
     }

@@ -966,3 +966,71 @@ fn test_hooks_tell_which_end_each_job_met() {
     assert_eq!(*log.lock().unwrap(), vec!["a ran", "c unrun"]);
     assert_eq!(*withdrawn.borrow(), vec!["b"]);
 }
+
+// A cancel that reaches a job its stopped pool dropped, before the pool's
+// failure reaches the Deferred, asks the interrupt hook as for a running job:
+// a job whose owner settled it in `unrun` declines it (its Deferred shows
+// PoolStopped, as the owner counted it); the plain path's hook takes it, as
+// before.
+#[test]
+fn test_cancel_after_a_job_was_dropped_unrun_asks_the_interrupt_hook() {
+    use reactor::{defer_to_thread_pool, defer_to_thread_pool_with_hooks, Interrupt};
+    let fake = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = fake.new_thread_pool(0, 1, "dropped").unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let asked = Rc::new(RefCell::new(0));
+    let a = Rc::clone(&asked);
+    let settled = defer_to_thread_pool_with_hooks(
+        &fake,
+        &pool,
+        LoggedJob(Arc::clone(&log), "settled"),
+        move || {
+            *a.borrow_mut() += 1;
+            Interrupt::TooLate
+        },
+        || panic!("not withdrawn"),
+    );
+    let plain = defer_to_thread_pool(&fake, &pool, || Ok("plain"));
+    pool.stop();
+    settled.cancel();
+    plain.cancel();
+    assert_eq!(*asked.borrow(), 1);
+    assert!(!settled.called(), "declined: waits for the pool's failure");
+    fake.pump();
+    let f = settled.into_result().unwrap().unwrap_err();
+    assert!(f.check::<PoolStopped>().is_some(), "{f}");
+    let f = plain.into_result().unwrap().unwrap_err();
+    assert!(f.check::<CancelledError>().is_some(), "{f}");
+    assert_eq!(*log.lock().unwrap(), vec!["settled unrun"]);
+}
+
+/// Panics as it is dropped unrun.
+struct PanicsUnrun;
+
+impl reactor::ThreadPoolJob for PanicsUnrun {
+    type Output = ();
+
+    fn run(self) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    fn unrun(self) {
+        panic!("unrun panics");
+    }
+}
+
+// A job that panics as it is dropped unrun still has its Deferred failed,
+// and the panic does not escape into whoever stopped the pool.
+#[test]
+fn test_a_job_that_panics_as_it_is_dropped_unrun_still_fires() {
+    use reactor::{defer_to_thread_pool_with_hooks, Interrupt};
+    let fake = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = fake.new_thread_pool(0, 1, "panics-unrun").unwrap();
+    let d =
+        defer_to_thread_pool_with_hooks(&fake, &pool, PanicsUnrun, || Interrupt::Cancelled, || ());
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.stop()));
+    assert!(stopped.is_ok(), "the panic escaped stop()");
+    fake.pump();
+    let f = d.into_result().expect("fired").unwrap_err();
+    assert!(f.check::<PoolStopped>().is_some(), "{f}");
+}

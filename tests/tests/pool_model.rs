@@ -70,8 +70,10 @@
 //!   workers, queued == 0, opened − closed == open connections, and
 //!   completed + failed + cancelled + timed out == jobs submitted; at the
 //!   end (closed): no worker, nothing queued or open, opened == closed, the
-//!   same sum, and `jobs_timed_out` == the jobs that failed with
-//!   `PoolTimeout`.
+//!   same sum, `jobs_timed_out` == the jobs that failed with
+//!   `PoolTimeout`, and each job counted in the category its Deferred
+//!   shows (a callback completed; `CancelledError` or `add_timeout`'s
+//!   `TimeoutError` cancelled; anything else failed).
 //!
 //! Not driven: `cp_statement_timeout`. SQLite's is a progress handler that
 //! reads the real clock, so whether an ordinary statement of a loaded
@@ -1451,6 +1453,37 @@ fn check(prog: &Program, model: &Rc<Model>, db: &CaseDb) -> Result<(), Vec<Strin
         }
         if st.jobs_timed_out != pool_timeouts {
             wrong.push("jobs_timed_out != the jobs that failed with PoolTimeout");
+        }
+        // Each job in the category its Deferred shows: a callback is
+        // completed, `CancelledError` (or `add_timeout`'s `TimeoutError`,
+        // its cancel) cancelled, anything else but `PoolTimeout` failed.
+        let (mut n_completed, mut n_failed, mut n_cancelled) = (0u64, 0u64, 0u64);
+        for t in model.tracked.borrow().iter() {
+            if !matches!(t.kind, Kind::Run { .. } | Kind::Final { .. }) {
+                continue;
+            }
+            match &t.outcome {
+                Some(Outcome::Value(_)) => n_completed += 1,
+                Some(Outcome::Failed {
+                    pool_timeout: true, ..
+                }) => {}
+                Some(Outcome::Failed {
+                    cancelled,
+                    timed_out,
+                    ..
+                }) if *cancelled || *timed_out => n_cancelled += 1,
+                Some(Outcome::Failed { .. }) => n_failed += 1,
+                None => {}
+            }
+        }
+        let shown = (n_completed, n_failed, n_cancelled);
+        if (st.jobs_completed, st.jobs_failed, st.jobs_cancelled) != shown {
+            problems.push(format!(
+                "status() at the end counts (completed, failed, cancelled) {:?}, the Deferreds show \
+                 {:?}",
+                (st.jobs_completed, st.jobs_failed, st.jobs_cancelled),
+                shown
+            ));
         }
         if !wrong.is_empty() {
             problems.push(format!(

@@ -124,7 +124,16 @@ where
     fn unrun(self) {
         let stats = self.shared.stats();
         PoolStats::bump(&stats.shard().left);
-        count_on_worker(stats, Outcome::Failed);
+        // Sealed, a cancel arriving before the pool's failure reaches the
+        // Deferred is declined, so the Deferred shows the failure counted
+        // here; one that took first (on the loop thread, while this thread
+        // dropped the job) made it a CancelledError.
+        let outcome = if self.job.seal() {
+            Outcome::Cancelled
+        } else {
+            Outcome::Failed
+        };
+        count_on_worker(stats, outcome);
     }
 }
 

@@ -273,7 +273,10 @@ pub(super) fn run_observed<T>(
         wait_ms = wait.as_secs_f64() * 1e3,
         run_ms = tracing::field::Empty,
     );
-    let r = span.in_scope(work);
+    // Caught here, not only around the whole job: a panic that escapes the
+    // job's own guards (a value the caller's closure holds, dropped unrun)
+    // must still be timed and counted, as a failure.
+    let r = span.in_scope(|| super::job::catch(work));
     let run = started.elapsed();
     if !span.is_disabled() {
         span.record("run_ms", run.as_secs_f64() * 1e3);

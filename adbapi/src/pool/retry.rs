@@ -197,7 +197,18 @@ impl ConnectionPool {
         // and queue-timed-out like any other.
         let mut interaction = interaction;
         self.submit_job(name, true, move |shared, job| {
-            run_with_retry(shared, policy, &mut interaction, &job)
+            let r = run_with_retry(shared, policy, &mut interaction, &job);
+            // Dropped once the last attempt has committed or rolled back: a
+            // panic as what it holds is dropped cannot undo that, so it is
+            // logged and the Deferred reports the job's outcome (a failure
+            // would say that nothing committed).
+            if let Err(f) = super::job::catch(move || {
+                drop(interaction);
+                Ok(())
+            }) {
+                tracing::error!(failure = %f, "a retried interaction panicked as it was dropped");
+            }
+            r
         })
     }
 }
