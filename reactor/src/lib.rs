@@ -65,6 +65,7 @@ mod executor;
 mod global;
 pub mod implementors;
 mod interfaces;
+mod loop_spin;
 pub mod protocol;
 pub mod protocols;
 mod react;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deferred::{Deferred, ReactorTime, ScheduledCall};
 use mio::{Events, Poll, Token, Waker};
@@ -16,6 +16,7 @@ use crate::interfaces::{
     Connector, ListeningPort, ReactorCore, ReactorDelayedCalls, ReactorExt, ReactorFromThreads,
     ReactorTcp, ReactorThreads,
 };
+use crate::loop_spin::LoopSpin;
 use crate::protocol::{ClientFactory, Factory};
 use crate::remote::LoopQueue;
 use crate::shutdown::{ShutdownGate, ShutdownHold};
@@ -56,7 +57,7 @@ pub(crate) struct Inner {
     triggers: Rc<SystemEvents>,
     state: Cell<RunState>,
     pool: RefCell<Option<ReactorPool>>,
-    spin: Cell<Duration>,
+    spin: LoopSpin,
     shutdown: Rc<ShutdownGate>,
     io: Io,
 }
@@ -110,9 +111,12 @@ pub(crate) struct Inner {
 /// # Implementation notes
 /// Exactly one `mio::Waker` per `Poll`. Other threads wake the loop only when
 /// it announced it is going to sleep (see [`RemoteHandle`](crate::RemoteHandle)). While thread-pool
-/// jobs are outstanding, the loop spins for a bounded time (20 µs by default,
-/// [`set_spin`](Self::set_spin)) before sleeping, because a result usually
-/// arrives sooner than a cross-core wakeup would take.
+/// jobs are outstanding, the loop spins for a bounded time before sleeping,
+/// because a result usually arrives sooner than a cross-core wakeup would
+/// take: by default one and a half times its recent waits for a result,
+/// between 20 µs and 200 µs, so a database round trip of tens of µs is
+/// caught without sleeping and a few-µs SQLite job keeps the 20 µs
+/// ([`set_spin`](Self::set_spin) fixes it).
 #[derive(Clone)]
 pub struct Reactor {
     inner: Rc<Inner>,
@@ -133,7 +137,7 @@ impl Reactor {
             triggers: Rc::new(SystemEvents::default()),
             state: Cell::new(RunState::default()),
             pool: RefCell::new(None),
-            spin: Cell::new(Duration::from_micros(20)),
+            spin: LoopSpin::new(),
             shutdown: Rc::new(ShutdownGate::default()),
             io: Io::new(registry),
         });
@@ -193,10 +197,12 @@ impl Reactor {
         self.inner.state.set(s);
     }
 
-    /// Sets how long the loop spins waiting for thread results before it sleeps
-    /// (default 20 µs; zero disables spinning).
+    /// Fixes how long the loop spins waiting for thread results before it
+    /// sleeps (zero disables spinning). By default the budget follows the
+    /// workload: one and a half times the loop's recent waits for a result,
+    /// between 20 µs and 200 µs (see the implementation notes above).
     pub fn set_spin(&self, spin: Duration) {
-        self.inner.spin.set(spin);
+        self.inner.spin.set_fixed(spin);
     }
 
     /// Fires `startup` and runs the loop until `stop` (after the shutdown
@@ -296,16 +302,24 @@ impl Reactor {
             }
             return;
         }
-        if queue.outstanding() > 0 {
+        // While jobs are outstanding, how long the loop waits for a result
+        // feeds its spin budget (see `loop_spin.rs`).
+        let waiting = (queue.outstanding() > 0).then(Instant::now);
+        if let Some(since) = waiting {
+            let budget = self.inner.spin.budget();
             if has_io {
-                let spun = crate::spin::spin_until(self.inner.spin.get(), || {
+                let spun = crate::spin::spin_until(budget, || {
                     !queue.is_empty() || self.poll_events(Some(Duration::ZERO)) > 0
                 });
                 if spun {
+                    if !queue.is_empty() {
+                        self.inner.spin.observed(since.elapsed());
+                    }
                     self.dispatch_events();
                     return;
                 }
-            } else if self.spin_for_results() {
+            } else if crate::spin::spin_until(budget, || !queue.is_empty()) {
+                self.inner.spin.observed(since.elapsed());
                 return;
             }
         }
@@ -317,6 +331,11 @@ impl Reactor {
         }
         self.poll_events(timeout);
         queue.woke();
+        if let Some(since) = waiting {
+            if !queue.is_empty() {
+                self.inner.spin.observed(since.elapsed());
+            }
+        }
         self.dispatch_events();
     }
 
@@ -347,12 +366,6 @@ impl Reactor {
         // Copied out first: a protocol may iterate the reactor from inside.
         let ready = self.inner.io.collect(&self.inner.events.borrow());
         self.inner.io.dispatch(self, ready);
-    }
-
-    /// Spins (yielding) until a message arrives or the spin time is over.
-    fn spin_for_results(&self) -> bool {
-        let queue = &self.inner.queue;
-        crate::spin::spin_until(self.inner.spin.get(), || !queue.is_empty())
     }
 
     /// One turn: the work that is due, then a wait of at most `delay`. Mirrors

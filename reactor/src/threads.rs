@@ -115,9 +115,8 @@ pub trait ThreadPoolJob: Send + 'static {
     /// a cancel withdrew. By default the job is just dropped.
     ///
     /// A cancel that arrives after this, before that failure reaches the
-    /// Deferred, calls the interrupt hook as for a running job: a hook that
-    /// returns [`Interrupt::TooLate`] (because `unrun` settled the job) lets
-    /// the Deferred report the pool's failure, as its owner counted it.
+    /// Deferred, is declined: the Deferred reports the pool's failure, as
+    /// the owner counted it here.
     fn unrun(self)
     where
         Self: Sized,
@@ -147,9 +146,9 @@ where
 /// exactly one of [`run`](ThreadPoolJob::run),
 /// [`unrun`](ThreadPoolJob::unrun) and `withdrawn` happens for each job, and
 /// its owner can count every outcome without adding a step to the Deferred's
-/// chain. A cancel that arrives after `unrun`, before the pool's failure
-/// reaches the Deferred, calls `interrupt` as for a running job, so an owner
-/// that settled the job in `unrun` can decline it ([`Interrupt::TooLate`]).
+/// chain. A cancel that arrives after the pool dropped the job, before its
+/// failure reaches the Deferred, is declined: the Deferred reports the
+/// pool's failure (on every path: [`defer_to_thread_pool`] too).
 /// Not in Twisted (whose `deferToThreadPool` cannot be cancelled).
 pub fn defer_to_thread_pool_with_hooks<R, J, I, W>(
     reactor: &R,
@@ -185,14 +184,17 @@ where
                     }
                     withdrawn();
                 }
-                // Dropped unrun: its owner, told through `unrun`, says
-                // whether that outcome is decided (so its Deferred reports
-                // the pool's failure) or a cancel may still take.
-                Err(RUNNING | DROPPED) => {
+                Err(RUNNING) => {
                     if interrupt() == Interrupt::TooLate {
                         resolver.decline_cancel();
                     }
                 }
+                // Dropped unrun by its pool: that outcome is decided (its
+                // failure is on the way, and the job's owner may have
+                // counted it in `unrun`), so the cancel is declined and the
+                // Deferred reports the pool's failure, as for a Deferred
+                // that has fired.
+                Err(DROPPED) => resolver.decline_cancel(),
                 Err(_) => {}
             }
         })

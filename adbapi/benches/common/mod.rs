@@ -20,7 +20,32 @@ pub(crate) fn key(i: u64) -> i64 {
     (i as i64 * 7919) % ROWS
 }
 
+/// A reactor whose loop spins as `ADBAPI_BENCH_LOOP_SPIN_US` says (the
+/// default 20 µs when unset): how long the loop waits for a thread's result
+/// before sleeping, against the server's round trip (an experiment).
+fn new_reactor() -> Reactor {
+    let reactor = Reactor::new().expect("reactor");
+    if let Some(us) = spin_env("ADBAPI_BENCH_LOOP_SPIN_US") {
+        reactor.set_spin(Duration::from_micros(us));
+    }
+    reactor
+}
+
+fn spin_env(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 fn pool(reactor: &Reactor, module: &str, url: &str, size: i64) -> ConnectionPool {
+    let p = pool_unspun(reactor, module, url, size);
+    // `ADBAPI_BENCH_WORKER_SPIN_US`: how long an idle worker waits for the
+    // next job before sleeping (default 20 µs).
+    if let Some(us) = spin_env("ADBAPI_BENCH_WORKER_SPIN_US") {
+        p.threadpool().set_spin(Duration::from_micros(us));
+    }
+    p
+}
+
+fn pool_unspun(reactor: &Reactor, module: &str, url: &str, size: i64) -> ConnectionPool {
     ConnectionPool::new(
         module,
         vec![url.into()],
@@ -32,7 +57,7 @@ fn pool(reactor: &Reactor, module: &str, url: &str, size: i64) -> ConnectionPool
 /// `n` point selects, one at a time, on a pool of one `module` connection;
 /// the time from the first to the last result.
 pub(crate) fn pool_serial(module: &str, url: &str, n: u64) -> Duration {
-    let reactor = Reactor::new().expect("reactor");
+    let reactor = new_reactor();
     let p = pool(&reactor, module, url, 1);
     let started = Rc::new(Cell::new(None));
     let elapsed = Rc::new(Cell::new(Duration::ZERO));
@@ -73,7 +98,7 @@ pub(crate) fn pool_serial(module: &str, url: &str, n: u64) -> Duration {
 /// `n` point selects outstanding at once on a pool of `size` `module`
 /// connections; the time until the last result.
 pub(crate) fn pool_outstanding(module: &str, url: &str, n: u64, size: i64) -> Duration {
-    let reactor = Reactor::new().expect("reactor");
+    let reactor = new_reactor();
     let p = pool(&reactor, module, url, size);
     let elapsed = Rc::new(Cell::new(Duration::ZERO));
     let (r, e) = (reactor.clone(), elapsed.clone());

@@ -124,16 +124,11 @@ where
     fn unrun(self) {
         let stats = self.shared.stats();
         PoolStats::bump(&stats.shard().left);
-        // Sealed, a cancel arriving before the pool's failure reaches the
-        // Deferred is declined, so the Deferred shows the failure counted
-        // here; one that took first (on the loop thread, while this thread
-        // dropped the job) made it a CancelledError.
-        let outcome = if self.job.seal() {
-            Outcome::Cancelled
-        } else {
-            Outcome::Failed
-        };
-        count_on_worker(stats, outcome);
+        // Its Deferred fails with the pool's failure: a cancel arriving
+        // before that failure reaches it is declined (the reactor's contract
+        // for a job dropped unrun), and one arriving earlier withdrew the job,
+        // which then is not dropped unrun.
+        count_on_worker(stats, Outcome::Failed);
     }
 }
 
