@@ -42,7 +42,8 @@
 //! set, run only pool/2, direct/1 or direct/2 point-select batches, or
 //! inline round trips, for profiling), and `ADBAPI_BENCH_NOSPIN=1` turns off the loop's and the
 //! workers' spinning everywhere (a diagnostic; `=loop` or `=workers` only
-//! that side's); `ADBAPI_BENCH_STATS_ROUNDS=N`
+//! that side's; `ADBAPI_BENCH_LOOP_SPIN_US=N` fixes the loop's spin
+//! instead of the adaptive default); `ADBAPI_BENCH_STATS_ROUNDS=N`
 //! sets the `stats` section's rounds (9).
 //!
 //! ```text
@@ -216,6 +217,12 @@ fn new_reactor() -> Reactor {
     let reactor = Reactor::new().expect("epoll and eventfd");
     if no_spin_in("loop") {
         reactor.set_spin(Duration::ZERO);
+    } else if let Some(us) = std::env::var("ADBAPI_BENCH_LOOP_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        // A fixed loop spin instead of the adaptive default (an experiment).
+        reactor.set_spin(Duration::from_micros(us));
     }
     reactor
 }
