@@ -306,7 +306,11 @@ impl Reactor {
         // feeds its spin budget (see `loop_spin.rs`).
         let waiting = (queue.outstanding() > 0).then(Instant::now);
         if let Some(since) = waiting {
-            let budget = self.inner.spin.budget();
+            // Never past the next timer: a spin is a wait too.
+            let budget = match timeout {
+                Some(t) => self.inner.spin.budget().min(t),
+                None => self.inner.spin.budget(),
+            };
             if has_io {
                 let spun = crate::spin::spin_until(budget, || {
                     !queue.is_empty() || self.poll_events(Some(Duration::ZERO)) > 0
