@@ -333,6 +333,13 @@ impl Reactor {
             }
             return;
         }
+        // A spin was part of this wait: sleep for what is left of it, so a
+        // timer due meanwhile is not made late by the spin (and `iterate`
+        // waits at most its delay).
+        let timeout = match (timeout, waiting) {
+            (Some(t), Some(since)) => Some(t.saturating_sub(since.elapsed())),
+            _ => timeout,
+        };
         self.poll_events(timeout);
         queue.woke();
         if let Some(since) = waiting {
