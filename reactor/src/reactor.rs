@@ -316,14 +316,16 @@ impl Reactor {
                     !queue.is_empty() || self.poll_events(Some(Duration::ZERO)) > 0
                 });
                 if spun {
-                    if !queue.is_empty() {
+                    if queue.result_queued() {
                         self.inner.spin.observed(since.elapsed());
                     }
                     self.dispatch_events();
                     return;
                 }
             } else if crate::spin::spin_until(budget, || !queue.is_empty()) {
-                self.inner.spin.observed(since.elapsed());
+                if queue.result_queued() {
+                    self.inner.spin.observed(since.elapsed());
+                }
                 return;
             }
         }
@@ -343,7 +345,7 @@ impl Reactor {
         self.poll_events(timeout);
         queue.woke();
         if let Some(since) = waiting {
-            if !queue.is_empty() {
+            if queue.result_queued() {
                 self.inner.spin.observed(since.elapsed());
             }
         }

@@ -76,6 +76,10 @@ struct Shared {
     inbox: Mutex<Inbox>,
     /// `inbox.msgs.len()`, readable without the lock (written under it).
     queued: AtomicUsize,
+    /// Whether a job result is among the queued messages (written under the
+    /// lock, read without it): the loop's spin budget follows its waits for
+    /// results, not for other calls (see `loop_spin.rs`).
+    result_queued: AtomicBool,
     waker: Option<mio::Waker>,
     /// Under loom, the model of `waker` (a mio waker is invisible to loom).
     #[cfg(loom)]
@@ -143,6 +147,9 @@ impl RemoteHandle {
             drop(inbox);
             drop(msg); // the loop side is gone; dropped outside the lock
             return;
+        }
+        if matches!(msg, Msg::Complete(..)) {
+            shared.result_queued.store(true, Ordering::Relaxed);
         }
         inbox.msgs.push(msg);
         shared.queued.store(inbox.msgs.len(), Ordering::Relaxed);
@@ -243,6 +250,7 @@ impl LoopQueue {
                     closed: false,
                 }),
                 queued: AtomicUsize::new(0),
+                result_queued: AtomicBool::new(false),
                 waker,
                 #[cfg(loom)]
                 model_waker,
@@ -273,6 +281,14 @@ impl LoopQueue {
     /// taken but not reached).
     pub fn len(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed) + self.current.borrow().len()
+    }
+
+    /// True if a thread-pool job's result is queued (not only calls or
+    /// wakeups). Read without the lock, so it may lag a message that
+    /// [`is_empty`](Self::is_empty) already sees; it only steers the
+    /// loop's spin budget.
+    pub(crate) fn result_queued(&self) -> bool {
+        self.shared.result_queued.load(Ordering::Relaxed)
     }
 
     /// How many thread-pool jobs are waiting for their results.
@@ -342,6 +358,7 @@ impl LoopQueue {
                 let mut inbox = self.shared.lock();
                 std::mem::swap(&mut inbox.msgs, &mut batch);
                 self.shared.queued.store(0, Ordering::Relaxed);
+                self.shared.result_queued.store(false, Ordering::Relaxed);
             }
             self.current.borrow_mut().extend(batch.drain(..));
             if batch.capacity() <= KEEP_CAPACITY {
