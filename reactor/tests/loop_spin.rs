@@ -26,12 +26,12 @@ use reactor::{defer_to_thread_pool, Address, Reactor, ThreadPool};
 
 /// The delay the tests wait for; long, so scheduling noise is small next
 /// to it.
-const DELAY: Duration = Duration::from_millis(600);
+const DELAY: Duration = Duration::from_millis(1000);
 
 /// Less than twice [`DELAY`]: a loop that spins through its timeout and
 /// then sleeps it again cannot come in under this.
 fn at_most() -> Duration {
-    DELAY * 17 / 10
+    DELAY * 16 / 10
 }
 
 /// A job that stays outstanding: its pool is not started (stopping the pool
@@ -179,14 +179,15 @@ fn chatty(
 // to the next. With the 20 µs base budget the loop sleeps between the calls
 // and runs about a quarter of the time (measured: 29%); fed by the calls,
 // the budget rose to ~120 µs and the loop ran 88% of the time. The bound is
-// generous: load on the machine only lowers this thread's share.
+// generous (the defect measured 88–99 %): load on the machine only lowers
+// this thread's share.
 #[test]
 fn calls_from_threads_do_not_raise_the_spin_budget() {
     let (cpu, wall, calls, _) = chatty(None, Duration::from_micros(10), Duration::from_millis(500));
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
     assert!(calls > 100, "only {calls} calls arrived");
     assert!(
-        share < 0.6,
+        share < 0.75,
         "the loop ran {:.0}% of the time for {calls} calls",
         share * 100.0
     );
