@@ -345,8 +345,15 @@ impl Reactor {
         self.poll_events(timeout);
         queue.woke();
         if let Some(since) = waiting {
-            if queue.result_queued() {
-                self.inner.spin.observed(since.elapsed());
+            let waited = since.elapsed();
+            // A wait that ended with a result teaches the budget; so does
+            // one longer than any spin that ended without one (a timer, a
+            // call, a socket woke the loop): results are at least that slow,
+            // so a long job outstanding does not keep the loop spinning on
+            // an estimate learnt from earlier, faster ones. Shorter waits
+            // without a result say nothing about the jobs.
+            if queue.result_queued() || waited > crate::loop_spin::CAP {
+                self.inner.spin.observed(waited);
             }
         }
         self.dispatch_events();
