@@ -2,8 +2,8 @@
 //! with no `cp_slow_job_threshold` or `cp_queue_timeout`) for a job without
 //! a name: the job times itself and counts its own outcome where that
 //! outcome is decided, so counting adds no step to its Deferred's chain, no
-//! allocation and no reference-count traffic (measured by the pool bench's
-//! `stats` section). Which end each job met comes from
+//! allocation, and no reference-count traffic on the pool's shared state
+//! (measured by the pool bench's `stats` section). Which end each job met comes from
 //! [`reactor::defer_to_thread_pool_with_hooks`]: it ran (counted on its
 //! worker), a cancel withdrew it from the queue (counted on the loop thread
 //! as its Deferred fails), or its stopped pool dropped it unrun (a failure).
@@ -70,8 +70,7 @@ impl ConnectionPool {
 /// An unnamed job of a pool that only counts: it times itself and counts
 /// its own outcome on its worker, or, dropped unrun by a stopped pool, a
 /// failure wherever it is dropped. It reaches the pool's counters through
-/// the shared state the job holds anyway, so counting adds no reference
-/// count traffic.
+/// the shared state the job holds anyway.
 struct CountedJob<W> {
     submitted: Instant,
     /// The job's cancel slot: given to `work`, and read once the job is over
