@@ -399,7 +399,7 @@ impl ConnectionPool {
     /// The statement is the whole transaction, so a driver may send it as
     /// the server's implicit single-statement transaction, in one round trip
     /// (the PostgreSQL driver does, for plain queries and DML: see
-    /// [`crate::drivers::postgres`]); Twisted's `BEGIN`, statement, `COMMIT`
+    /// `adbapi::drivers::postgres`, feature `postgres`); Twisted's `BEGIN`, statement, `COMMIT`
     /// is kept wherever that would not be the same.
     pub fn run_query(&self, sql: &str, params: impl Into<Params>) -> Deferred<Vec<Row>> {
         self.submit_interaction(None, query_job(sql, params.into()))
