@@ -71,13 +71,7 @@ fn jobs_are_counted_by_outcome_and_timed() {
 
 #[test]
 fn a_cancelled_queued_job_is_counted_and_leaves_the_queue() {
-    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
-    let pool = ConnectionPool::new(
-        "sqlite3",
-        args![":memory:"],
-        kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
-    )
-    .expect("a pool");
+    let (reactor, pool) = manual_one_worker_pool();
     let a = pool.run_query("SELECT 1", ());
     let b = pool.run_query("SELECT 2", ());
     assert_eq!(pool.status().queued, 2);
@@ -260,13 +254,7 @@ fn an_observed_job_in_flight_does_not_keep_a_dropped_pool_open() {
 /// counting path must see jobs that never reach a worker.
 #[test]
 fn queued_jobs_a_closing_pool_drops_are_counted_as_failed() {
-    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
-    let pool = ConnectionPool::new(
-        "sqlite3",
-        args![":memory:"],
-        kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
-    )
-    .expect("a pool");
+    let (reactor, pool) = manual_one_worker_pool();
     let a = pool.run_query("SELECT 1", ());
     let b = pool.run_operation("SELECT 2", ());
     assert_eq!(pool.status().queued, 2);
@@ -365,4 +353,17 @@ fn recorded_wait_and_run_times_are_at_least_what_happened() {
     assert!(st.run.max >= Duration::from_millis(30), "{st:?}");
     assert!(st.wait.max >= Duration::from_millis(25), "{st:?}");
     assert!(st.run.total >= Duration::from_millis(30), "{st:?}");
+}
+
+/// A one-worker in-memory SQLite pool on a fake reactor whose jobs run only
+/// when the test runs them, so they stay queued until then.
+fn manual_one_worker_pool() -> (FakeReactor, ConnectionPool) {
+    let reactor = FakeReactor::with_pool_mode(true, PoolMode::Manual);
+    let pool = ConnectionPool::new(
+        "sqlite3",
+        args![":memory:"],
+        kwargs! { "cp_max" => 1, "cp_reactor" => Arg::reactor(reactor.clone()) },
+    )
+    .expect("a pool");
+    (reactor, pool)
 }
